@@ -1,0 +1,280 @@
+"""The ``bonmoniq`` command: run the platform, manage agents and numbers, place a test call."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from api import logs
+from api.settings import Settings
+
+log = logging.getLogger("bonmoniq")
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+async def _with_directory(settings: Settings, fn: Callable[[Any], Awaitable[int]]) -> int:
+    from api.state import connect, redis_url
+
+    with redis_url(settings) as url:
+        client = connect(url)
+        try:
+            return await fn(client)
+        finally:
+            await client.aclose()
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the platform until interrupted."""
+    from api.serve import serve
+
+    settings = _settings()
+    if args.host:
+        settings.host = args.host
+    if args.port:
+        settings.port = args.port
+    return asyncio.run(serve(settings, demo=args.demo))
+
+
+def cmd_models_verify(args: argparse.Namespace) -> int:
+    """Check every model of a profile and print what was checked."""
+    from models import verify_profile
+
+    settings = _settings()
+    verified = verify_profile(args.profile or settings.profile, settings.models_cache)
+    rows = []
+    for role, model in verified.items():
+        for f in model.files:
+            rows.append(
+                {
+                    "role": str(role),
+                    "model": model.spec.name,
+                    "path": str(f.path),
+                    "size": f.size,
+                    "sha256": f.sha256,
+                    "licence": model.spec.licence,
+                }
+            )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            print(
+                f"{row['role']:4} {row['model']:24} {row['licence']:11} {row['size']:>11,} "
+                f"{row['sha256']}  {row['path']}"
+            )
+        print(f"ok: {len(rows)} files of {len(verified)} models match their pins")
+    return 0
+
+
+def cmd_agents_add(args: argparse.Namespace) -> int:
+    """Create an agent."""
+    from routing.directory import DEFAULT_ANNOUNCEMENT, DEFAULT_GREETING, Agent, Directory
+
+    agent = Agent(
+        name=args.name,
+        prompt=args.prompt,
+        language=args.language,
+        greeting=args.greeting or DEFAULT_GREETING,
+        announcement=args.announcement or DEFAULT_ANNOUNCEMENT,
+    )
+
+    async def run(client: Any) -> int:
+        await Directory(client).add_agent(agent)
+        print(f"agent {agent.name} created ({agent.language})")
+        return 0
+
+    return asyncio.run(_with_directory(_settings(), run))
+
+
+def cmd_agents_list(args: argparse.Namespace) -> int:
+    """List agents."""
+    from routing.directory import Directory
+
+    async def run(client: Any) -> int:
+        for a in await Directory(client).list_agents():
+            print(f"{a.name}\t{a.language}\t{a.prompt[:60]}")
+        return 0
+
+    return asyncio.run(_with_directory(_settings(), run))
+
+
+def cmd_numbers_add(args: argparse.Namespace) -> int:
+    """Point a number at an agent."""
+    from routing.directory import Directory
+
+    async def run(client: Any) -> int:
+        route = await Directory(client).add_number(args.number, args.agent)
+        print(f"{route.number} -> agent {route.agent.name}")
+        return 0
+
+    return asyncio.run(_with_directory(_settings(), run))
+
+
+def cmd_numbers_list(args: argparse.Namespace) -> int:
+    """List numbers."""
+    from routing.directory import Directory
+
+    async def run(client: Any) -> int:
+        for number, agent in await Directory(client).list_numbers():
+            print(f"{number}\t{agent}")
+        return 0
+
+    return asyncio.run(_with_directory(_settings(), run))
+
+
+async def call_report(client: Any, call_id: str) -> dict[str, Any] | None:
+    """State, events and transcript of a call, as ``calls show --json`` prints them."""
+    from dataclasses import asdict
+
+    from voice.calls import CallStore
+
+    store = CallStore(client)
+    record = await store.get(call_id)
+    if record is None:
+        return None
+    return {
+        **asdict(record),
+        "events": [
+            {"type": str(e.type), "at": e.at, "data": dict(e.data)}
+            for e in await store.events(call_id)
+        ],
+        "transcript": [asdict(t) for t in await store.transcript(call_id)],
+    }
+
+
+def cmd_calls_show(args: argparse.Namespace) -> int:
+    """Print a call."""
+
+    async def run(client: Any) -> int:
+        report = await call_report(client, args.call_id)
+        if report is None:
+            raise LookupError(f"no call {args.call_id}")
+        if args.json:
+            print(json.dumps(report, indent=2))
+            return 0
+        print(
+            f"{report['call_id']}  {report['state']}  "
+            f"{report['from_number']} -> {report['to_number']}"
+        )
+        for e in report["events"]:
+            print(f"  {e['at']:.3f} {e['type']} {json.dumps(e['data']) if e['data'] else ''}")
+        for t in report["transcript"]:
+            print(f"  [{t['role']}] {t['text']}")
+        return 0
+
+    return asyncio.run(_with_directory(_settings(), run))
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    """Place a simulated Twilio call into a running platform."""
+    from api.simulate import simulate
+
+    return asyncio.run(simulate(_settings(), args))
+
+
+# -- parser -----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line."""
+    p = argparse.ArgumentParser(prog="bonmoniq", description="Bonmoniq Voice platform")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the platform")
+    s.add_argument("--host", help="listen address (default BONMONIQ_HOST or 127.0.0.1)")
+    s.add_argument("--port", type=int, help="listen port (default BONMONIQ_PORT or 8000)")
+    s.add_argument(
+        "--demo", action="store_true", help="create a demo agent and number on empty state"
+    )
+    s.set_defaults(fn=cmd_serve)
+
+    m = sub.add_parser("models", help="the model catalogue").add_subparsers(
+        dest="sub", required=True
+    )
+    v = m.add_parser("verify", help="check (and assemble) every model of a profile")
+    v.add_argument("--profile", help="cpu or gpu (default BONMONIQ_PROFILE)")
+    v.add_argument("--json", action="store_true")
+    v.set_defaults(fn=cmd_models_verify)
+
+    a = sub.add_parser("agents", help="agents").add_subparsers(dest="sub", required=True)
+    aa = a.add_parser("add", help="create an agent")
+    aa.add_argument("name")
+    aa.add_argument("--prompt", required=True, help="system prompt")
+    aa.add_argument("--language", default="en", help="ISO 639-1 code (default en)")
+    aa.add_argument("--greeting", help="first words after the announcement")
+    aa.add_argument("--announcement", help="recording notice and AI disclosure")
+    aa.set_defaults(fn=cmd_agents_add)
+    a.add_parser("list", help="list agents").set_defaults(fn=cmd_agents_list)
+
+    n = sub.add_parser("numbers", help="numbers").add_subparsers(dest="sub", required=True)
+    na = n.add_parser("add", help="point a number at an agent")
+    na.add_argument("number", help="E.164, e.g. +15555550100")
+    na.add_argument("--agent", required=True)
+    na.set_defaults(fn=cmd_numbers_add)
+    n.add_parser("list", help="list numbers").set_defaults(fn=cmd_numbers_list)
+
+    c = sub.add_parser("calls", help="calls").add_subparsers(dest="sub", required=True)
+    cs = c.add_parser("show", help="state, events and transcript of a call")
+    cs.add_argument("call_id")
+    cs.add_argument("--json", action="store_true")
+    cs.set_defaults(fn=cmd_calls_show)
+
+    k = sub.add_parser("call", help="place a simulated Twilio call into a running platform")
+    k.add_argument("--to", default=None, help="number to call (default: the demo number)")
+    k.add_argument("--from", dest="from_", default="+15555550123", help="caller's number")
+    k.add_argument("--say", action="append", default=[], help="a sentence to say (repeatable)")
+    k.add_argument(
+        "--wav", action="append", type=Path, default=[], help="a mono WAV to play (repeatable)"
+    )
+    k.add_argument(
+        "--out", type=Path, default=Path("call.wav"), help="where to write the agent's audio"
+    )
+    k.add_argument("--url", help="where to send requests if not BONMONIQ_PUBLIC_URL")
+    k.add_argument("--json", action="store_true", help="print the report as JSON")
+    k.set_defaults(fn=cmd_call)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``bonmoniq`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = _settings()
+    except ValidationError as e:
+        problems = "; ".join(
+            f"BONMONIQ_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in e.errors()
+        )
+        print(f"bonmoniq: error: invalid settings: {problems}", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_level)
+    try:
+        return int(args.fn(args))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:
+        code = getattr(e, "code", None)
+        if code is None and type(e).__module__.startswith(("redis", "httpx", "websockets")):
+            code = "unavailable"
+        if code is None and not isinstance(e, (LookupError, ValueError, OSError)):
+            raise
+        print(f"bonmoniq: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Structured logs: one JSON object per line on stderr, the call id on every call line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+from loguru import logger as loguru_logger
+
+from voice.events import current_call_id
+
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
+}
+
+
+class JsonFormatter(logging.Formatter):
+    """Render a record as one JSON line; ``extra`` fields become top-level keys."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Format ``record``."""
+        out: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        call_id = getattr(record, "call_id", None) or current_call_id.get()
+        if call_id:
+            out["call_id"] = call_id
+        for key, value in vars(record).items():
+            if key not in _STANDARD and key not in out and not key.startswith("_"):
+                out[key] = value
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def _loguru_sink(message: Any) -> None:
+    """Route pipecat's loguru messages through the same JSON formatter."""
+    rec = message.record
+    record = logging.LogRecord(
+        name=f"pipecat.{rec['name']}",
+        level=rec["level"].no,
+        pathname=rec["file"].path,
+        lineno=rec["line"],
+        msg=rec["message"],
+        args=(),
+        exc_info=None,
+    )
+    record.levelname = rec["level"].name if rec["level"].name != "SUCCESS" else "INFO"
+    record.created = rec["time"].timestamp()
+    logging.getLogger(record.name).handle(record)
+
+
+def configure(level: str = "INFO") -> None:
+    """Install the JSON handler on the root logger and bridge loguru (pipecat) into it."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("httpx", "httpx2", "httpcore", "openai", "uvicorn.access", "websockets"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    loguru_logger.remove()
+    # pipecat logs every frame at DEBUG; only warnings and worse are worth a line.
+    loguru_logger.add(_loguru_sink, level="WARNING")
+    logging.Formatter.converter = time.gmtime

@@ -1,0 +1,60 @@
+"""RFC 9457 problem+json responses, each with a stable ``code``."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException
+
+from carriers.errors import CarrierError, SignatureInvalid, WebhookMalformed
+from routing.errors import AgentExists, AgentNotFound, InvalidNumber, NumberTaken, RoutingError
+
+log = logging.getLogger(__name__)
+MEDIA_TYPE = "application/problem+json"
+_STATUS = {
+    SignatureInvalid: 403,
+    WebhookMalformed: 400,
+    InvalidNumber: 422,
+    AgentExists: 409,
+    NumberTaken: 409,
+    AgentNotFound: 404,
+}
+
+
+def problem(status: int, code: str, title: str, detail: str = "") -> JSONResponse:
+    """A problem+json response."""
+    body = {"type": f"https://bonmoniq.dev/problems/{code}", "title": title, "status": status}
+    body["code"] = code
+    if detail:
+        body["detail"] = detail
+    return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE)
+
+
+def install(app: FastAPI) -> None:
+    """Translate typed errors into problem+json at the HTTP boundary."""
+
+    @app.exception_handler(CarrierError)
+    @app.exception_handler(RoutingError)
+    async def _typed(request: Request, exc: Exception) -> JSONResponse:
+        status = _STATUS.get(type(exc), 400)
+        code = getattr(exc, "code", "error")
+        log.warning("request refused", extra={"code": code, "path": request.url.path})
+        return problem(status, code, type(exc).__name__, str(exc))
+
+    @app.exception_handler(RedisError)
+    async def _redis(request: Request, exc: RedisError) -> JSONResponse:
+        log.error("state store unavailable", extra={"path": request.url.path, "error": str(exc)})
+        return problem(503, "state_store_unavailable", "State store unavailable", "retry later")
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return problem(422, "validation_error", "Invalid request", str(exc.errors())[:1000])
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return problem(exc.status_code, code, str(exc.detail))

@@ -1,0 +1,78 @@
+"""Bringing a platform up: the local Redis, the models, the LLM server, the demo."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+from api.platform import Platform
+from api.settings import Settings, twilio_credentials
+from api.state import PlatformError, connect, redis_url
+from llm.endpoint import LLMEndpoint, check_endpoint
+from llm.server import EmbeddedLLMServer
+from models import Role, verify_profile
+from routing.directory import Agent, AgentExists, Directory
+from voice.engines import Engines
+
+log = logging.getLogger(__name__)
+
+DEMO_AGENT = "demo"
+DEMO_NUMBER = "+15555550100"
+DEMO_PROMPT = (
+    "You are Sam, the receptionist of Bonmoniq Bakery in Springfield. The bakery is open "
+    "from 7 am to 6 pm, Monday to Saturday, and closed on Sunday. It sells bread, "
+    "croissants and birthday cakes; cakes must be ordered two days ahead."
+)
+
+
+@contextlib.contextmanager
+def llm_endpoint(settings: Settings, gguf: Path | None) -> Iterator[LLMEndpoint]:
+    """The checked ``BONMONIQ_LLM_URL``, or the embedded server for as long as the block runs."""
+    if settings.llm_url:
+        url = check_endpoint(settings.llm_url, settings.llm_allowed_hosts)
+        key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
+        yield LLMEndpoint(url, settings.llm_model, key)
+        return
+    if gguf is None:
+        raise PlatformError(
+            f"profile {settings.profile!r} has no embedded LLM: set BONMONIQ_LLM_URL"
+        )
+    server = EmbeddedLLMServer(
+        gguf, settings.llm_model, settings.var_dir / "log" / "llm-server.log", settings.llm_threads
+    )
+    with server as endpoint:
+        yield endpoint
+
+
+@contextlib.asynccontextmanager
+async def running_platform(settings: Settings) -> AsyncIterator[Platform]:
+    """Everything a serving process needs, torn down in reverse order on exit."""
+    if settings.llm_url:  # fail fast, before anything starts
+        check_endpoint(settings.llm_url, settings.llm_allowed_hosts)
+    account_sid, auth_token = twilio_credentials(settings)
+    models = verify_profile(settings.profile, settings.models_cache)
+    llm = models.get(Role.LLM)
+    gguf = next((f.path for f in llm.files if f.path.suffix == ".gguf"), None) if llm else None
+    with redis_url(settings) as url, llm_endpoint(settings, gguf) as endpoint:
+        client = connect(url)
+        try:
+            await client.ping()
+            engines = Engines.load(models, endpoint, cpu_threads=settings.llm_threads)
+            yield Platform(settings, client, engines, account_sid, auth_token)
+        finally:
+            await client.aclose()
+
+
+async def seed_demo(directory: Directory) -> bool:
+    """On empty state, create the demo agent and number; ``True`` if it did."""
+    if await directory.list_agents():
+        return False
+    try:
+        await directory.add_agent(Agent(name=DEMO_AGENT, prompt=DEMO_PROMPT, language="en"))
+    except AgentExists:
+        return False
+    await directory.add_number(DEMO_NUMBER, DEMO_AGENT)
+    log.info("demo agent and number created", extra={"number": DEMO_NUMBER})
+    return True

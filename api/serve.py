@@ -1,0 +1,63 @@
+"""``bonmoniq serve``: bring the platform up, serve HTTP and WebSockets, tear down on exit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import uvicorn
+
+from api.app import create_app
+from api.runtime import DEMO_AGENT, DEMO_NUMBER, running_platform, seed_demo
+from api.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def banner(settings: Settings, demo_number: str | None) -> str:
+    """What to do next, printed once the platform is ready."""
+    lines = [
+        "",
+        f"Bonmoniq Voice is ready on http://{settings.host}:{settings.port}",
+        f"  carriers reach it at {settings.public_url} (BONMONIQ_PUBLIC_URL)",
+        f"  Twilio voice webhook: {settings.public('/webhooks/twilio/voice')}",
+    ]
+    if demo_number:
+        lines += [
+            f"  demo agent '{DEMO_AGENT}' answers {demo_number}",
+            "",
+            "Place a first call from a second terminal:",
+            f"  .venv/bin/bonmoniq call --to {demo_number} "
+            '--say "What time do you open on Saturday?"',
+            "then read it back with: .venv/bin/bonmoniq calls show CALL_ID",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+async def serve(settings: Settings, demo: bool = False) -> int:
+    """Run until SIGINT/SIGTERM."""
+    async with running_platform(settings) as platform:
+        demo_number = None
+        if demo:
+            await seed_demo(platform.directory)
+            if await platform.directory.lookup(DEMO_NUMBER):
+                demo_number = DEMO_NUMBER
+        config = uvicorn.Config(
+            create_app(platform),
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=5,
+            ws_max_size=1 << 20,
+        )
+        server = uvicorn.Server(config)
+        task = asyncio.create_task(server.serve())
+        # uvicorn offers no start event to wait on.
+        while not server.started and not task.done():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        if server.started:
+            log.info("platform ready", extra={"host": settings.host, "port": settings.port})
+            print(banner(settings, demo_number), flush=True)
+        await task
+    return 0

@@ -1,0 +1,97 @@
+"""``bonmoniq call``: drive the Twilio simulator and report what happened."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from typing import Any
+
+from api.runtime import DEMO_NUMBER
+from api.settings import Settings, twilio_credentials
+from api.state import LocalRedis, connect
+from carriers.twilio.simulator import TwilioSimulator, read_wav, trim_silence
+from models import Role, profile_models, verify_model
+from voice.engines import PHONE_RATE, load_voice, synthesize
+
+DEFAULT_QUESTION = "What time do you open on Saturday?"
+
+
+def utterances_for(
+    settings: Settings, sentences: list[str], wavs: list[Any]
+) -> list[tuple[str, bytes]]:
+    """8 kHz PCM of each WAV file and of each sentence (spoken by the local Piper voice)."""
+    out = [(str(w), trim_silence(read_wav(w))) for w in wavs]
+    if sentences:
+        spec = profile_models("cpu")[Role.TTS]
+        voice = load_voice(verify_model(spec, settings.models_cache))
+        out += [(s, trim_silence(synthesize(voice, s, PHONE_RATE))) for s in sentences]
+    return out
+
+
+async def _report(settings: Settings, call_id: str) -> dict[str, Any] | None:
+    """The platform's record of the call, read from its Redis once the media has closed."""
+    from api.cli import call_report
+
+    url = settings.redis_url
+    if not url:
+        local = LocalRedis(settings.var_dir)
+        if not local.answers():
+            return None
+        url = local.url
+    client = connect(url)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            report = await call_report(client, call_id)
+            closed = report and any(e["type"] == "media_closed" for e in report["events"])
+            if closed or time.monotonic() > deadline:
+                return report
+            await asyncio.sleep(0.2)
+    finally:
+        await client.aclose()
+
+
+async def simulate(settings: Settings, args: argparse.Namespace) -> int:
+    """Place the call, write the agent's audio, print transcript and per-turn latency."""
+    sid, token = twilio_credentials(settings)
+    sentences = list(args.say) or ([] if args.wav else [DEFAULT_QUESTION])
+    utterances = await asyncio.to_thread(utterances_for, settings, sentences, list(args.wav))
+    sim = TwilioSimulator(
+        settings.public_url,
+        sid,
+        token,
+        to=args.to or DEMO_NUMBER,
+        from_=args.from_,
+        base_url=args.url,
+    )
+    result = await sim.run(utterances)
+    result.write_wav(args.out)
+    report = await _report(settings, result.call_id)
+    turns = [{"said": t.label, "latency_s": t.latency_s} for t in result.turns]
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "call_id": result.call_id,
+                    "call_sid": result.call_sid,
+                    "turns": turns,
+                    "audio": str(args.out),
+                    "clears": result.clears,
+                    "transcript": report["transcript"] if report else None,
+                },
+                indent=2,
+            )
+        )
+        return 0
+    print(f"call {result.call_id} ({result.call_sid}); agent audio written to {args.out}")
+    if report:
+        for t in report["transcript"]:
+            print(f"  [{t['role']:6}] {t['text']}")
+    else:
+        print("  (transcript not available: the platform's Redis is not reachable from here)")
+    for i, t in enumerate(turns, 1):
+        shown = f"{t['latency_s']:.2f} s" if t["latency_s"] is not None else "no answer"
+        print(f"  turn {i}: end of speech -> first agent audio: {shown}")
+    return 0

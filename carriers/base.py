@@ -1,0 +1,69 @@
+"""The contract every carrier implements (Twilio now; Telnyx and Sinch follow the same shape).
+
+Verification and parsing are pure: bytes, headers and secrets in, a verdict or a parsed event
+out, no I/O and no clock read. Media codecs are pure too: wire messages to pipecat frames and
+back; call control (hanging up, transferring) lives elsewhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of a signature check; ``reason`` says why it failed."""
+
+    ok: bool
+    reason: str = ""
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+@dataclass(frozen=True)
+class InboundCall:
+    """A carrier's notice that a caller dialled one of our numbers."""
+
+    carrier: str
+    carrier_call_id: str
+    account_id: str
+    from_number: str
+    to_number: str
+    status: str
+
+    def __post_init__(self) -> None:
+        for name in ("carrier_call_id", "to_number"):
+            if not getattr(self, name):
+                raise ValueError(f"inbound call without {name}")
+
+
+@dataclass(frozen=True)
+class StatusUpdate:
+    """A carrier's status callback: the call reached ``status``."""
+
+    carrier_call_id: str
+    status: str
+    sequence: int | None = None
+    duration_s: int | None = None
+
+
+@dataclass(frozen=True)
+class StreamStart:
+    """The first meaningful message of a media stream: which call it carries."""
+
+    stream_id: str
+    carrier_call_id: str
+    parameters: Mapping[str, str]
+
+
+class WebhookVerifier(Protocol):
+    """Checks that an HTTP request comes from the carrier."""
+
+    def verify(
+        self, url: str, body: bytes, headers: Mapping[str, str], secret: str
+    ) -> Verdict:  # pragma: no cover - protocol
+        """Verdict on one request (``headers`` keys lower-case)."""
+        ...

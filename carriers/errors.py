@@ -1,0 +1,25 @@
+"""Carrier errors; each carries a stable ``code`` the API turns into problem+json."""
+
+
+class CarrierError(Exception):
+    """Base error of the carrier layer."""
+
+    code = "carrier_error"
+
+
+class SignatureInvalid(CarrierError):
+    """A webhook or WebSocket upgrade is not signed by the carrier."""
+
+    code = "signature_invalid"
+
+
+class WebhookMalformed(CarrierError):
+    """A webhook's body lacks a field the protocol requires, or has a bad value."""
+
+    code = "webhook_malformed"
+
+
+class MediaMalformed(CarrierError):
+    """A media-stream message is not valid for the carrier's protocol."""
+
+    code = "media_malformed"

@@ -1,0 +1,108 @@
+"""The embedded LLM server: llama-cpp-python's OpenAI-compatible server as a child process."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from llm.endpoint import LLMEndpoint
+from llm.errors import LLMUnavailable
+
+log = logging.getLogger(__name__)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` for children that must not outlive the platform."""
+    # Linux: the child gets SIGTERM if the platform dies, even by SIGKILL.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class EmbeddedLLMServer:
+    """Starts ``python -m llama_cpp.server`` on loopback, waits until ready, stops it on exit."""
+
+    def __init__(
+        self, model_path: Path, alias: str, log_path: Path, threads: int = 2, n_ctx: int = 2048
+    ) -> None:
+        """Prepare a server for the GGUF at ``model_path``, answering as model ``alias``."""
+        self.model_path = model_path
+        self.alias = alias
+        self.log_path = log_path
+        self.threads = threads
+        self.n_ctx = n_ctx
+        self.port = 0
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> LLMEndpoint:
+        """The server's endpoint (valid after :meth:`start`)."""
+        return LLMEndpoint(f"http://127.0.0.1:{self.port}", self.alias)
+
+    def start(self, timeout: float = 60.0) -> LLMEndpoint:
+        """Start the child and block until ``/v1/models`` answers."""
+        self.port = free_port()
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            sys.executable, "-m", "llama_cpp.server",
+            "--model", str(self.model_path),
+            "--model_alias", self.alias,
+            "--host", "127.0.0.1",
+            "--port", str(self.port),
+            "--n_ctx", str(self.n_ctx),
+            "--n_threads", str(self.threads),
+            "--verbose", "False",
+        ]  # fmt: skip
+        with self.log_path.open("ab") as out:
+            self._proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+            )
+        log.info("embedded LLM server starting", extra={"port": self.port, "pid": self._proc.pid})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise LLMUnavailable(
+                    f"embedded LLM server exited with {self._proc.returncode}; see {self.log_path}"
+                )
+            try:
+                if httpx.get(f"{self.endpoint.v1}/models", timeout=1.0).status_code == 200:
+                    log.info("embedded LLM server ready", extra={"port": self.port})
+                    return self.endpoint
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise LLMUnavailable(f"embedded LLM server not ready after {timeout:.0f} s")
+
+    def stop(self) -> None:
+        """Terminate the child (SIGTERM, then SIGKILL after 5 s)."""
+        if self._proc and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            log.info("embedded LLM server stopped")
+        self._proc = None
+
+    def __enter__(self) -> LLMEndpoint:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

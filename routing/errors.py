@@ -1,0 +1,31 @@
+"""Errors of the number directory; each carries a stable ``code``."""
+
+
+class RoutingError(Exception):
+    """Base error of the routing package."""
+
+    code = "routing_error"
+
+
+class InvalidNumber(RoutingError):
+    """Not an E.164 phone number."""
+
+    code = "invalid_number"
+
+
+class AgentNotFound(RoutingError):
+    """No agent of that name in the tenant."""
+
+    code = "agent_not_found"
+
+
+class AgentExists(RoutingError):
+    """An agent of that name exists already."""
+
+    code = "agent_exists"
+
+
+class NumberTaken(RoutingError):
+    """The number already answers for another agent."""
+
+    code = "number_taken"

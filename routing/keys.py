@@ -1,0 +1,84 @@
+"""The Redis key layout of the whole platform, in one place.
+
+===============================================  ======  ===============================
+key                                              type    holds
+===============================================  ======  ===============================
+``agent:{tenant}:{name}``                        hash    an agent's configuration
+``agents:{tenant}``                              set     the tenant's agent names
+``number:{e164}``                                hash    tenant and agent of a number
+``numbers:{tenant}``                             set     the tenant's numbers
+``call:{call_id}``                               hash    one call: parties, agent, state
+``call:{call_id}:events``                        list    CallEvent JSON, in arrival order
+``call:{call_id}:transcript``                    list    turns: role, text, at
+``calls``                                        zset    call ids by creation time
+``carrier:{carrier}:call:{carrier_call_id}``     string  our call id for a carrier's id
+``dedupe:{carrier}:{kind}:{key}``                string  marks a delivery already applied
+===============================================  ======  ===============================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+def strs(raw: Mapping[Any, Any]) -> dict[str, str]:
+    """A hash read by a ``decode_responses=True`` client, typed as the strings it holds."""
+    return {str(k): str(v) for k, v in raw.items()}
+
+
+def fields(record: Mapping[str, str]) -> Mapping[Any, Any]:
+    """A hash to write (redis-py types ``mapping`` with an invariant, wider key type)."""
+    return record
+
+
+#: How long a delivery is remembered for de-duplication (carriers retry within minutes).
+DEDUPE_TTL_S = 7 * 24 * 3600
+
+
+def agent(tenant: str, name: str) -> str:
+    """An agent's hash."""
+    return f"agent:{tenant}:{name}"
+
+
+def agents(tenant: str) -> str:
+    """The set of a tenant's agent names."""
+    return f"agents:{tenant}"
+
+
+def number(e164: str) -> str:
+    """A number's hash."""
+    return f"number:{e164}"
+
+
+def numbers(tenant: str) -> str:
+    """The set of a tenant's numbers."""
+    return f"numbers:{tenant}"
+
+
+def call(call_id: str) -> str:
+    """A call's hash."""
+    return f"call:{call_id}"
+
+
+def call_events(call_id: str) -> str:
+    """A call's event list."""
+    return f"call:{call_id}:events"
+
+
+def call_transcript(call_id: str) -> str:
+    """A call's transcript list."""
+    return f"call:{call_id}:transcript"
+
+
+CALLS = "calls"
+
+
+def carrier_call(carrier: str, carrier_call_id: str) -> str:
+    """Maps a carrier's call id to ours."""
+    return f"carrier:{carrier}:call:{carrier_call_id}"
+
+
+def dedupe(carrier: str, kind: str, key: str) -> str:
+    """Marks one delivery of a webhook as applied."""
+    return f"dedupe:{carrier}:{kind}:{key}"

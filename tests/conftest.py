@@ -1,0 +1,160 @@
+"""Shared fixtures: a real redis-server on a free port, settings, the real speech models."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import redis as sync_redis
+from redis.asyncio import Redis
+
+REPO = Path(__file__).resolve().parents[1]
+ACCOUNT_SID = "AC" + "e2e0" * 8
+AUTH_TOKEN = "e2e-auth-token-0123456789abcdef"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server (Debian package) on a free loopback port, for the whole session."""
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server is missing: `make test` installs it"
+    port = free_port()
+    data = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(data),
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = sync_redis.Redis.from_url(url)
+    for _ in range(200):
+        try:
+            if client.ping():
+                break
+        except sync_redis.ConnectionError:
+            time.sleep(0.05)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+async def redis(redis_server: str) -> AsyncIterator[Redis]:
+    """A client on an empty database."""
+    client = Redis.from_url(redis_server, decode_responses=True)
+    await client.flushdb()
+    yield client
+    await client.aclose()
+
+
+@dataclass
+class LiveServer:
+    url: str
+    redis_url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+
+def start_server(redis_url: str, var: Path, ready: str = "/readyz", **env: str) -> LiveServer:
+    """`bonmoniq serve` as a child process on a free port; returns once ``ready`` answers 200."""
+    port = free_port()
+    full_env = {
+        **os.environ,
+        "BONMONIQ_PORT": str(port),
+        "BONMONIQ_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "BONMONIQ_REDIS_URL": redis_url,
+        "BONMONIQ_VAR_DIR": str(var),
+        "BONMONIQ_TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+        "BONMONIQ_TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        **env,
+    }
+    log = var / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "api.cli", "serve"],
+            cwd=REPO,
+            env=full_env,
+            stdout=out,
+            stderr=out,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        try:
+            if httpx.get(url + ready, timeout=2).status_code == 200:
+                return LiveServer(url, redis_url, proc, log)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    proc.kill()
+    raise AssertionError("platform not ready: " + log.read_text()[-3000:])
+
+
+def stop_server(server: LiveServer) -> None:
+    server.proc.terminate()
+    server.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def live_server(
+    redis_server: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    """The platform on the real models; its own Redis database (unit tests flush db 0)."""
+    server = start_server(redis_server.rsplit("/", 1)[0] + "/1", tmp_path_factory.mktemp("var"))
+    yield server
+    stop_server(server)
+
+
+@pytest.fixture
+async def live_redis(live_server: LiveServer) -> AsyncIterator[Redis]:
+    client = Redis.from_url(live_server.redis_url, decode_responses=True)
+    await client.flushdb()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def voice() -> object:
+    """The local Piper voice, to speak the caller's lines."""
+    from models import Role, profile_models, verify_model
+    from voice.engines import load_voice
+
+    return load_voice(verify_model(profile_models("cpu")[Role.TTS], REPO / "var" / "models"))
+
+
+@pytest.fixture(scope="session")
+def whisper() -> object:
+    """The real Whisper model, to check what the caller heard."""
+    from faster_whisper import WhisperModel
+
+    from models import Role, profile_models, verify_model
+
+    model = verify_model(profile_models("cpu")[Role.STT], REPO / "var" / "models")
+    return WhisperModel(str(model.directory), device="cpu", compute_type="int8")

@@ -1,0 +1,1 @@
+"""End-to-end fixtures live in tests/conftest.py (shared with the API tests)."""

@@ -1,0 +1,257 @@
+"""End to end: simulated Twilio calls into a running platform on the real models and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+
+import httpx
+import numpy as np
+import pytest
+import soxr
+import websockets
+from redis.asyncio import Redis
+
+from carriers.twilio.signature import compute_signature
+from carriers.twilio.simulator import SimulationResult, TwilioSimulator, trim_silence
+from routing import Agent, Directory
+from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, LiveServer
+from voice.calls import CallStore
+from voice.engines import PHONE_RATE, synthesize
+from voice.events import CallEventType, order_violations
+
+pytestmark = pytest.mark.slow
+
+BAKERY = "You are Sam, the receptionist of a bakery. It opens at 7 am Monday to Saturday."
+GARAGE = "You are Alex at a bicycle repair shop. You repair brakes, gears and flat tyres."
+
+
+def words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z]+", text.lower()))
+
+
+def hear(whisper, pcm8k: bytes) -> str:  # type: ignore[no-untyped-def]
+    """What Whisper hears in 8 kHz PCM."""
+    samples = np.frombuffer(pcm8k, dtype=np.int16).astype(np.float32) / 32768
+    segments, _ = whisper.transcribe(soxr.resample(samples, 8000, 16000), language="en")
+    return " ".join(s.text for s in segments)
+
+
+async def wait_closed(store: CallStore, call_id: str) -> None:
+    for _ in range(100):
+        if any(e.type == CallEventType.MEDIA_CLOSED for e in await store.events(call_id)):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the platform never closed the media stream")
+
+
+async def place(server: LiveServer, voice, to: str, sentences: list[str], **kw) -> SimulationResult:  # type: ignore[no-untyped-def]
+    sim = TwilioSimulator(server.url, ACCOUNT_SID, AUTH_TOKEN, to=to)
+    lines = [
+        (s, trim_silence(await asyncio.to_thread(synthesize, voice, s, PHONE_RATE)))
+        for s in sentences
+    ]
+    return await sim.run(lines, **kw)
+
+
+async def test_a_caller_asks_and_the_agent_answers(
+    live_server: LiveServer, live_redis: Redis, voice, whisper
+) -> None:  # type: ignore[no-untyped-def]
+    d = Directory(live_redis)
+    await d.add_agent(Agent(name="bakery", prompt=BAKERY))
+    await d.add_number("+15555550100", "bakery")
+    store = CallStore(live_redis)
+
+    sim = TwilioSimulator(live_server.url, ACCOUNT_SID, AUTH_TOKEN, to="+15555550100")
+    line = trim_silence(synthesize(voice, "What time do you open on Saturday?", PHONE_RATE))
+    result = await sim.run([("question", line)])
+    await wait_closed(store, result.call_id)
+
+    # The question's key words, as Whisper heard them, are in the stored transcript.
+    transcript = await store.transcript(result.call_id)
+    caller = [t.text for t in transcript if t.role == "caller"]
+    assert caller and {"open", "saturday"} <= words(caller[0]), transcript
+    agent_turns = [t for t in transcript if t.role == "agent"]
+    assert len(agent_turns) >= 2, transcript  # greeting, then the answer
+    assert transcript.index(agent_turns[-1]) > transcript.index(
+        next(t for t in transcript if t.role == "caller")
+    )
+
+    # The reply is real audio, heard by the caller after their question.
+    turn = result.turns[0]
+    assert turn.latency_s is not None and turn.latency_s > 0
+    reply = bytes(result.agent_audio)
+    rms = np.sqrt(np.mean(np.frombuffer(reply, dtype=np.int16).astype(np.float64) ** 2))
+    assert rms > 300
+
+    # Events in order; the announcement played before any agent turn.
+    events = await store.events(result.call_id)
+    assert order_violations(events) == []
+    kinds = [e.type for e in events]
+    for stage in (
+        CallEventType.INBOUND,
+        CallEventType.MEDIA_CONNECTED,
+        CallEventType.ANNOUNCEMENT_STARTED,
+        CallEventType.ANNOUNCEMENT_PLAYED,
+        CallEventType.CALLER_TURN,
+        CallEventType.MEDIA_CLOSED,
+    ):
+        assert stage in kinds, kinds
+    assert kinds.index(CallEventType.ANNOUNCEMENT_PLAYED) < kinds.index(CallEventType.AGENT_TURN)
+
+    # What the caller heard first is the AI disclosure and the recording notice.
+    played = next(e.at for e in events if e.type == CallEventType.ANNOUNCEMENT_PLAYED)
+    started = next(e.at for e in events if e.type == CallEventType.ANNOUNCEMENT_STARTED)
+    heard_first = hear(whisper, reply[: int((played - started + 0.5) * PHONE_RATE) * 2])
+    assert {"ai", "recorded"} <= words(heard_first), heard_first
+
+    # Status callbacks: applied once each, in progress order whatever the arrival order.
+    assert (await sim.status("in-progress", 1)).status_code == 204
+    assert (await sim.status("completed", 3)).status_code == 204
+    assert (await sim.status("completed", 3)).status_code == 204  # Twilio retried
+    assert (await sim.status("ringing", 0)).status_code == 204  # late, out of order
+    record = await store.get(result.call_id)
+    assert record is not None and record.state == "completed"
+    statuses = [
+        e.data["status"]
+        for e in await store.events(result.call_id)
+        if e.type == CallEventType.STATUS
+    ]
+    assert sorted(statuses) == ["completed", "in-progress", "ringing"]
+
+
+async def test_two_simultaneous_calls_do_not_share_state(
+    live_server: LiveServer, live_redis: Redis, voice
+) -> None:  # type: ignore[no-untyped-def]
+    d = Directory(live_redis)
+    await d.add_agent(Agent(name="bakery", prompt=BAKERY))
+    await d.add_agent(Agent(name="garage", prompt=GARAGE, greeting="Bike shop, how can I help?"))
+    await d.add_number("+15555550100", "bakery")
+    await d.add_number("+15555550200", "garage")
+    store = CallStore(live_redis)
+
+    a, b = await asyncio.gather(
+        place(live_server, voice, "+15555550100", ["Do you sell birthday cakes?"]),
+        place(live_server, voice, "+15555550200", ["Can you repair my bicycle brakes?"]),
+    )
+    for r in (a, b):
+        await wait_closed(store, r.call_id)
+    assert a.call_id != b.call_id
+    ta, tb = await store.transcript(a.call_id), await store.transcript(b.call_id)
+    caller_a = " ".join(t.text for t in ta if t.role == "caller")
+    caller_b = " ".join(t.text for t in tb if t.role == "caller")
+    assert "cakes" in words(caller_a) or "cake" in words(caller_a), ta
+    assert "brakes" in words(caller_b) or "bicycle" in words(caller_b), tb
+    assert not ({"brakes", "bicycle"} & words(caller_a)) and not (
+        {"cake", "cakes"} & words(caller_b)
+    )
+    # Each call got its own agent's greeting, and an answer.
+    assert ta[0].role == "agent" and "help you today" in ta[0].text
+    assert tb[0].role == "agent" and tb[0].text.startswith("Bike shop")
+    assert a.turns[0].latency_s is not None and b.turns[0].latency_s is not None
+    assert (await store.get(a.call_id)).agent == "bakery"  # type: ignore[union-attr]
+    assert (await store.get(b.call_id)).agent == "garage"  # type: ignore[union-attr]
+
+
+async def test_malformed_media_is_dropped_and_the_call_goes_on(
+    live_server: LiveServer, live_redis: Redis, voice
+) -> None:  # type: ignore[no-untyped-def]
+    d = Directory(live_redis)
+    await d.add_agent(Agent(name="bakery", prompt=BAKERY))
+    await d.add_number("+15555550100", "bakery")
+    store = CallStore(live_redis)
+    bad = (
+        "{not json",
+        json.dumps({"event": "dance"}),
+        json.dumps({"event": "media", "streamSid": "MZunknown", "media": {"payload": "AAAA"}}),
+        json.dumps({"event": "media", "streamSid": "X", "media": {"payload": "@@@"}}),
+    )
+    sim = TwilioSimulator(live_server.url, ACCOUNT_SID, AUTH_TOKEN, to="+15555550100")
+    bad = tuple(m.replace('"X"', json.dumps(sim.stream_sid)) for m in bad)
+    line = trim_silence(synthesize(voice, "Can I order a birthday cake for Friday?", PHONE_RATE))
+    result, refused = await asyncio.gather(sim.run([("q", line)], inject=bad), barrage(live_server))
+    assert refused == {403, 1007}
+    await wait_closed(store, result.call_id)
+    events = await store.events(result.call_id)
+    rejected = [e.data["reason"] for e in events if e.type == CallEventType.MEDIA_REJECTED]
+    assert len(rejected) == 4, rejected
+    assert any("not JSON" in r for r in rejected) and any("base64" in r for r in rejected)
+    heard = " ".join(t.text for t in await store.transcript(result.call_id) if t.role == "caller")
+    assert {"birthday", "cake", "friday"} & words(heard), heard
+    assert result.turns[0].latency_s is not None
+
+
+async def barrage(server: LiveServer, rounds: int = 10) -> set[int]:
+    """Forged webhooks and broken stream starts while a real call is on; the codes seen."""
+    seen: set[int] = set()
+    ws_url = server.url.replace("http", "ws") + "/media/twilio"
+    signed = {"X-Twilio-Signature": compute_signature(ws_url, [], AUTH_TOKEN)}
+    async with httpx.AsyncClient() as c:
+        for _ in range(rounds):
+            r = await c.post(
+                server.url + "/webhooks/twilio/voice",
+                data={"CallSid": "CA1"},
+                headers={"X-Twilio-Signature": "x"},
+            )
+            seen.add(r.status_code)
+            async with websockets.connect(ws_url, additional_headers=signed) as ws:
+                await ws.send("{broken")
+                with contextlib.suppress(websockets.ConnectionClosed):
+                    await ws.recv()
+                seen.add(ws.close_code or 0)
+            await asyncio.sleep(0.5)
+    return seen
+
+
+async def test_caller_goodbye_ends_the_call(
+    live_server: LiveServer, live_redis: Redis, voice
+) -> None:  # type: ignore[no-untyped-def]
+    d = Directory(live_redis)
+    await d.add_agent(Agent(name="bakery", prompt=BAKERY))
+    await d.add_number("+15555550100", "bakery")
+    store = CallStore(live_redis)
+    result = await place(live_server, voice, "+15555550100", ["Goodbye.", "Are you still there?"])
+    await wait_closed(store, result.call_id)
+    assert result.closed_by_platform  # the platform hung up; the second line was never said
+    assert len(result.turns) == 1
+    events = await store.events(result.call_id)
+    hangup = [e for e in events if e.type == CallEventType.HANGUP_REQUESTED]
+    assert hangup and hangup[0].data["by"] == "caller"
+    transcript = await store.transcript(result.call_id)
+    assert transcript[-1].role == "agent" and "goodbye" in words(transcript[-1].text)
+
+
+async def test_a_failing_llm_ends_the_call_politely(redis_server: str, tmp_path, voice) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import free_port, start_server, stop_server
+
+    dead = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    server = start_server(
+        redis_server.rsplit("/", 1)[0] + "/2", tmp_path, ready="/healthz", BONMONIQ_LLM_URL=dead
+    )
+    client = Redis.from_url(server.redis_url, decode_responses=True)
+    try:
+        await client.flushdb()
+        async with httpx.AsyncClient() as c:
+            ready = await c.get(server.url + "/readyz")
+        assert ready.status_code == 503 and ready.json()["code"] == "not_ready"
+        d = Directory(client)
+        await d.add_agent(Agent(name="bakery", prompt=BAKERY))
+        await d.add_number("+15555550100", "bakery")
+        store = CallStore(client)
+        result = await place(server, voice, "+15555550100", ["What time do you open on Saturday?"])
+        await wait_closed(store, result.call_id)
+        assert result.closed_by_platform and result.turns[0].latency_s is not None  # it said sorry
+        events = await store.events(result.call_id)
+        assert any(e.type == CallEventType.ERROR for e in events)
+        hangup = [e for e in events if e.type == CallEventType.HANGUP_REQUESTED]
+        assert hangup and hangup[0].data["by"] == "platform"
+        transcript = await store.transcript(result.call_id)
+        assert "technical trouble" in transcript[-1].text
+        assert server.proc.poll() is None  # the process is still serving
+        async with httpx.AsyncClient() as c:
+            assert (await c.get(server.url + "/healthz")).status_code == 200
+    finally:
+        await client.aclose()
+        stop_server(server)

@@ -1,0 +1,57 @@
+"""The embedded llama.cpp server with the real SmolLM2 model, and the one client."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from openai import AsyncOpenAI
+
+from llm import EmbeddedLLMServer, LLMEndpoint, LLMUnavailable, free_port
+from llm.client import probe
+from models import Role, profile_models, verify_model
+from tests.conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def gguf() -> Path:
+    model = verify_model(profile_models("cpu")[Role.LLM], REPO / "var" / "models")
+    return model.files[0].path
+
+
+async def test_embedded_server_starts_streams_and_stops(gguf: Path, tmp_path: Path) -> None:
+    server = EmbeddedLLMServer(gguf, "smollm2", tmp_path / "llm.log")
+    endpoint = server.start()
+    try:
+        assert endpoint.base_url.startswith("http://127.0.0.1:")
+        assert "smollm2" in await probe(endpoint)
+        client = AsyncOpenAI(base_url=endpoint.v1, api_key="not-needed")
+        stream = await client.chat.completions.create(
+            model=endpoint.model,
+            messages=[{"role": "user", "content": "Say hello."}],
+            max_tokens=16,
+            stream=True,
+        )
+        chunks = [
+            c.choices[0].delta.content
+            async for c in stream
+            if c.choices and c.choices[0].delta.content
+        ]
+        assert len(chunks) > 1 and "".join(chunks).strip()  # streamed, token by token
+    finally:
+        server.stop()
+    with pytest.raises(LLMUnavailable):
+        await probe(endpoint, limit_s=1)
+
+
+async def test_probe_of_a_dead_endpoint_is_a_clear_error() -> None:
+    with pytest.raises(LLMUnavailable, match="did not answer"):
+        await probe(LLMEndpoint(f"http://127.0.0.1:{free_port()}", "x"), limit_s=1)
+
+
+def test_a_broken_model_file_fails_start_with_the_log_path(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"not a gguf")
+    server = EmbeddedLLMServer(bad, "x", tmp_path / "llm.log")
+    with pytest.raises(LLMUnavailable, match="llm.log"):
+        server.start(timeout=30)

@@ -1,0 +1,74 @@
+"""The call store on a real Redis: one effect per delivery, states only move forward."""
+
+from __future__ import annotations
+
+import asyncio
+
+from carriers.base import InboundCall, StatusUpdate
+from routing import Agent, Route
+from voice.calls import CallStore, Turn
+from voice.events import CallEventType
+
+INBOUND = InboundCall("twilio", "CA" + "1" * 32, "AC1", "+15555550123", "+15555550100", "ringing")
+ROUTE = Route("+15555550100", "default", Agent(name="bakery", prompt="p"))
+
+
+async def test_concurrent_duplicate_deliveries_create_one_call(redis) -> None:  # type: ignore[no-untyped-def]
+    store = CallStore(redis)
+    results = await asyncio.gather(*(store.open_inbound(INBOUND, ROUTE, 100.0) for _ in range(8)))
+    ids = {call_id for call_id, _ in results}
+    assert len(ids) == 1 and sum(created for _, created in results) == 1
+    call_id = ids.pop()
+    assert await redis.zcard("calls") == 1
+    assert [e.type for e in await store.events(call_id)] == [CallEventType.INBOUND]
+    record = await store.get(call_id)
+    assert record is not None and (record.state, record.agent, record.tenant) == (
+        "ringing",
+        "bakery",
+        "default",
+    )
+    assert await store.by_carrier_id("twilio", INBOUND.carrier_call_id) == call_id
+
+
+async def test_status_callbacks_apply_once_and_never_go_back(redis) -> None:  # type: ignore[no-untyped-def]
+    store = CallStore(redis)
+    call_id, _ = await store.open_inbound(INBOUND, ROUTE, 100.0)
+    sid = INBOUND.carrier_call_id
+    assert (
+        await store.apply_status("twilio", StatusUpdate(sid, "completed", 3, 42), 103.0) == call_id
+    )
+    assert (
+        await store.apply_status("twilio", StatusUpdate(sid, "completed", 3, 42), 104.0) is None
+    )  # retry
+    assert (
+        await store.apply_status("twilio", StatusUpdate(sid, "in-progress", 2), 105.0) == call_id
+    )  # late
+    record = await store.get(call_id)
+    assert record is not None and record.state == "completed"
+    statuses = [
+        (e.data["status"], e.data["applied"])
+        for e in await store.events(call_id)
+        if e.type == CallEventType.STATUS
+    ]
+    assert statuses == [("completed", True), ("in-progress", False)]
+    ended = [e for e in await store.events(call_id) if e.type == CallEventType.ENDED]
+    assert len(ended) == 1
+    assert (
+        await store.apply_status("twilio", StatusUpdate("CA" + "2" * 32, "completed"), 1.0) is None
+    )
+
+
+async def test_rejected_call_and_transcript(redis) -> None:  # type: ignore[no-untyped-def]
+    store = CallStore(redis)
+    call_id, created = await store.open_inbound(INBOUND, None, 100.0)
+    assert created
+    record = await store.get(call_id)
+    assert record is not None and record.state == "rejected" and record.agent == ""
+    assert not await store.advance(call_id, "in-progress", 101.0)  # a rejected call stays over
+    await store.add_turn(call_id, Turn("caller", "hello", 102.0))
+    await store.add_turn(call_id, Turn("agent", "hi there", 103.0))
+    assert [t.text for t in await store.transcript(call_id)] == ["hello", "hi there"]
+    assert [e.type for e in await store.events(call_id)][-2:] == [
+        CallEventType.CALLER_TURN,
+        CallEventType.AGENT_TURN,
+    ]

@@ -1,0 +1,197 @@
+"""The call store: each call's record, lifecycle events and transcript, in Redis."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from carriers.base import InboundCall, StatusUpdate
+from routing import keys
+from routing.directory import Route
+from voice.events import CallEvent, CallEventType
+
+#: Progress of a call; a state only ever moves to a higher rank (status callbacks arrive
+#: out of order, and a late "ringing" must not resurrect a completed call).
+STATE_RANK = {
+    "queued": 0,
+    "ringing": 1,
+    "in-progress": 2,
+    "completed": 3,
+    "busy": 3,
+    "failed": 3,
+    "no-answer": 3,
+    "canceled": 3,
+    "rejected": 3,
+}
+_ADVANCE = """
+local cur = redis.call('HGET', KEYS[1], 'state')
+if not cur then return 0 end
+local ranks = cjson.decode(ARGV[3])
+if (ranks[ARGV[1]] or -1) > (ranks[cur] or -1) then
+  redis.call('HSET', KEYS[1], 'state', ARGV[1], 'updated_at', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
+def new_call_id() -> str:
+    """A fresh call id, ours (carriers' ids stay in the record)."""
+    return "call_" + secrets.token_hex(12)
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """What the platform knows about one call."""
+
+    call_id: str
+    carrier: str
+    carrier_call_id: str
+    tenant: str
+    agent: str
+    from_number: str
+    to_number: str
+    direction: str
+    state: str
+    created_at: float
+    updated_at: float
+
+    @classmethod
+    def from_redis(cls, raw: dict[str, str]) -> CallRecord:
+        """Parse a call hash."""
+        return cls(
+            **{k: raw.get(k, "") for k in cls.__dataclass_fields__ if not k.endswith("_at")},
+            created_at=float(raw["created_at"]),
+            updated_at=float(raw["updated_at"]),
+        )
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One utterance of the conversation."""
+
+    role: str  # "caller" or "agent"
+    text: str
+    at: float
+
+    def __post_init__(self) -> None:
+        if self.role not in ("caller", "agent"):
+            raise ValueError(f"unknown role {self.role!r}")
+
+
+class CallStore:
+    """Reads and writes calls; every multi-key write is one MULTI/EXEC."""
+
+    def __init__(self, redis: Redis) -> None:
+        """Use ``redis`` (decode_responses=True)."""
+        self.redis = redis
+        self._advance = redis.register_script(_ADVANCE)
+
+    async def open_inbound(
+        self, inbound: InboundCall, route: Route | None, now: float
+    ) -> tuple[str, bool]:
+        """Record an inbound call once: ``(call_id, created)``; a repeat returns the first id."""
+        call_id = new_call_id()
+        mapping = keys.carrier_call(inbound.carrier, inbound.carrier_call_id)
+        if not await self.redis.set(mapping, call_id, nx=True):
+            existing = await self.redis.get(mapping)
+            return str(existing), False
+        state = "ringing" if route else "rejected"
+        record = {
+            "call_id": call_id,
+            "carrier": inbound.carrier,
+            "carrier_call_id": inbound.carrier_call_id,
+            "tenant": route.tenant if route else "",
+            "agent": route.agent.name if route else "",
+            "from_number": inbound.from_number,
+            "to_number": inbound.to_number,
+            "direction": "inbound",
+            "state": state,
+            "created_at": str(now),
+            "updated_at": str(now),
+        }
+        event_type = CallEventType.INBOUND if route else CallEventType.REJECTED
+        data: dict[str, Any] = {"carrier": inbound.carrier, "to": inbound.to_number}
+        if route is None:
+            data["reason"] = "no agent answers this number"
+        event = CallEvent(event_type, call_id, now, data)
+        async with self.redis.pipeline(transaction=True) as p:
+            p.hset(keys.call(call_id), mapping=keys.fields(record))
+            p.zadd(keys.CALLS, {call_id: now})
+            p.rpush(keys.call_events(call_id), event.to_json())
+            await p.execute()
+        return call_id, True
+
+    async def get(self, call_id: str) -> CallRecord | None:
+        """A call's record, or ``None``."""
+        raw = keys.strs(await self.redis.hgetall(keys.call(call_id)))
+        return CallRecord.from_redis(raw) if raw else None
+
+    async def by_carrier_id(self, carrier: str, carrier_call_id: str) -> str | None:
+        """Our call id for a carrier's call id."""
+        value = await self.redis.get(keys.carrier_call(carrier, carrier_call_id))
+        return str(value) if value else None
+
+    async def add_event(self, event: CallEvent) -> None:
+        """Append a lifecycle event."""
+        await self.redis.rpush(keys.call_events(event.call_id), event.to_json())
+
+    async def events(self, call_id: str) -> list[CallEvent]:
+        """The call's events in arrival order."""
+        return [
+            CallEvent.from_json(r)
+            for r in await self.redis.lrange(keys.call_events(call_id), 0, -1)
+        ]
+
+    async def add_turn(self, call_id: str, turn: Turn) -> None:
+        """Append a turn to the transcript, and the matching event."""
+        kind = CallEventType.CALLER_TURN if turn.role == "caller" else CallEventType.AGENT_TURN
+        event = CallEvent(kind, call_id, turn.at, {"text": turn.text})
+        async with self.redis.pipeline(transaction=True) as p:
+            p.rpush(
+                keys.call_transcript(call_id),
+                json.dumps({"role": turn.role, "text": turn.text, "at": turn.at}),
+            )
+            p.rpush(keys.call_events(call_id), event.to_json())
+            await p.execute()
+
+    async def transcript(self, call_id: str) -> list[Turn]:
+        """The call's turns in order."""
+        raw = await self.redis.lrange(keys.call_transcript(call_id), 0, -1)
+        return [Turn(**json.loads(r)) for r in raw]
+
+    async def advance(self, call_id: str, state: str, now: float) -> bool:
+        """Move the call to ``state`` if that is progress; ``True`` if it moved."""
+        if state not in STATE_RANK:
+            raise ValueError(f"unknown call state {state!r}")
+        moved = await self._advance(
+            keys=[keys.call(call_id)], args=[state, str(now), json.dumps(STATE_RANK)]
+        )
+        return bool(moved)
+
+    async def apply_status(self, carrier: str, update: StatusUpdate, now: float) -> str | None:
+        """Apply a status callback exactly once; the call id, or ``None`` if duplicate/unknown."""
+        call_id = await self.by_carrier_id(carrier, update.carrier_call_id)
+        if call_id is None:
+            return None
+        marker = keys.dedupe(
+            carrier, "status", f"{update.carrier_call_id}:{update.status}:{update.sequence}"
+        )
+        if not await self.redis.set(marker, "1", nx=True, ex=keys.DEDUPE_TTL_S):
+            return None
+        moved = await self.advance(call_id, update.status, now)
+        data: dict[str, Any] = {"status": update.status, "applied": moved}
+        if update.sequence is not None:
+            data["sequence"] = update.sequence
+        if update.duration_s is not None:
+            data["duration_s"] = update.duration_s
+        await self.add_event(CallEvent(CallEventType.STATUS, call_id, now, data))
+        if update.status in ("completed", "busy", "failed", "no-answer", "canceled"):
+            await self.add_event(
+                CallEvent(CallEventType.ENDED, call_id, now, {"status": update.status})
+            )
+        return call_id

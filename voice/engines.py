@@ -1,0 +1,108 @@
+"""The speech models, loaded once per process and shared by every call."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import soxr
+from faster_whisper import WhisperModel
+from piper import PiperVoice
+
+from llm.endpoint import LLMEndpoint
+from models import Role, VerifiedModel
+
+log = logging.getLogger(__name__)
+
+#: The rate the pipeline speaks to the carrier at (telephony: 8 kHz); cached phrases are
+#: stored at this rate so that replaying them costs no resampling.
+PHONE_RATE = 8000
+
+
+def silero_model_path() -> Path:
+    """Silero VAD's ONNX file, shipped inside pipecat."""
+    from importlib import resources
+
+    return Path(str(resources.files("pipecat.audio.vad.data").joinpath("silero_vad.onnx")))
+
+
+def load_voice(model: VerifiedModel) -> PiperVoice:
+    """The Piper voice of a verified TTS model."""
+    onnx = next(f.path for f in model.files if f.path.name.endswith(".onnx"))
+    return PiperVoice.load(str(model.directory / onnx.name))
+
+
+def synthesize(voice: PiperVoice, text: str, rate: int = PHONE_RATE) -> bytes:
+    """16-bit mono PCM of ``text`` spoken by ``voice``, resampled to ``rate``."""
+    pcm = b"".join(chunk.audio_int16_bytes for chunk in voice.synthesize(text))
+    native = int(voice.config.sample_rate)
+    if rate == native:
+        return pcm
+    samples = np.frombuffer(pcm, dtype=np.int16)
+    return soxr.resample(samples, native, rate).astype(np.int16).tobytes()
+
+
+@dataclass
+class Engines:
+    """Whisper, Piper and Silero sessions plus the LLM endpoint, shared by all calls.
+
+    CTranslate2 and onnxruntime sessions are safe to use from several threads at once; each
+    call keeps its own VAD state and LLM context.
+    """
+
+    whisper: WhisperModel
+    piper: PiperVoice
+    voice_name: str
+    silero: onnxruntime.InferenceSession
+    llm: LLMEndpoint
+    _phrases: dict[tuple[str, int], bytes] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def load(
+        cls, models: dict[Role, VerifiedModel], llm: LLMEndpoint, cpu_threads: int = 2
+    ) -> Engines:
+        """Load the verified STT and TTS models and the VAD."""
+        t0 = time.monotonic()
+        stt, tts = models[Role.STT], models[Role.TTS]
+        whisper = WhisperModel(
+            str(stt.directory), device="cpu", compute_type="int8", cpu_threads=cpu_threads
+        )
+        piper = load_voice(tts)
+        opts = onnxruntime.SessionOptions()
+        opts.inter_op_num_threads = 1
+        opts.intra_op_num_threads = 1
+        silero = onnxruntime.InferenceSession(
+            str(silero_model_path()), providers=["CPUExecutionProvider"], sess_options=opts
+        )
+        log.info("speech models loaded", extra={"seconds": round(time.monotonic() - t0, 2)})
+        return cls(whisper, piper, tts.spec.name, silero, llm)
+
+    @property
+    def tts_rate(self) -> int:
+        """Piper's native sample rate."""
+        return int(self.piper.config.sample_rate)
+
+    def synthesize(self, text: str, rate: int = PHONE_RATE) -> bytes:
+        """16-bit mono PCM of ``text`` at ``rate`` (blocking: run in a thread)."""
+        return synthesize(self.piper, text, rate)
+
+    def cached(self, text: str, rate: int = PHONE_RATE) -> bytes | None:
+        """The cached audio of a fixed phrase, if it was synthesized before."""
+        return self._phrases.get((text, rate))
+
+    async def phrase(self, text: str, rate: int = PHONE_RATE) -> bytes:
+        """Audio of a fixed phrase (announcement, greeting, farewell): synthesized once."""
+        hit = self._phrases.get((text, rate))
+        if hit is not None:
+            return hit
+        pcm = await asyncio.to_thread(self.synthesize, text, rate)
+        with self._lock:
+            self._phrases[(text, rate)] = pcm
+        return pcm

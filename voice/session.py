@@ -1,0 +1,307 @@
+"""One call's pipeline: carrier WebSocket -> VAD -> Whisper -> LLM -> Piper -> carrier."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import WebSocket
+from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
+from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
+from pipecat.audio.vad.vad_analyzer import VADParams
+from pipecat.frames.frames import (
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
+    EndFrame,
+    ErrorFrame,
+    FunctionCallResultProperties,
+    InterruptionFrame,
+    TTSSpeakFrame,
+)
+from pipecat.observers.base_observer import BaseObserver, FramePushed
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.aggregators.llm_response_universal import (
+    LLMContextAggregatorPair,
+    LLMUserAggregatorParams,
+)
+from pipecat.processors.audio.vad_processor import VADProcessor
+from pipecat.serializers.base_serializer import FrameSerializer
+from pipecat.services.llm_service import FunctionCallParams
+from pipecat.transports.websocket.fastapi import (
+    FastAPIWebsocketParams,
+    FastAPIWebsocketTransport,
+)
+from pipecat.turns.user_mute import MuteUntilFirstBotCompleteUserMuteStrategy
+from pipecat.turns.user_start import VADUserTurnStartStrategy
+from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
+from pipecat.turns.user_turn_strategies import UserTurnStrategies
+from pipecat.workers.runner import WorkerRunner
+
+from llm.client import create_llm_service
+from routing.directory import Agent
+from voice.calls import CallRecord, CallStore, Turn
+from voice.engines import PHONE_RATE, Engines
+from voice.events import CallEvent, CallEventType, current_call_id
+from voice.processors import Announcer, ClosingPhrases, is_closing
+from voice.services import SharedPiperTTS, SharedSileroVAD, SharedWhisperSTT
+
+log = logging.getLogger(__name__)
+
+#: Whisper reads 16 kHz; the carrier's 8 kHz mu-law is resampled once on the way in.
+STT_RATE = 16000
+FAREWELL = "Thank you for calling. Goodbye."
+APOLOGY = "I'm sorry, I'm having technical trouble and have to end this call. Goodbye."
+_MAX_REJECTED_EVENTS = 20
+#: Servers with tool calling (vLLM with a tool parser) let the model hang up; servers without
+#: it (the embedded llama.cpp server) ignore the list, and the closing phrase still works.
+END_CALL_TOOLS = ToolsSchema(
+    standard_tools=[
+        FunctionSchema(
+            name="end_call",
+            description="Hang up once the caller has said goodbye or needs nothing more.",
+            properties={},
+            required=[],
+        )
+    ]
+)
+
+
+@dataclass(frozen=True)
+class CallConfig:
+    """Per-process settings of the call pipeline."""
+
+    vad_stop_secs: float = 0.4
+    turn_timeout_secs: float = 0.3
+    max_tokens: int = 60
+    temperature: float = 0.3
+    max_seconds: int = 900
+
+
+def system_prompt(agent: Agent) -> str:
+    """The agent's prompt plus what every phone agent needs to know."""
+    return (
+        f"{agent.prompt.strip()}\n\nYou are speaking on the phone: answer in one or two short, "
+        "plain sentences, with no lists, markup or emojis. When the caller is done, say goodbye."
+    )
+
+
+async def prepare_phrases(engines: Engines, agent: Agent) -> None:
+    """Synthesize an agent's fixed phrases into the cache (once per process)."""
+    for text in (agent.announcement, agent.greeting, FAREWELL, APOLOGY):
+        await engines.phrase(text.strip(), PHONE_RATE)
+
+
+class _CallObserver(BaseObserver):
+    """Notices barge-ins and pipeline errors, once per frame."""
+
+    def __init__(self, session: CallSession) -> None:
+        super().__init__()
+        self._session = session
+        self._seen: set[int] = set()
+        self.bot_speaking = False
+
+    async def on_push_frame(self, data: FramePushed) -> None:
+        frame = data.frame
+        if frame.id in self._seen:
+            return
+        if isinstance(frame, BotStartedSpeakingFrame):
+            self.bot_speaking = True
+        elif isinstance(frame, BotStoppedSpeakingFrame):
+            self.bot_speaking = False
+        elif isinstance(frame, InterruptionFrame) and self.bot_speaking:
+            self._seen.add(frame.id)
+            await self._session.event(CallEventType.BARGE_IN)
+
+
+class CallSession:
+    """Runs one call from the media WebSocket's start to its close."""
+
+    def __init__(
+        self,
+        websocket: WebSocket,
+        serializer: FrameSerializer,
+        call: CallRecord,
+        agent: Agent,
+        engines: Engines,
+        store: CallStore,
+        config: CallConfig,
+    ) -> None:
+        """Prepare the pipeline of ``call`` answered by ``agent``."""
+        self.call = call
+        self.agent = agent
+        self.store = store
+        self.engines = engines
+        self._ending = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._rejected = 0
+        self.transport = FastAPIWebsocketTransport(
+            websocket,
+            FastAPIWebsocketParams(
+                audio_in_enabled=True,
+                audio_out_enabled=True,
+                add_wav_header=False,
+                serializer=serializer,
+                session_timeout=config.max_seconds,
+            ),
+        )
+        # Whisper base on 2 CPU cores: about 1.5-2 s from end of speech to transcript.
+        stt = SharedWhisperSTT(engines, agent.language, ttfs_p99_latency=2.0)
+        llm = create_llm_service(
+            engines.llm,
+            system=system_prompt(agent),
+            max_tokens=config.max_tokens,
+            temperature=config.temperature,
+        )
+        tts = SharedPiperTTS(engines)
+        context = LLMContext(tools=END_CALL_TOOLS)
+        llm.register_function("end_call", self._end_call_tool)
+        aggregators = LLMContextAggregatorPair(
+            context,
+            user_params=LLMUserAggregatorParams(
+                user_turn_strategies=UserTurnStrategies(
+                    start=[VADUserTurnStartStrategy()],
+                    stop=[
+                        SpeechTimeoutUserTurnStopStrategy(
+                            user_speech_timeout=config.turn_timeout_secs
+                        )
+                    ],
+                ),
+                # The announcement is not interruptible: the caller must hear all of it.
+                user_mute_strategies=[MuteUntilFirstBotCompleteUserMuteStrategy()],
+            ),
+        )
+        vad = VADProcessor(
+            vad_analyzer=SharedSileroVAD(engines, VADParams(stop_secs=config.vad_stop_secs))
+        )
+        announcement = engines.cached(agent.announcement.strip(), PHONE_RATE) or b""
+        self.announcer = Announcer(
+            announcement, PHONE_RATE, self._announcement_started, self._announcement_played
+        )
+        self.pipeline = Pipeline(
+            [
+                self.transport.input(),
+                vad,
+                stt,
+                ClosingPhrases(self._caller_goodbye),
+                aggregators.user(),
+                llm,
+                tts,
+                self.announcer,
+                self.transport.output(),
+                aggregators.assistant(),
+            ]
+        )
+        self.worker = PipelineWorker(
+            self.pipeline,
+            params=PipelineParams(audio_in_sample_rate=STT_RATE, audio_out_sample_rate=PHONE_RATE),
+            enable_rtvi=False,
+            idle_timeout_secs=None,
+            observers=[_CallObserver(self)],
+        )
+
+        @aggregators.user().event_handler("on_user_turn_stopped")
+        async def _user_turn(_agg: Any, _strategy: Any, message: Any) -> None:
+            if message.content and message.content.strip():
+                await self._turn("caller", message.content.strip())
+
+        @aggregators.assistant().event_handler("on_assistant_turn_stopped")
+        async def _agent_turn(_agg: Any, message: Any) -> None:
+            text = (message.content or "").strip()
+            if text:
+                await self._turn("agent", text, interrupted=message.interrupted)
+            if text and is_closing(text) and not self._ending:
+                self._ending = True
+                await self.event(
+                    CallEventType.HANGUP_REQUESTED, by="agent", reason="closing phrase"
+                )
+                await self.worker.queue_frame(EndFrame())
+
+        @self.transport.event_handler("on_client_disconnected")
+        async def _disconnected(_transport: Any, _ws: Any) -> None:
+            await self.worker.cancel()
+
+        @self.worker.event_handler("on_pipeline_error")
+        async def _error(_worker: Any, frame: ErrorFrame) -> None:
+            await self._fail(str(frame.error))
+
+    # -- recording what happens ---------------------------------------------------------
+
+    async def event(self, kind: CallEventType, **data: Any) -> None:
+        """Record a lifecycle event; a store failure is logged, never raised into the call."""
+        log.info("call event", extra={"event": str(kind), **data})
+        try:
+            await self.store.add_event(CallEvent(kind, self.call.call_id, time.time(), data))
+        except Exception:
+            log.exception("could not store call event", extra={"event": str(kind)})
+
+    async def _turn(self, role: str, text: str, **data: Any) -> None:
+        log.info("turn", extra={"role": role, "chars": len(text), **data})
+        try:
+            await self.store.add_turn(self.call.call_id, Turn(role, text, time.time()))
+        except Exception:
+            log.exception("could not store transcript turn")
+
+    def media_rejected(self, reason: str) -> None:
+        """Serializer callback: a malformed media message was dropped."""
+        self._rejected += 1
+        log.warning("media message rejected", extra={"reason": reason, "count": self._rejected})
+        if self._rejected <= _MAX_REJECTED_EVENTS:
+            task = asyncio.get_running_loop().create_task(
+                self.event(CallEventType.MEDIA_REJECTED, reason=reason)
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    # -- call flow ----------------------------------------------------------------------
+
+    async def _announcement_started(self) -> None:
+        await self.event(CallEventType.ANNOUNCEMENT_STARTED, text=self.agent.announcement)
+
+    async def _announcement_played(self) -> None:
+        await self.event(CallEventType.ANNOUNCEMENT_PLAYED)
+        await self.worker.queue_frame(TTSSpeakFrame(self.agent.greeting.strip()))
+
+    async def _end_call_tool(self, params: FunctionCallParams) -> None:
+        await params.result_callback(
+            {"ok": True}, properties=FunctionCallResultProperties(run_llm=False)
+        )
+        await self._say_and_end(FAREWELL, by="agent", reason="end_call tool")
+
+    async def _caller_goodbye(self, text: str) -> None:
+        await self._turn("caller", text)
+        await self._say_and_end(FAREWELL, by="caller", reason="closing phrase")
+
+    async def _say_and_end(self, text: str, **data: Any) -> None:
+        if self._ending:
+            return
+        self._ending = True
+        await self.event(CallEventType.HANGUP_REQUESTED, **data)
+        await self.worker.queue_frames([TTSSpeakFrame(text), EndFrame()])
+
+    async def _fail(self, error: str) -> None:
+        log.error("call pipeline error", extra={"error": error})
+        await self.event(CallEventType.ERROR, error=error[:500])
+        await self._say_and_end(APOLOGY, by="platform", reason="error")
+
+    async def run(self) -> None:
+        """Run the call until either side hangs up."""
+        token = current_call_id.set(self.call.call_id)
+        try:
+            await self.event(CallEventType.MEDIA_CONNECTED, agent=self.agent.name)
+            try:
+                await self.store.advance(self.call.call_id, "in-progress", time.time())
+            except Exception:
+                log.exception("could not update call state")
+            runner = WorkerRunner(handle_sigint=False)
+            await runner.add_workers(self.worker)
+            await runner.run()
+        finally:
+            for task in list(self._tasks):
+                await task
+            await self.event(CallEventType.MEDIA_CLOSED)
+            current_call_id.reset(token)

@@ -40,7 +40,7 @@ def llm_endpoint(settings: Settings, gguf: Path | None) -> Iterator[LLMEndpoint]
             f"profile {settings.profile!r} has no embedded LLM: set BONMONIQ_LLM_URL"
         )
     server = EmbeddedLLMServer(
-        gguf, settings.llm_model, settings.var_dir / "log" / "llm-server.log", settings.llm_threads
+        gguf, settings.llm_model, settings.var_dir / "log" / "llm-server.log", settings.cpu_threads
     )
     with server as endpoint:
         yield endpoint
@@ -59,7 +59,8 @@ async def running_platform(settings: Settings) -> AsyncIterator[Platform]:
         client = connect(url)
         try:
             await client.ping()
-            engines = Engines.load(models, endpoint, cpu_threads=settings.llm_threads)
+            device = "cuda" if settings.profile == "gpu" else "cpu"
+            engines = Engines.load(models, endpoint, settings.cpu_threads, device)
             yield Platform(settings, client, engines, account_sid, auth_token)
         finally:
             await client.aclose()

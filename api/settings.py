@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     llm_allowed_hosts: list[str] = Field(default_factory=list)
     llm_max_tokens: int = 60
     llm_temperature: float = 0.3
-    llm_threads: int = 2
+    cpu_threads: int = 2
     twilio_account_sid: str | None = None
     twilio_auth_token: SecretStr | None = None
     log_level: str = "INFO"

@@ -67,6 +67,8 @@ class EmbeddedLLMServer:
             "--n_ctx", str(self.n_ctx),
             "--n_threads", str(self.threads),
             "--verbose", "False",
+            # Calls share the server: a new request must queue, not cut off another call's answer.
+            "--interrupt_requests", "False",
         ]  # fmt: skip
         with self.log_path.open("ab") as out:
             self._proc = subprocess.Popen(

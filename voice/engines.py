@@ -32,10 +32,10 @@ def silero_model_path() -> Path:
     return Path(str(resources.files("pipecat.audio.vad.data").joinpath("silero_vad.onnx")))
 
 
-def load_voice(model: VerifiedModel) -> PiperVoice:
+def load_voice(model: VerifiedModel, use_cuda: bool = False) -> PiperVoice:
     """The Piper voice of a verified TTS model."""
     onnx = next(f.path for f in model.files if f.path.name.endswith(".onnx"))
-    return PiperVoice.load(str(model.directory / onnx.name))
+    return PiperVoice.load(str(model.directory / onnx.name), use_cuda=use_cuda)
 
 
 def synthesize(voice: PiperVoice, text: str, rate: int = PHONE_RATE) -> bytes:
@@ -66,15 +66,22 @@ class Engines:
 
     @classmethod
     def load(
-        cls, models: dict[Role, VerifiedModel], llm: LLMEndpoint, cpu_threads: int = 2
+        cls,
+        models: dict[Role, VerifiedModel],
+        llm: LLMEndpoint,
+        cpu_threads: int = 2,
+        device: str = "cpu",
     ) -> Engines:
-        """Load the verified STT and TTS models and the VAD."""
+        """Load the verified STT and TTS models and the VAD (``device``: cpu, or cuda on GPU)."""
         t0 = time.monotonic()
         stt, tts = models[Role.STT], models[Role.TTS]
         whisper = WhisperModel(
-            str(stt.directory), device="cpu", compute_type="int8", cpu_threads=cpu_threads
+            str(stt.directory),
+            device=device,
+            compute_type="float16" if device == "cuda" else "int8",
+            cpu_threads=cpu_threads,
         )
-        piper = load_voice(tts)
+        piper = load_voice(tts, use_cuda=device == "cuda")
         opts = onnxruntime.SessionOptions()
         opts.inter_op_num_threads = 1
         opts.intra_op_num_threads = 1

@@ -174,10 +174,13 @@ class TwilioSimulator:
         reply_timeout: float = 40.0,
         quiet_after_reply: float = 1.5,
         inject: tuple[str | bytes, ...] = (),
+        barge_in_after: float | None = None,
     ) -> SimulationResult:
         """Place the call and say each ``(label, pcm8k)`` after the agent has finished talking.
 
         ``inject`` is sent raw once the greeting is over (tests use it for malformed messages).
+        With ``barge_in_after``, each line but the last is followed by the next one that many
+        seconds after the agent starts answering: the caller talks over the agent.
         """
         r = await self.post_signed("/webhooks/twilio/voice", self.voice_params())
         if r.status_code != 200:
@@ -199,7 +202,12 @@ class TwilioSimulator:
             )
             await ws.send(json.dumps(self._start(params)))
             await _Call(ws, self.stream_sid, result).converse(
-                utterances, greeting_timeout, reply_timeout, quiet_after_reply, inject
+                utterances,
+                greeting_timeout,
+                reply_timeout,
+                quiet_after_reply,
+                inject,
+                barge_in_after,
             )
         return result
 
@@ -305,6 +313,18 @@ class _Call:
             await asyncio.sleep(0.05)
         done.set()
 
+    async def _wait_talking(
+        self, done: asyncio.Event, turn: TurnTiming, limit_s: float, delay: float
+    ) -> None:
+        """Until the agent has been answering ``turn`` for ``delay`` seconds (to talk over it)."""
+        start = time.monotonic()
+        while time.monotonic() - start < limit_s and not self.result.closed_by_platform:
+            heard = turn.first_agent_audio
+            if heard is not None and time.monotonic() - heard >= delay:
+                break
+            await asyncio.sleep(0.02)
+        done.set()
+
     async def converse(
         self,
         utterances: list[tuple[str, bytes]],
@@ -312,6 +332,7 @@ class _Call:
         reply_timeout: float,
         quiet: float,
         inject: tuple[str | bytes, ...],
+        barge_in_after: float | None = None,
     ) -> None:
         receiver = asyncio.create_task(self._receive())
         try:
@@ -321,7 +342,7 @@ class _Call:
             )
             for raw in inject:
                 await self.ws.send(raw)
-            for label, pcm in utterances:
+            for n, (label, pcm) in enumerate(utterances):
                 if self.result.closed_by_platform:
                     break
                 frames = [
@@ -333,10 +354,13 @@ class _Call:
                 self.result.turns.append(turn)
                 self._pending = turn
                 done = asyncio.Event()
-                await asyncio.gather(
-                    self._clock([], done, reply_timeout + quiet),
-                    self._wait_quiet(done, reply_timeout, quiet, True),
+                interrupt = barge_in_after is not None and n < len(utterances) - 1
+                waiter = (
+                    self._wait_talking(done, turn, reply_timeout, barge_in_after or 0.0)
+                    if interrupt
+                    else self._wait_quiet(done, reply_timeout, quiet, True)
                 )
+                await asyncio.gather(self._clock([], done, reply_timeout + quiet), waiter)
             if not self.result.closed_by_platform:
                 await self.ws.send(
                     json.dumps(

@@ -255,3 +255,30 @@ async def test_a_failing_llm_ends_the_call_politely(redis_server: str, tmp_path,
     finally:
         await client.aclose()
         stop_server(server)
+
+
+async def test_barge_in_clears_playback(live_server: LiveServer, live_redis: Redis, voice) -> None:  # type: ignore[no-untyped-def]
+    d = Directory(live_redis)
+    await d.add_agent(Agent(name="bakery", prompt=BAKERY + " Describe every product at length."))
+    await d.add_number("+15555550100", "bakery")
+    store = CallStore(live_redis)
+    result = await place(
+        live_server,
+        voice,
+        "+15555550100",
+        [
+            "Tell me about all of your breads and cakes, please.",
+            "Sorry, when do you open on Saturday?",
+        ],
+        barge_in_after=0.8,
+    )
+    await wait_closed(store, result.call_id)
+    assert result.clears >= 1  # Twilio was told to drop the rest of the agent's answer
+    events = await store.events(result.call_id)
+    assert any(e.type == CallEventType.BARGE_IN for e in events)
+    interrupted = [
+        e for e in events if e.type == CallEventType.AGENT_TURN and e.data.get("interrupted")
+    ]
+    caller = " ".join(t.text for t in await store.transcript(result.call_id) if t.role == "caller")
+    assert "saturday" in words(caller) or "open" in words(caller), caller
+    assert result.turns[1].latency_s is not None

@@ -1,0 +1,20 @@
+"""Run every benchmark and print one JSON document."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+from bench import call_latency
+
+
+def main() -> int:
+    results = {"call_latency": asyncio.run(call_latency.run())}
+    json.dump(results, sys.stdout, indent=2)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

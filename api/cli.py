@@ -244,6 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=Path("call.wav"), help="where to write the agent's audio"
     )
     k.add_argument("--url", help="where to send requests if not BONMONIQ_PUBLIC_URL")
+    k.add_argument(
+        "--barge-in",
+        type=float,
+        metavar="SECONDS",
+        help="say each next line this long after the agent starts answering (talk over it)",
+    )
     k.add_argument("--json", action="store_true", help="print the report as JSON")
     k.set_defaults(fn=cmd_call)
     return p

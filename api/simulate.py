@@ -66,7 +66,7 @@ async def simulate(settings: Settings, args: argparse.Namespace) -> int:
         from_=args.from_,
         base_url=args.url,
     )
-    result = await sim.run(utterances)
+    result = await sim.run(utterances, barge_in_after=args.barge_in)
     result.write_wav(args.out)
     report = await _report(settings, result.call_id)
     turns = [{"said": t.label, "latency_s": t.latency_s} for t in result.turns]

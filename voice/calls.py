@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from redis.asyncio import Redis
@@ -77,6 +77,7 @@ class Turn:
     role: str  # "caller" or "agent"
     text: str
     at: float
+    interrupted: bool = False  # the caller talked over this agent turn
 
     def __post_init__(self) -> None:
         if self.role not in ("caller", "agent"):
@@ -150,11 +151,14 @@ class CallStore:
     async def add_turn(self, call_id: str, turn: Turn) -> None:
         """Append a turn to the transcript, and the matching event."""
         kind = CallEventType.CALLER_TURN if turn.role == "caller" else CallEventType.AGENT_TURN
-        event = CallEvent(kind, call_id, turn.at, {"text": turn.text})
+        data: dict[str, Any] = {"text": turn.text}
+        if turn.interrupted:
+            data["interrupted"] = True
+        event = CallEvent(kind, call_id, turn.at, data)
         async with self.redis.pipeline(transaction=True) as p:
             p.rpush(
                 keys.call_transcript(call_id),
-                json.dumps({"role": turn.role, "text": turn.text, "at": turn.at}),
+                json.dumps(asdict(turn)),
             )
             p.rpush(keys.call_events(call_id), event.to_json())
             await p.execute()

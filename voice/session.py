@@ -239,10 +239,10 @@ class CallSession:
         except Exception:
             log.exception("could not store call event", extra={"event": str(kind)})
 
-    async def _turn(self, role: str, text: str, **data: Any) -> None:
-        log.info("turn", extra={"role": role, "chars": len(text), **data})
+    async def _turn(self, role: str, text: str, interrupted: bool = False) -> None:
+        log.info("turn", extra={"role": role, "chars": len(text), "interrupted": interrupted})
         try:
-            await self.store.add_turn(self.call.call_id, Turn(role, text, time.time()))
+            await self.store.add_turn(self.call.call_id, Turn(role, text, time.time(), interrupted))
         except Exception:
             log.exception("could not store transcript turn")
 

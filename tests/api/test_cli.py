@@ -94,7 +94,9 @@ def test_calls_show_json(env: dict[str, str]) -> None:
     report = json.loads(shown.stdout)
     assert report["call_id"] == call_id and report["state"] == "rejected"
     assert [e["type"] for e in report["events"]] == ["rejected", "caller_turn"]
-    assert report["transcript"] == [{"role": "caller", "text": "hello", "at": 2.0}]
+    assert report["transcript"] == [
+        {"role": "caller", "text": "hello", "at": 2.0, "interrupted": False}
+    ]
 
 
 def test_local_redis_is_started_when_no_url_is_set(tmp_path: Path) -> None:

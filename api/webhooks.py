@@ -12,7 +12,6 @@ from fastapi.responses import Response
 from starlette.websockets import WebSocketDisconnect
 
 from api.platform import Platform
-from api.problems import problem
 from carriers.base import StreamStart
 from carriers.errors import MediaMalformed, SignatureInvalid, WebhookMalformed
 from carriers.twilio import media, signature, webhook
@@ -177,4 +176,4 @@ async def _run_stream(platform: Platform, ws: WebSocket, start: StreamStart) -> 
         current_call_id.reset(token)
 
 
-__all__ = ["MEDIA_PATH", "STATUS_PATH", "VOICE_PATH", "problem", "router"]
+__all__ = ["MEDIA_PATH", "STATUS_PATH", "VOICE_PATH", "router"]

@@ -25,6 +25,8 @@ import httpx
 import numpy as np
 import soxr
 
+from llm.server import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 QUESTIONS = [
     "What time do you open on Saturday?",
@@ -35,16 +37,8 @@ ACCOUNT_SID = "AC" + "b" * 32
 AUTH_TOKEN = "bench-token"
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _start(var: Path) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes], str]:
-    port, rport = _free_port(), _free_port()
+    port, rport = free_port(), free_port()
     redis = subprocess.Popen(
         [shutil.which("redis-server") or "redis-server", "--port", str(rport), "--save", "",
          "--appendonly", "no", "--dir", str(var)],

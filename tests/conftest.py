@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -17,15 +16,20 @@ import pytest
 import redis as sync_redis
 from redis.asyncio import Redis
 
+from llm.server import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 ACCOUNT_SID = "AC" + "e2e0" * 8
 AUTH_TOKEN = "e2e-auth-token-0123456789abcdef"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = [
+    "ACCOUNT_SID",
+    "AUTH_TOKEN",
+    "REPO",
+    "LiveServer",
+    "free_port",
+    "start_server",
+    "stop_server",
+]
 
 
 @pytest.fixture(scope="session")

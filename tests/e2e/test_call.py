@@ -39,6 +39,14 @@ def hear(whisper, pcm8k: bytes) -> str:  # type: ignore[no-untyped-def]
     return " ".join(s.text for s in segments)
 
 
+async def bakery(client: Redis, prompt: str = BAKERY) -> CallStore:
+    """The bakery agent on +15555550100; the call store of the same Redis."""
+    d = Directory(client)
+    await d.add_agent(Agent(name="bakery", prompt=prompt))
+    await d.add_number("+15555550100", "bakery")
+    return CallStore(client)
+
+
 async def wait_closed(store: CallStore, call_id: str) -> None:
     for _ in range(100):
         if any(e.type == CallEventType.MEDIA_CLOSED for e in await store.events(call_id)):
@@ -59,10 +67,7 @@ async def place(server: LiveServer, voice, to: str, sentences: list[str], **kw) 
 async def test_a_caller_asks_and_the_agent_answers(
     live_server: LiveServer, live_redis: Redis, voice, whisper
 ) -> None:  # type: ignore[no-untyped-def]
-    d = Directory(live_redis)
-    await d.add_agent(Agent(name="bakery", prompt=BAKERY))
-    await d.add_number("+15555550100", "bakery")
-    store = CallStore(live_redis)
+    store = await bakery(live_redis)
 
     sim = TwilioSimulator(live_server.url, ACCOUNT_SID, AUTH_TOKEN, to="+15555550100")
     line = trim_silence(synthesize(voice, "What time do you open on Saturday?", PHONE_RATE))
@@ -158,10 +163,7 @@ async def test_two_simultaneous_calls_do_not_share_state(
 async def test_malformed_media_is_dropped_and_the_call_goes_on(
     live_server: LiveServer, live_redis: Redis, voice
 ) -> None:  # type: ignore[no-untyped-def]
-    d = Directory(live_redis)
-    await d.add_agent(Agent(name="bakery", prompt=BAKERY))
-    await d.add_number("+15555550100", "bakery")
-    store = CallStore(live_redis)
+    store = await bakery(live_redis)
     bad = (
         "{not json",
         json.dumps({"event": "dance"}),
@@ -208,10 +210,7 @@ async def barrage(server: LiveServer, rounds: int = 10) -> set[int]:
 async def test_caller_goodbye_ends_the_call(
     live_server: LiveServer, live_redis: Redis, voice
 ) -> None:  # type: ignore[no-untyped-def]
-    d = Directory(live_redis)
-    await d.add_agent(Agent(name="bakery", prompt=BAKERY))
-    await d.add_number("+15555550100", "bakery")
-    store = CallStore(live_redis)
+    store = await bakery(live_redis)
     result = await place(live_server, voice, "+15555550100", ["Goodbye.", "Are you still there?"])
     await wait_closed(store, result.call_id)
     assert result.closed_by_platform  # the platform hung up; the second line was never said
@@ -236,10 +235,7 @@ async def test_a_failing_llm_ends_the_call_politely(redis_server: str, tmp_path,
         async with httpx.AsyncClient() as c:
             ready = await c.get(server.url + "/readyz")
         assert ready.status_code == 503 and ready.json()["code"] == "not_ready"
-        d = Directory(client)
-        await d.add_agent(Agent(name="bakery", prompt=BAKERY))
-        await d.add_number("+15555550100", "bakery")
-        store = CallStore(client)
+        store = await bakery(client)
         result = await place(server, voice, "+15555550100", ["What time do you open on Saturday?"])
         await wait_closed(store, result.call_id)
         assert result.closed_by_platform and result.turns[0].latency_s is not None  # it said sorry
@@ -258,10 +254,7 @@ async def test_a_failing_llm_ends_the_call_politely(redis_server: str, tmp_path,
 
 
 async def test_barge_in_clears_playback(live_server: LiveServer, live_redis: Redis, voice) -> None:  # type: ignore[no-untyped-def]
-    d = Directory(live_redis)
-    await d.add_agent(Agent(name="bakery", prompt=BAKERY + " Describe every product at length."))
-    await d.add_number("+15555550100", "bakery")
-    store = CallStore(live_redis)
+    store = await bakery(live_redis, BAKERY + " Describe every product at length.")
     result = await place(
         live_server,
         voice,

@@ -27,34 +27,20 @@ __all__ = [
     "REPO",
     "LiveServer",
     "free_port",
+    "start_redis",
     "start_server",
     "stop_server",
 ]
 
 
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real redis-server (Debian package) on a free loopback port, for the whole session."""
+def start_redis(data: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A real redis-server (Debian package) on a free loopback port; the process and its URL."""
     binary = shutil.which("redis-server")
     assert binary, "redis-server is missing: `make test` installs it"
     port = free_port()
-    data = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(data),
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
+    cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
+           "--save", "", "--appendonly", "yes"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
     url = f"redis://127.0.0.1:{port}/0"
     client = sync_redis.Redis.from_url(url)
     for _ in range(200):
@@ -63,6 +49,13 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 break
         except sync_redis.ConnectionError:
             time.sleep(0.05)
+    return proc, url
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One Redis for the whole session."""
+    proc, url = start_redis(tmp_path_factory.mktemp("redis"))
     yield url
     proc.terminate()
     proc.wait(timeout=10)

@@ -97,24 +97,22 @@ async def prepare_phrases(engines: Engines, agent: Agent) -> None:
 
 
 class _CallObserver(BaseObserver):
-    """Notices barge-ins and pipeline errors, once per frame."""
+    """Notices barge-ins: the caller interrupting while the agent speaks, once per interruption."""
 
     def __init__(self, session: CallSession) -> None:
         super().__init__()
         self._session = session
-        self._seen: set[int] = set()
         self.bot_speaking = False
 
     async def on_push_frame(self, data: FramePushed) -> None:
         frame = data.frame
-        if frame.id in self._seen:
-            return
         if isinstance(frame, BotStartedSpeakingFrame):
             self.bot_speaking = True
         elif isinstance(frame, BotStoppedSpeakingFrame):
             self.bot_speaking = False
         elif isinstance(frame, InterruptionFrame) and self.bot_speaking:
-            self._seen.add(frame.id)
+            # One interruption travels as several frames; the first one counts.
+            self.bot_speaking = False
             await self._session.event(CallEventType.BARGE_IN)
 
 

@@ -222,13 +222,12 @@ async def test_caller_goodbye_ends_the_call(
     assert transcript[-1].role == "agent" and "goodbye" in words(transcript[-1].text)
 
 
-async def test_a_failing_llm_ends_the_call_politely(redis_server: str, tmp_path, voice) -> None:  # type: ignore[no-untyped-def]
-    from tests.conftest import free_port, start_server, stop_server
+async def test_failing_llm_and_redis_never_crash_the_platform(tmp_path, voice) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import free_port, start_redis, start_server, stop_server
 
     dead = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
-    server = start_server(
-        redis_server.rsplit("/", 1)[0] + "/2", tmp_path, ready="/healthz", BONMONIQ_LLM_URL=dead
-    )
+    redis_proc, redis_url = start_redis(tmp_path)
+    server = start_server(redis_url, tmp_path, ready="/healthz", BONMONIQ_LLM_URL=dead)
     client = Redis.from_url(server.redis_url, decode_responses=True)
     try:
         await client.flushdb()
@@ -246,11 +245,22 @@ async def test_a_failing_llm_ends_the_call_politely(redis_server: str, tmp_path,
         transcript = await store.transcript(result.call_id)
         assert "technical trouble" in transcript[-1].text
         assert server.proc.poll() is None  # the process is still serving
+
+        # Redis goes away: carriers get a 503 problem (they retry), the process stays up.
+        redis_proc.kill()
+        redis_proc.wait()
+        s = TwilioSimulator(server.url, ACCOUNT_SID, AUTH_TOKEN, to="+15555550100")
+        r = await s.post_signed("/webhooks/twilio/voice", s.voice_params())
+        assert r.status_code == 503 and r.json()["code"] == "state_store_unavailable"
         async with httpx.AsyncClient() as c:
             assert (await c.get(server.url + "/healthz")).status_code == 200
+            ready = await c.get(server.url + "/readyz")
+        assert ready.status_code == 503 and "State store" in ready.json()["title"]
+        assert server.proc.poll() is None
     finally:
         await client.aclose()
         stop_server(server)
+        redis_proc.kill()
 
 
 async def test_barge_in_clears_playback(live_server: LiveServer, live_redis: Redis, voice) -> None:  # type: ignore[no-untyped-def]

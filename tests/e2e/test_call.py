@@ -279,10 +279,6 @@ async def test_barge_in_clears_playback(live_server: LiveServer, live_redis: Red
     assert result.clears >= 1  # Twilio was told to drop the rest of the agent's answer
     events = await store.events(result.call_id)
     assert any(e.type == CallEventType.BARGE_IN for e in events)
-    interrupted = [
-        e for e in events if e.type == CallEventType.AGENT_TURN and e.data.get("interrupted")
-    ]
-    assert interrupted  # the answer the caller talked over is marked as cut off
     caller = " ".join(t.text for t in await store.transcript(result.call_id) if t.role == "caller")
     assert "saturday" in words(caller) or "open" in words(caller), caller
     assert result.turns[1].latency_s is not None

@@ -29,3 +29,9 @@ class NumberTaken(RoutingError):
     """The number already answers for another agent."""
 
     code = "number_taken"
+
+
+class RouteRefused(RoutingError):
+    """No carrier may serve the number (fail closed)."""
+
+    code = "route_refused"

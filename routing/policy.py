@@ -1,0 +1,211 @@
+"""Which carrier serves a number: a pure policy, ``route(number, purpose, policy, health, now)``.
+
+The DPA rule first: a number of an EU member state (EEA countries can be added) goes through the
+EU carrier (Sinch) only, and if that carrier is unavailable the request is refused: it is never
+re-routed through a US carrier. Other numbers follow the operator's policy (an order or weights
+per country) with failover to the next healthy carrier. Pure: no I/O, no clock (``now`` is passed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import phonenumbers
+
+from routing.errors import InvalidNumber, RouteRefused
+
+
+class Carrier(StrEnum):
+    """The carriers of the DPA's sub-processor list."""
+
+    TWILIO = "twilio"
+    TELNYX = "telnyx"
+    SINCH = "sinch"
+
+
+class Purpose(StrEnum):
+    """Why a route is asked for."""
+
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+    PROVISION = "provision"
+
+
+#: EU-27, ISO 3166-1 alpha-2.
+EU27: frozenset[str] = frozenset(
+    "AT BE BG HR CY CZ DK EE FI FR DE GR HU IE IT LV LT LU MT NL PL PT RO SK SI ES SE".split()
+)
+#: EEA members outside the EU, which an operator may add to the residency set.
+EEA_EXTRA: frozenset[str] = frozenset({"IS", "LI", "NO"})
+#: Carriers that are US companies: never used for a number under the residency rule.
+US_CARRIERS: frozenset[Carrier] = frozenset({Carrier.TWILIO, Carrier.TELNYX})
+
+
+@dataclass(frozen=True)
+class CountryRule:
+    """How one country's (non-resident) numbers are served: an order, or weights."""
+
+    order: tuple[Carrier, ...] = ()
+    weights: Mapping[Carrier, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if bool(self.order) == bool(self.weights):
+            raise ValueError("a country rule has either an order or weights")
+        if any(w <= 0 for w in self.weights.values()):
+            raise ValueError("weights must be positive")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The operator's routing policy (``BONMONIQ_ROUTING_POLICY``: a JSON file or JSON text)."""
+
+    residency_countries: frozenset[str] = EU27
+    residency_carrier: Carrier = Carrier.SINCH
+    default_order: tuple[Carrier, ...] = (Carrier.TWILIO, Carrier.TELNYX)
+    countries: Mapping[str, CountryRule] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.residency_carrier in US_CARRIERS:
+            raise ValueError("the residency carrier cannot be a US carrier")
+        if not self.default_order:
+            raise ValueError("default_order needs at least one carrier")
+        if not EU27 <= self.residency_countries:
+            raise ValueError("the residency set must contain every EU member state")
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Policy:
+        """Build from the documented JSON shape (see README, "Routing policy")."""
+        extra = {c.upper() for c in raw.get("add_residency_countries", [])}
+        unknown = set(raw) - {"add_residency_countries", "default_order", "countries"}
+        if unknown:
+            raise ValueError(f"unknown routing policy keys: {sorted(unknown)}")
+        countries = {
+            code.upper(): CountryRule(
+                order=tuple(Carrier(c) for c in rule.get("order", [])),
+                weights={Carrier(c): float(w) for c, w in rule.get("weights", {}).items()},
+            )
+            for code, rule in raw.get("countries", {}).items()
+        }
+        order = tuple(Carrier(c) for c in raw.get("default_order", ["twilio", "telnyx"]))
+        return cls(EU27 | extra, Carrier.SINCH, order, countries)
+
+    @classmethod
+    def load(cls, source: str | None) -> Policy:
+        """From a JSON file path, inline JSON text, or the default when ``None``."""
+        if not source:
+            return cls()
+        text = source if source.lstrip().startswith("{") else Path(source).read_text()
+        return cls.from_dict(json.loads(text))
+
+
+@dataclass(frozen=True)
+class Health:
+    """Which carriers can be used at ``now``: configured ones, not marked down."""
+
+    available: frozenset[Carrier] = frozenset(Carrier)
+    down_until: Mapping[Carrier, float] = field(default_factory=dict)
+
+    def usable(self, carrier: Carrier, now: float) -> bool:
+        """Whether ``carrier`` may take traffic at ``now``."""
+        return carrier in self.available and now >= self.down_until.get(carrier, 0.0)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The carrier chosen for a number, with where it applies and why."""
+
+    carrier: Carrier
+    region: str  # "eu" for numbers under the residency rule, else "international"
+    country: str
+    reason: str
+
+    def as_metadata(self) -> dict[str, str]:
+        """The routing metadata stored with the call and logged."""
+        return {
+            "carrier": str(self.carrier),
+            "region": self.region,
+            "country": self.country,
+            "reason": self.reason,
+        }
+
+
+def country_of(number: str) -> str:
+    """ISO country of an E.164 number, via ``phonenumbers``; :class:`InvalidNumber` otherwise."""
+    try:
+        parsed = phonenumbers.parse(number, None)
+    except phonenumbers.NumberParseException as e:
+        raise InvalidNumber(f"{number!r} is not an international phone number: {e}") from e
+    if not phonenumbers.is_possible_number(parsed):
+        raise InvalidNumber(f"{number!r} is not a possible phone number")
+    region = phonenumbers.region_code_for_number(parsed)
+    if not region or region == "ZZ":
+        raise InvalidNumber(f"{number!r} belongs to no country")
+    return str(region)
+
+
+def _weighted_order(number: str, weights: Mapping[Carrier, float]) -> list[Carrier]:
+    """Rendezvous hashing: a stable order per number in which each carrier leads by weight."""
+
+    def score(carrier: Carrier) -> float:
+        digest = hashlib.sha256(f"{number}|{carrier}".encode()).digest()
+        u = (int.from_bytes(digest[:8], "big") + 1) / (2**64 + 1)
+        return -weights[carrier] / math.log(u)
+
+    return sorted(weights, key=score, reverse=True)
+
+
+def route(
+    number: str,
+    purpose: Purpose,
+    policy: Policy,
+    health: Health,
+    now: float,
+    caller_id_carrier: Carrier | None = None,
+) -> Decision:
+    """Choose the carrier for ``number``; :class:`RouteRefused` when no allowed carrier is usable.
+
+    For an outbound call, ``caller_id_carrier`` is the carrier holding the caller-ID number: the
+    call can only leave through it, and only if the destination's residency rule allows it.
+    """
+    country = country_of(number)
+    resident = country in policy.residency_countries
+    region = "eu" if resident else "international"
+    if purpose == Purpose.OUTBOUND:
+        if caller_id_carrier is None:
+            raise ValueError("an outbound route needs the carrier of the caller-ID number")
+        if resident and caller_id_carrier != policy.residency_carrier:
+            raise RouteRefused(
+                f"{country} is an EU/EEA destination: it may only be called through "
+                f"{policy.residency_carrier}, but the caller ID is held by {caller_id_carrier}"
+            )
+        if not health.usable(caller_id_carrier, now):
+            raise RouteRefused(f"{caller_id_carrier}, which holds the caller ID, is unavailable")
+        reason = f"outbound through {caller_id_carrier}, which holds the caller ID"
+        return Decision(caller_id_carrier, region, country, reason)
+    if resident:
+        carrier = policy.residency_carrier
+        if not health.usable(carrier, now):
+            raise RouteRefused(
+                f"{country} is an EU/EEA number and {carrier} (the only EU carrier) is "
+                "unavailable; refused rather than routed through a US carrier"
+            )
+        return Decision(carrier, region, country, f"EU/EEA number ({country}): EU carrier only")
+    rule = policy.countries.get(country)
+    if rule and rule.weights:
+        candidates, how = _weighted_order(number, rule.weights), f"weights for {country}"
+    elif rule:
+        candidates, how = list(rule.order), f"order for {country}"
+    else:
+        candidates, how = list(policy.default_order), "default order"
+    for rank, carrier in enumerate(candidates):
+        if health.usable(carrier, now):
+            failover = f", failover from {', '.join(candidates[:rank])}" if rank else ""
+            return Decision(carrier, region, country, f"{how}{failover}")
+    raise RouteRefused(f"no usable carrier for {country} among {', '.join(candidates)}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from api import problems, webhooks
+from api import problems, public, webhooks
 from api.platform import Platform
 from llm.client import probe
 from llm.errors import LLMUnavailable
@@ -17,6 +17,7 @@ def create_app(platform: Platform) -> FastAPI:
     app.state.platform = platform
     problems.install(app)
     app.include_router(webhooks.router(platform))
+    app.include_router(public.router(platform.register))
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:

@@ -8,6 +8,7 @@ from redis.asyncio import Redis
 
 from api.settings import Settings
 from routing.directory import Directory
+from routing.subprocessors import Register
 from voice.calls import CallStore
 from voice.engines import Engines
 from voice.session import CallConfig
@@ -25,6 +26,7 @@ class Platform:
 
     def __post_init__(self) -> None:
         self.directory = Directory(self.redis)
+        self.register = Register.load()
         self.calls = CallStore(self.redis)
         self.call_config = CallConfig(
             vad_stop_secs=self.settings.vad_stop_secs,

@@ -245,3 +245,14 @@ async def test_a_second_stream_for_the_same_call_is_refused(
         await asyncio.wait_for(second.recv(), 5)
     assert second.close_code == 1008
     await first.close()
+
+
+async def test_subprocessor_register_is_public(live_server: LiveServer) -> None:
+    async with httpx.AsyncClient() as c:
+        r = await c.get(live_server.url + "/v1/subprocessors")
+    assert r.status_code == 200 and "public" in r.headers["cache-control"]
+    body = r.json()
+    assert body["last_updated"] == "2026-06-21"
+    names = [s["name"] for s in body["subprocessors"]]
+    assert "Sinch AB" in names and "Twilio Inc." in names and len(names) == 7
+    assert not any("Meta" in n for n in names)

@@ -1,0 +1,98 @@
+"""Sinch stream WebSocket codec: binary 16-bit little-endian PCM both ways. Pure.
+
+Sinch sends ``{"command":"connect",...}`` first; we answer ``{"command":"answer"}``. Audio then
+flows as binary frames (mono, the sample rate of the connect message). ``{"command":"clear"}``
+drops queued playback (barge-in); ``{"command":"heartbeat"}`` keeps a silent call alive (the
+session sends it: keeping time is not a codec's job). Documented for Voice API v2; v1 is
+believed identical (shared/docs/carriers.md).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from pipecat.audio.utils import create_stream_resampler
+from pipecat.frames.frames import AudioRawFrame, Frame, InputAudioRawFrame, InterruptionFrame
+from pipecat.processors.frame_processor import FrameProcessorSetup
+from pipecat.serializers.base_serializer import FrameSerializer
+
+from carriers.base import StreamStart
+from carriers.errors import MediaMalformed
+
+ANSWER = json.dumps({"command": "answer"})
+CLEAR = json.dumps({"command": "clear"})
+HEARTBEAT = json.dumps({"command": "heartbeat"})
+#: A binary frame larger than this (1 s of 16 kHz audio) is refused.
+MAX_FRAME_BYTES = 32_000
+
+
+def parse_connect(raw: str | bytes) -> tuple[StreamStart, int]:
+    """The first message: the stream, its call and headers, and the sample rate."""
+    if isinstance(raw, bytes):
+        raise MediaMalformed("audio before connect")
+    try:
+        msg = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise MediaMalformed(f"not JSON: {e.msg}") from e
+    if not isinstance(msg, dict) or msg.get("command") != "connect":
+        raise MediaMalformed("expected a connect command")
+    call_id = msg.get("callId")
+    rate = msg.get("sampleRate")
+    if not isinstance(call_id, str) or not call_id:
+        raise MediaMalformed("connect without callId")
+    if msg.get("codec", "PCM") != "PCM" or rate not in (8000, 16000):
+        raise MediaMalformed(f"unsupported audio {msg.get('codec')}/{rate}")
+    headers = msg.get("callHeaders") or {}
+    if isinstance(headers, list):  # the SVAML shape, [{"key":..., "value":...}]
+        headers = {h.get("key"): h.get("value") for h in headers if isinstance(h, dict)}
+    if not isinstance(headers, dict):
+        raise MediaMalformed("callHeaders is not an object")
+    params = {str(k): str(v) for k, v in headers.items()}
+    return StreamStart(call_id, call_id, params), int(rate)
+
+
+class SinchMediaCodec(FrameSerializer):
+    """Serializer for one Sinch stream at ``stream_rate``."""
+
+    def __init__(self, stream_rate: int, on_invalid: Callable[[str], None] | None = None) -> None:
+        """Codec for a stream at ``stream_rate`` Hz."""
+        super().__init__()
+        self.stream_rate = stream_rate
+        self._on_invalid = on_invalid or (lambda reason: None)
+        self._sample_rate = 0
+        self._in = create_stream_resampler()
+        self._out = create_stream_resampler()
+
+    async def setup(self, setup: FrameProcessorSetup) -> None:  # type: ignore[override]
+        """Learn the pipeline's input rate."""
+        self._sample_rate = setup.audio_in_sample_rate
+
+    async def serialize(self, frame: Frame) -> str | bytes | None:
+        """Agent audio to binary PCM at the stream rate; interruption to ``clear``."""
+        if isinstance(frame, InterruptionFrame):
+            return CLEAR
+        if isinstance(frame, AudioRawFrame):
+            pcm = await self._out.resample(frame.audio, frame.sample_rate, self.stream_rate)
+            return pcm or None
+        return None
+
+    async def deserialize(self, data: str | bytes) -> Frame | None:
+        """Caller audio to frames; text commands are checked and otherwise ignored."""
+        if isinstance(data, bytes):
+            if len(data) % 2 or len(data) > MAX_FRAME_BYTES:
+                self._on_invalid(f"binary frame of {len(data)} bytes is not 16-bit PCM")
+                return None
+            pcm = await self._in.resample(data, self.stream_rate, self._sample_rate)
+            if not pcm:
+                return None
+            return InputAudioRawFrame(audio=pcm, num_channels=1, sample_rate=self._sample_rate)
+        try:
+            msg: Any = json.loads(data)
+        except json.JSONDecodeError:
+            self._on_invalid("text frame is not JSON")
+            return None
+        if not isinstance(msg, dict) or "command" not in msg and "event" not in msg:
+            self._on_invalid("text frame without command")
+        return None

@@ -1,0 +1,119 @@
+"""Sinch Voice API v1 callbacks (ICE, ACE, DiCE, PIE, notify) and SVAML answers. Pure.
+
+ICE, ACE and PIE expect an SVAML body (one action, optional instructions); DiCE and notify
+expect only a 200. Sinch waits 5 s for an answer, so nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from carriers.base import InboundCall, StatusUpdate
+from carriers.errors import WebhookMalformed
+
+CARRIER = "sinch"
+EVENTS = frozenset({"ice", "ace", "dice", "pie", "notify"})
+#: DiCE reasons: how a call ended (Sinch v1 "reason" values, mapped onto our call states).
+DICE_STATUS = {
+    "CALLERHANGUP": "completed",
+    "CALLEEHANGUP": "completed",
+    "MANAGERHANGUP": "completed",
+    "TIMEOUT": "no-answer",
+    "NOCREDITPARTNER": "failed",
+    "GENERALERROR": "failed",
+    "CANCEL": "canceled",
+    "CALLEEBUSY": "busy",
+    "CALLEEUNREACHABLE": "failed",
+    "CALLEENOANSWER": "no-answer",
+    "BLOCKED": "failed",
+    "OTHERPEERANSWERED": "canceled",
+}
+
+
+@dataclass(frozen=True)
+class Callback:
+    """A parsed callback: its event type, call id and raw fields."""
+
+    event: str
+    call_id: str
+    data: Mapping[str, Any]
+
+
+def parse(body: bytes) -> Callback:
+    """Decode a callback body; :class:`WebhookMalformed` when it is not one."""
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise WebhookMalformed("Sinch callback is not JSON") from e
+    if not isinstance(data, dict):
+        raise WebhookMalformed("Sinch callback is not a JSON object")
+    event = data.get("event")
+    if event not in EVENTS:
+        raise WebhookMalformed(f"unknown Sinch event {event!r}")
+    call_id = data.get("callid") or data.get("callId")
+    if not isinstance(call_id, str) or not call_id:
+        raise WebhookMalformed("Sinch callback without callid")
+    return Callback(str(event), call_id, data)
+
+
+def inbound(cb: Callback) -> InboundCall:
+    """An ICE as an inbound call."""
+    if cb.event != "ice":
+        raise WebhookMalformed(f"expected ice, got {cb.event}")
+    to = cb.data.get("to") or {}
+    endpoint = to.get("endpoint") if isinstance(to, dict) else None
+    if not endpoint:
+        raise WebhookMalformed("ice without to.endpoint")
+    cli = str(cb.data.get("cli") or "anonymous")
+    caller = cli if cli.startswith("+") or not cli.isdigit() else f"+{cli}"
+    number = endpoint if str(endpoint).startswith("+") else f"+{endpoint}"
+    return InboundCall(
+        CARRIER, cb.call_id, str(cb.data.get("applicationKey", "")), caller, number, "ringing"
+    )
+
+
+def status(cb: Callback) -> StatusUpdate | None:
+    """ACE (answered) and DiCE (disconnected) as status updates; others are not."""
+    if cb.event == "ace":
+        return StatusUpdate(cb.call_id, "in-progress")
+    if cb.event == "dice":
+        reason = str(cb.data.get("reason", "")).upper()
+        duration = cb.data.get("duration")
+        return StatusUpdate(
+            cb.call_id,
+            DICE_STATUS.get(reason, "completed"),
+            duration_s=int(duration) if isinstance(duration, int | float) else None,
+        )
+    return None
+
+
+def svaml_connect_stream(
+    endpoint: str, headers: Mapping[str, str], sample_rate: int = 16000, max_seconds: int = 3600
+) -> dict[str, Any]:
+    """Answer an ICE: stream the call's audio to our WebSocket (``connectStream``)."""
+    return {
+        "instructions": [{"name": "answer"}],
+        "action": {
+            "name": "connectStream",
+            "destination": {"type": "Websocket", "endpoint": endpoint},
+            "streamingOptions": {"version": 1, "sampleRate": sample_rate},
+            "maxDuration": max_seconds,
+            "callHeaders": [{"key": k, "value": v} for k, v in headers.items()],
+        },
+    }
+
+
+def svaml_say_and_hang_up(text: str, locale: str = "en-US") -> dict[str, Any]:
+    """A short spoken message, then hang up (a number with no agent)."""
+    return {
+        "instructions": [{"name": "say", "text": text, "locale": locale}],
+        "action": {"name": "hangup"},
+    }
+
+
+def svaml_continue() -> dict[str, Any]:
+    """Let the call go on as it is (answer to ACE and PIE)."""
+    return {"action": {"name": "continue"}}

@@ -167,28 +167,33 @@ def route(
     policy: Policy,
     health: Health,
     now: float,
-    caller_id_carrier: Carrier | None = None,
+    holder: Carrier | None = None,
 ) -> Decision:
     """Choose the carrier for ``number``; :class:`RouteRefused` when no allowed carrier is usable.
 
-    For an outbound call, ``caller_id_carrier`` is the carrier holding the caller-ID number: the
-    call can only leave through it, and only if the destination's residency rule allows it.
+    Calls have no choice of carrier: an inbound call arrives through, and an outbound call
+    leaves through, the carrier ``holder`` that holds our number (the called number, or the
+    caller ID). The residency rule still applies to ``number``: an EU/EEA number on a US carrier
+    is refused. Provisioning chooses among the carriers.
     """
     country = country_of(number)
     resident = country in policy.residency_countries
     region = "eu" if resident else "international"
-    if purpose == Purpose.OUTBOUND:
-        if caller_id_carrier is None:
-            raise ValueError("an outbound route needs the carrier of the caller-ID number")
-        if resident and caller_id_carrier != policy.residency_carrier:
+    if purpose in (Purpose.INBOUND, Purpose.OUTBOUND):
+        if holder is None:
+            raise ValueError(f"an {purpose} route needs the carrier holding our number")
+        if resident and holder != policy.residency_carrier:
             raise RouteRefused(
-                f"{country} is an EU/EEA destination: it may only be called through "
-                f"{policy.residency_carrier}, but the caller ID is held by {caller_id_carrier}"
+                f"{country} is an EU/EEA number: it may only be carried by "
+                f"{policy.residency_carrier}, not {holder}"
             )
-        if not health.usable(caller_id_carrier, now):
-            raise RouteRefused(f"{caller_id_carrier}, which holds the caller ID, is unavailable")
-        reason = f"outbound through {caller_id_carrier}, which holds the caller ID"
-        return Decision(caller_id_carrier, region, country, reason)
+        if not health.usable(holder, now):
+            raise RouteRefused(f"{holder}, which holds the number, is unavailable")
+        what = "caller ID" if purpose == Purpose.OUTBOUND else "called number"
+        reason = f"{purpose} through {holder}, which holds the {what}"
+        if resident:
+            reason += f"; EU/EEA number ({country}): EU carrier only"
+        return Decision(holder, region, country, reason)
     if resident:
         carrier = policy.residency_carrier
         if not health.usable(carrier, now):

@@ -38,7 +38,7 @@ def test_eu27_is_the_27_member_states() -> None:
 
 @pytest.mark.parametrize("region", sorted(EU27))
 def test_every_eu_member_state_routes_to_sinch(region: str) -> None:
-    d = route(example(region), Purpose.INBOUND, Policy(), ALL_UP, NOW)
+    d = route(example(region), Purpose.PROVISION, Policy(), ALL_UP, NOW)
     assert (d.carrier, d.region, d.country) == (Carrier.SINCH, "eu", region)
     assert "EU" in d.reason
 
@@ -49,24 +49,24 @@ def test_eu_number_with_sinch_down_is_refused(region: str) -> None:
         route(example(region), Purpose.PROVISION, Policy(), SINCH_DOWN, NOW)
     # Sinch without credentials is just as unavailable.
     with pytest.raises(RouteRefused):
-        route(example(region), Purpose.INBOUND, Policy(), Health(frozenset(US_CARRIERS)), NOW)
+        route(example(region), Purpose.PROVISION, Policy(), Health(frozenset(US_CARRIERS)), NOW)
 
 
 def test_sinch_back_after_its_down_window() -> None:
     assert (
-        route(example("FR"), Purpose.INBOUND, Policy(), SINCH_DOWN, NOW + 61).carrier
+        route(example("FR"), Purpose.PROVISION, Policy(), SINCH_DOWN, NOW + 61).carrier
         == Carrier.SINCH
     )
 
 
 @pytest.mark.parametrize("region", ["US", "GB", "CH", "CA", "JP"])
 def test_non_eu_numbers_follow_the_default_order_and_fail_over(region: str) -> None:
-    d = route(example(region), Purpose.INBOUND, Policy(), ALL_UP, NOW)
+    d = route(example(region), Purpose.PROVISION, Policy(), ALL_UP, NOW)
     assert (d.carrier, d.region) == (Carrier.TWILIO, "international")
-    d = route(example(region), Purpose.INBOUND, Policy(), TWILIO_DOWN, NOW)
+    d = route(example(region), Purpose.PROVISION, Policy(), TWILIO_DOWN, NOW)
     assert d.carrier == Carrier.TELNYX and "failover from twilio" in d.reason
     with pytest.raises(RouteRefused, match="no usable carrier"):
-        route(example(region), Purpose.INBOUND, Policy(), Health(frozenset({Carrier.SINCH})), NOW)
+        route(example(region), Purpose.PROVISION, Policy(), Health(frozenset({Carrier.SINCH})), NOW)
 
 
 def test_country_order_and_weights_from_the_operator_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -77,17 +77,17 @@ def test_country_order_and_weights_from_the_operator_file(tmp_path) -> None:  # 
         ' "us": {"weights": {"twilio": 3, "telnyx": 1}}}}'
     )
     policy = Policy.load(str(path))
-    assert route(example("NO"), Purpose.INBOUND, policy, ALL_UP, NOW).carrier == Carrier.SINCH
-    assert route(example("GB"), Purpose.INBOUND, policy, ALL_UP, NOW).carrier == Carrier.TWILIO
-    assert route(example("JP"), Purpose.INBOUND, policy, ALL_UP, NOW).carrier == Carrier.TELNYX
+    assert route(example("NO"), Purpose.PROVISION, policy, ALL_UP, NOW).carrier == Carrier.SINCH
+    assert route(example("GB"), Purpose.PROVISION, policy, ALL_UP, NOW).carrier == Carrier.TWILIO
+    assert route(example("JP"), Purpose.PROVISION, policy, ALL_UP, NOW).carrier == Carrier.TELNYX
     # Weights: stable per number, about 3:1 over many numbers, failover when one is down.
     us = [f"+1212555{n:04d}" for n in range(2000)]
-    picks = [route(n, Purpose.INBOUND, policy, ALL_UP, NOW).carrier for n in us]
+    picks = [route(n, Purpose.PROVISION, policy, ALL_UP, NOW).carrier for n in us]
     share = picks.count(Carrier.TWILIO) / len(picks)
     assert 0.70 < share < 0.80
-    assert picks == [route(n, Purpose.INBOUND, policy, ALL_UP, NOW).carrier for n in us]
+    assert picks == [route(n, Purpose.PROVISION, policy, ALL_UP, NOW).carrier for n in us]
     assert all(
-        route(n, Purpose.INBOUND, policy, TWILIO_DOWN, NOW).carrier == Carrier.TELNYX
+        route(n, Purpose.PROVISION, policy, TWILIO_DOWN, NOW).carrier == Carrier.TELNYX
         for n in us[:50]
     )
     assert Policy.load(path.read_text()) == policy
@@ -108,30 +108,20 @@ def test_bad_policy_files_are_refused(raw: str) -> None:
         Policy.load(raw)
 
 
-def test_outbound_goes_through_the_caller_id_carrier_subject_to_residency() -> None:
-    d = route(
-        example("US"), Purpose.OUTBOUND, Policy(), ALL_UP, NOW, caller_id_carrier=Carrier.TELNYX
-    )
-    assert d.carrier == Carrier.TELNYX and "caller ID" in d.reason
-    with pytest.raises(RouteRefused, match="EU/EEA destination"):
-        route(
-            example("DE"), Purpose.OUTBOUND, Policy(), ALL_UP, NOW, caller_id_carrier=Carrier.TWILIO
-        )
-    assert (
-        route(
-            example("DE"), Purpose.OUTBOUND, Policy(), ALL_UP, NOW, caller_id_carrier=Carrier.SINCH
-        ).carrier
-        == Carrier.SINCH
-    )
+@pytest.mark.parametrize("purpose", [Purpose.OUTBOUND, Purpose.INBOUND])
+def test_calls_go_through_the_carrier_holding_the_number_subject_to_residency(
+    purpose: Purpose,
+) -> None:
+    d = route(example("US"), purpose, Policy(), ALL_UP, NOW, holder=Carrier.TELNYX)
+    assert d.carrier == Carrier.TELNYX and "which holds the" in d.reason
+    with pytest.raises(RouteRefused, match="EU/EEA number"):
+        route(example("DE"), purpose, Policy(), ALL_UP, NOW, holder=Carrier.TWILIO)
+    d = route(example("DE"), purpose, Policy(), ALL_UP, NOW, holder=Carrier.SINCH)
+    assert (d.carrier, d.region) == (Carrier.SINCH, "eu")
     with pytest.raises(RouteRefused, match="unavailable"):
-        route(
-            example("US"),
-            Purpose.OUTBOUND,
-            Policy(),
-            TWILIO_DOWN,
-            NOW,
-            caller_id_carrier=Carrier.TWILIO,
-        )
+        route(example("US"), purpose, Policy(), TWILIO_DOWN, NOW, holder=Carrier.TWILIO)
+    with pytest.raises(ValueError, match="holding"):
+        route(example("US"), purpose, Policy(), ALL_UP, NOW)
 
 
 @pytest.mark.parametrize("raw", ["12345", "+999123456", "+1", "not a number", ""])
@@ -184,7 +174,7 @@ health_states = st.builds(
 def test_no_eu_number_is_ever_given_to_a_us_carrier(number, health, purpose, caller, extra) -> None:  # type: ignore[no-untyped-def]
     policy = Policy(residency_countries=EU27 | extra)
     try:
-        d = route(number, purpose, policy, health, NOW, caller_id_carrier=caller)
+        d = route(number, purpose, policy, health, NOW, holder=caller)
     except (RouteRefused, InvalidNumber) as e:
         event(type(e).__name__)
         return  # failing closed is always allowed

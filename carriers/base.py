@@ -59,6 +59,57 @@ class StreamStart:
     parameters: Mapping[str, str]
 
 
+@dataclass(frozen=True)
+class AvailableNumber:
+    """A number a carrier offers for rent."""
+
+    carrier: str
+    number: str
+    country: str
+    locality: str = ""
+
+
+@dataclass(frozen=True)
+class RentedNumber:
+    """A number we rent, with the carrier's id for it."""
+
+    carrier: str
+    number: str
+    carrier_id: str
+
+
+class CallControl(Protocol):
+    """Acting on a live call through the carrier's REST API."""
+
+    async def hang_up(self, call_id: str) -> None:  # pragma: no cover - protocol
+        """End the call."""
+        ...
+
+    async def transfer(self, call_id: str, number: str) -> None:  # pragma: no cover - protocol
+        """Send the call on to ``number``."""
+        ...
+
+
+class Provisioning(Protocol):
+    """Numbers: search what a carrier offers, rent one pointing at the platform, release it."""
+
+    async def search(
+        self, country: str, area_code: str | None = None, contains: str | None = None
+    ) -> list[AvailableNumber]:  # pragma: no cover - protocol
+        """Numbers of ``country`` for rent."""
+        ...
+
+    async def rent(
+        self, number: str, voice_url: str, status_url: str
+    ) -> RentedNumber:  # pragma: no cover - protocol
+        """Rent ``number``; its calls come to ``voice_url``."""
+        ...
+
+    async def release(self, rented: RentedNumber) -> None:  # pragma: no cover - protocol
+        """Give ``rented`` back."""
+        ...
+
+
 class WebhookVerifier(Protocol):
     """Checks that an HTTP request comes from the carrier."""
 

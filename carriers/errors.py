@@ -23,3 +23,15 @@ class MediaMalformed(CarrierError):
     """A media-stream message is not valid for the carrier's protocol."""
 
     code = "media_malformed"
+
+
+class CarrierUnavailable(CarrierError):
+    """The carrier cannot be used: no credentials, or not on the sub-processor register."""
+
+    code = "carrier_unavailable"
+
+
+class CarrierApiError(CarrierError):
+    """The carrier's REST API refused a request or could not be reached."""
+
+    code = "carrier_api_error"

@@ -194,17 +194,27 @@ def route(
         if resident:
             reason += f"; EU/EEA number ({country}): EU carrier only"
         return Decision(holder, region, country, reason)
-    if resident:
+    return choose(country, number, policy, health, now)
+
+
+def choose(country: str, key: str, policy: Policy, health: Health, now: float) -> Decision:
+    """Provisioning's choice for ``country`` (``key`` makes weighted choices stable).
+
+    Used directly when searching numbers of a country, before any number exists.
+    """
+    country = country.upper()
+    if country in policy.residency_countries:
         carrier = policy.residency_carrier
         if not health.usable(carrier, now):
             raise RouteRefused(
-                f"{country} is an EU/EEA number and {carrier} (the only EU carrier) is "
+                f"{country} is an EU/EEA country and {carrier} (the only EU carrier) is "
                 "unavailable; refused rather than routed through a US carrier"
             )
-        return Decision(carrier, region, country, f"EU/EEA number ({country}): EU carrier only")
+        return Decision(carrier, "eu", country, f"EU/EEA number ({country}): EU carrier only")
+    region = "international"
     rule = policy.countries.get(country)
     if rule and rule.weights:
-        candidates, how = _weighted_order(number, rule.weights), f"weights for {country}"
+        candidates, how = _weighted_order(key, rule.weights), f"weights for {country}"
     elif rule:
         candidates, how = list(rule.order), f"order for {country}"
     else:

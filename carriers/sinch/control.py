@@ -1,0 +1,100 @@
+"""Sinch Voice (calling v1) call control and Numbers API, Basic auth.
+
+Calls: ``PATCH /calling/v1/calls/id/{callId}`` with SVAML (application key and secret).
+Numbers: ``https://numbers.api.sinch.com/v1/projects/{projectId}`` (project access key).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import httpx
+
+from carriers.base import AvailableNumber, RentedNumber
+from carriers.rest import RestClient
+from carriers.sinch.webhook import svaml_connect_stream
+
+VOICE_BASE = "https://calling-euc1.api.sinch.com"
+NUMBERS_BASE = "https://numbers.api.sinch.com"
+
+
+@dataclass(frozen=True)
+class SinchAccount:
+    """A Sinch voice application and the project that owns its numbers."""
+
+    app_key: str
+    app_secret: str  # base64, as Sinch shows it; signs callbacks
+    project_id: str
+    key_id: str
+    key_secret: str
+    voice_base: str = VOICE_BASE
+    numbers_base: str = NUMBERS_BASE
+
+
+class SinchControl:
+    """Hang up, transfer, place calls; search, rent and release numbers."""
+
+    def __init__(self, account: SinchAccount, transport: httpx.AsyncBaseTransport | None = None):
+        """Use ``account``'s keys."""
+        self.account = account
+        self.voice = RestClient(
+            "sinch", account.voice_base, auth=(account.app_key, account.app_secret),
+            transport=transport,
+        )  # fmt: skip
+        self.numbers = RestClient(
+            "sinch", f"{account.numbers_base}/v1/projects/{account.project_id}",
+            auth=(account.key_id, account.key_secret), transport=transport,
+        )  # fmt: skip
+
+    async def hang_up(self, call_id: str) -> None:
+        """End the call (SVAML ``hangup``)."""
+        svaml = {"instructions": [], "action": {"name": "hangup"}}
+        await self.voice.request("PATCH", f"/calling/v1/calls/id/{call_id}", json=svaml)
+
+    async def transfer(self, call_id: str, number: str) -> None:
+        """Connect the call on to ``number`` (SVAML ``connectPstn``)."""
+        svaml = {"instructions": [], "action": {"name": "connectPstn", "number": number}}
+        await self.voice.request("PATCH", f"/calling/v1/calls/id/{call_id}", json=svaml)
+
+    async def place_call(
+        self, from_: str, to: str, stream_url: str, headers: Mapping[str, str]
+    ) -> str:
+        """A custom callout whose ICE answer streams the call to us; its call id."""
+        body = {
+            "method": "customCallout",
+            "customCallout": {
+                "cli": from_,
+                "destination": {"type": "number", "endpoint": to},
+                "ice": json.dumps(svaml_connect_stream(stream_url, headers)),
+            },
+        }
+        data = await self.voice.request("POST", "/calling/v1/callouts", json=body)
+        return str(data["callId"])
+
+    async def search(
+        self, country: str, area_code: str | None = None, contains: str | None = None
+    ) -> list[AvailableNumber]:
+        """Local voice numbers of ``country`` for rent."""
+        params = {"regionCode": country.upper(), "type": "LOCAL", "capabilities": "VOICE"}
+        if contains or area_code:
+            params["numberPattern.pattern"] = contains or area_code or ""
+            params["numberPattern.searchPattern"] = "CONTAINS"
+        data = await self.numbers.request("GET", "/availableNumbers", params=params)
+        return [
+            AvailableNumber("sinch", n["phoneNumber"], n.get("regionCode", country.upper()))
+            for n in data.get("availableNumbers", [])
+        ]
+
+    async def rent(self, number: str, voice_url: str, status_url: str) -> RentedNumber:
+        """Rent ``number`` for our voice application (its callback URL is set on the app)."""
+        body = {"voiceConfiguration": {"type": "RTC", "appId": self.account.app_key}}
+        data = await self.numbers.request("POST", f"/availableNumbers/{number}:rent", json=body)
+        return RentedNumber(
+            "sinch", data.get("phoneNumber", number), data.get("phoneNumber", number)
+        )
+
+    async def release(self, rented: RentedNumber) -> None:
+        """Give the number back."""
+        await self.numbers.request("POST", f"/activeNumbers/{rented.number}:release")

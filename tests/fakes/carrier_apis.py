@@ -1,0 +1,272 @@
+"""Fakes of the carriers' REST APIs (httpx MockTransport): each checks the exact request the
+carrier documents and answers with the documented response shape. They record what they saw."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs
+
+import httpx
+
+
+@dataclass
+class FakeApi:
+    """A recording MockTransport; ``routes`` maps (method, path regex) to a handler."""
+
+    expected_auth: str
+    seen: list[httpx.Request] = field(default_factory=list)
+
+    def transport(self) -> httpx.MockTransport:
+        return httpx.MockTransport(self.handle)
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        self.seen.append(request)
+        if request.headers.get("authorization") != self.expected_auth:
+            return httpx.Response(401, json={"error": "unauthorized"})
+        for (method, pattern), handler in self.routes().items():
+            m = re.fullmatch(pattern, request.url.path)
+            if m and request.method == method:
+                return handler(request, *m.groups())
+        return httpx.Response(404, json={"error": f"no route {request.method} {request.url.path}"})
+
+    def routes(self) -> dict[tuple[str, str], object]:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def form(request: httpx.Request) -> dict[str, list[str]]:
+    assert request.headers["content-type"] == "application/x-www-form-urlencoded"
+    return parse_qs(request.content.decode())
+
+
+class FakeTwilio(FakeApi):
+    def __init__(self, sid: str, token: str) -> None:
+        super().__init__(basic(sid, token))
+        self.sid = sid
+
+    def routes(self):  # type: ignore[no-untyped-def]
+        root = rf"/2010-04-01/Accounts/{self.sid}"
+
+        def update_call(req: httpx.Request, call_sid: str) -> httpx.Response:
+            f = form(req)
+            assert f.get("Status") == ["completed"] or "Twiml" in f
+            return httpx.Response(200, json={"sid": call_sid, "status": "completed"})
+
+        def create_call(req: httpx.Request) -> httpx.Response:
+            f = form(req)
+            assert {"To", "From", "Url"} <= set(f)
+            return httpx.Response(201, json={"sid": "CA" + "f" * 32, "status": "queued"})
+
+        def available(req: httpx.Request, cc: str) -> httpx.Response:
+            assert req.url.params["VoiceEnabled"] == "true"
+            area = req.url.params.get("AreaCode", "415")
+            return httpx.Response(
+                200,
+                json={
+                    "available_phone_numbers": [
+                        {
+                            "friendly_name": f"({area}) 555-0101",
+                            "phone_number": f"+1{area}5550101",
+                            "locality": "San Francisco",
+                            "iso_country": cc,
+                            "capabilities": {"voice": True, "SMS": True, "MMS": False},
+                        }
+                    ],
+                    "uri": req.url.path,
+                },
+            )
+
+        def buy(req: httpx.Request) -> httpx.Response:
+            f = form(req)
+            assert f["VoiceMethod"] == ["POST"] and f["VoiceUrl"][0].endswith(
+                "/webhooks/twilio/voice"
+            )
+            return httpx.Response(
+                201, json={"sid": "PN" + "1" * 32, "phone_number": f["PhoneNumber"][0]}
+            )
+
+        def release(req: httpx.Request, pn: str) -> httpx.Response:
+            return httpx.Response(204)
+
+        return {
+            ("POST", rf"{root}/Calls/(CA\w+)\.json"): update_call,
+            ("POST", rf"{root}/Calls\.json"): create_call,
+            ("GET", rf"{root}/AvailablePhoneNumbers/([A-Z]{{2}})/Local\.json"): available,
+            ("POST", rf"{root}/IncomingPhoneNumbers\.json"): buy,
+            ("DELETE", rf"{root}/IncomingPhoneNumbers/(PN\w+)\.json"): release,
+        }
+
+
+class FakeTelnyx(FakeApi):
+    def __init__(self, api_key: str) -> None:
+        super().__init__(f"Bearer {api_key}")
+        self.commands: list[tuple[str, str, dict]] = []  # type: ignore[type-arg]
+
+    def routes(self):  # type: ignore[no-untyped-def]
+        def action(req: httpx.Request, ccid: str, name: str) -> httpx.Response:
+            body = json.loads(req.content)
+            assert req.headers["content-type"] == "application/json" and body.get("command_id")
+            if name == "answer":
+                assert (
+                    body["stream_bidirectional_mode"] == "rtp"
+                    and body["stream_bidirectional_codec"] == "PCMU"
+                )
+                assert body["stream_url"].startswith(("ws://", "wss://"))
+                base64.b64decode(body["client_state"], validate=True)
+            if name == "transfer":
+                assert body["to"].startswith("+")
+            self.commands.append((ccid, name, body))
+            return httpx.Response(200, json={"data": {"result": "ok"}})
+
+        def dial(req: httpx.Request) -> httpx.Response:
+            body = json.loads(req.content)
+            assert {"connection_id", "to", "from"} <= set(body)
+            return httpx.Response(
+                200,
+                json={
+                    "data": {
+                        "call_control_id": "v3:out",
+                        "call_leg_id": "l",
+                        "call_session_id": "s",
+                        "record_type": "call",
+                    }
+                },
+            )
+
+        def available(req: httpx.Request) -> httpx.Response:
+            assert req.url.params["filter[features]"] == "voice"
+            cc = req.url.params["filter[country_code]"]
+            return httpx.Response(
+                200,
+                json={
+                    "data": [
+                        {
+                            "record_type": "available_phone_number",
+                            "phone_number": "+13125550142",
+                            "region_information": [
+                                {"region_name": "Chicago", "region_type": "rate_center"}
+                            ],
+                            "features": [{"name": "voice"}],
+                            "cost_information": {"currency": "USD"},
+                        }
+                    ],
+                    "metadata": {"total_results": 1},
+                    "url": cc,
+                },
+            )
+
+        def order(req: httpx.Request) -> httpx.Response:
+            body = json.loads(req.content)
+            assert body["connection_id"] and body["phone_numbers"][0]["phone_number"].startswith(
+                "+"
+            )
+            return httpx.Response(
+                200,
+                json={
+                    "data": {
+                        "id": "ord-1",
+                        "record_type": "number_order",
+                        "status": "pending",
+                        "phone_numbers": body["phone_numbers"],
+                    }
+                },
+            )
+
+        def release(req: httpx.Request, number: str) -> httpx.Response:
+            return httpx.Response(200, json={"data": {"phone_number": number}})
+
+        return {
+            ("POST", r"/v2/calls/([^/]+)/actions/(answer|hangup|transfer)"): action,
+            ("POST", r"/v2/calls"): dial,
+            ("GET", r"/v2/available_phone_numbers"): available,
+            ("POST", r"/v2/number_orders"): order,
+            ("DELETE", r"/v2/phone_numbers/([^/]+)"): release,
+        }
+
+
+class FakeSinch(FakeApi):
+    """Voice (app key/secret) and Numbers (project key) share one transport; auth per host."""
+
+    def __init__(
+        self, app_key: str, app_secret: str, project: str, key_id: str, key_secret: str
+    ) -> None:
+        super().__init__(basic(app_key, app_secret))
+        self.numbers_auth = basic(key_id, key_secret)
+        self.project = project
+        self.patches: list[tuple[str, dict]] = []  # type: ignore[type-arg]
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        if request.url.host == "numbers.api.sinch.com":
+            saved, self.expected_auth = self.expected_auth, self.numbers_auth
+            try:
+                return super().handle(request)
+            finally:
+                self.expected_auth = saved
+        return super().handle(request)
+
+    def routes(self):  # type: ignore[no-untyped-def]
+        proj = rf"/v1/projects/{self.project}"
+
+        def patch(req: httpx.Request, call_id: str) -> httpx.Response:
+            svaml = json.loads(req.content)
+            assert svaml["action"]["name"] in ("hangup", "connectPstn")
+            self.patches.append((call_id, svaml))
+            return httpx.Response(204)
+
+        def callout(req: httpx.Request) -> httpx.Response:
+            body = json.loads(req.content)
+            assert body["method"] == "customCallout"
+            assert json.loads(body["customCallout"]["ice"])["action"]["name"] == "connectStream"
+            return httpx.Response(200, json={"callId": "out-1"})
+
+        def available(req: httpx.Request) -> httpx.Response:
+            assert req.url.params["type"] == "LOCAL" and req.url.params["capabilities"] == "VOICE"
+            region = req.url.params["regionCode"]
+            return httpx.Response(
+                200,
+                json={
+                    "availableNumbers": [
+                        {
+                            "phoneNumber": "+33185001234",
+                            "regionCode": region,
+                            "type": "LOCAL",
+                            "capability": ["VOICE"],
+                            "setupPrice": {"currencyCode": "EUR", "amount": "0"},
+                            "monthlyPrice": {"currencyCode": "EUR", "amount": "1"},
+                        }
+                    ]
+                },
+            )
+
+        def rent(req: httpx.Request, number: str) -> httpx.Response:
+            body = json.loads(req.content)
+            assert (
+                body["voiceConfiguration"]["type"] == "RTC" and body["voiceConfiguration"]["appId"]
+            )
+            return httpx.Response(
+                200,
+                json={
+                    "phoneNumber": number,
+                    "projectId": self.project,
+                    "regionCode": "FR",
+                    "type": "LOCAL",
+                    "voiceConfiguration": body["voiceConfiguration"],
+                },
+            )
+
+        def release(req: httpx.Request, number: str) -> httpx.Response:
+            return httpx.Response(200, json={"phoneNumber": number, "projectId": self.project})
+
+        return {
+            ("PATCH", r"/calling/v1/calls/id/([^/]+)"): patch,
+            ("POST", r"/calling/v1/callouts"): callout,
+            ("GET", rf"{proj}/availableNumbers"): available,
+            ("POST", rf"{proj}/availableNumbers/(\+\d+):rent"): rent,
+            ("POST", rf"{proj}/activeNumbers/(\+\d+):release"): release,
+        }

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from api import problems, public, webhooks
+from api import problems, public, routes_sinch, routes_telnyx, routes_twilio
 from api.platform import Platform
 from llm.client import probe
 from llm.errors import LLMUnavailable
@@ -16,7 +16,9 @@ def create_app(platform: Platform) -> FastAPI:
     app = FastAPI(title="Bonmoniq Voice", version="0.1.0")
     app.state.platform = platform
     problems.install(app)
-    app.include_router(webhooks.router(platform))
+    app.include_router(routes_twilio.router(platform))
+    app.include_router(routes_telnyx.router(platform))
+    app.include_router(routes_sinch.router(platform))
     app.include_router(public.router(platform.register))
 
     @app.get("/healthz", tags=["operations"])

@@ -10,7 +10,13 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 
-from carriers.errors import CarrierError, SignatureInvalid, WebhookMalformed
+from carriers.errors import (
+    CarrierApiError,
+    CarrierError,
+    CarrierUnavailable,
+    SignatureInvalid,
+    WebhookMalformed,
+)
 from routing.errors import AgentExists, AgentNotFound, InvalidNumber, NumberTaken, RoutingError
 
 log = logging.getLogger(__name__)
@@ -18,6 +24,8 @@ MEDIA_TYPE = "application/problem+json"
 _STATUS = {
     SignatureInvalid: 403,
     WebhookMalformed: 400,
+    CarrierUnavailable: 503,
+    CarrierApiError: 502,
     InvalidNumber: 422,
     AgentExists: 409,
     NumberTaken: 409,

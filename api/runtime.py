@@ -7,8 +7,9 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+from api.accounts import load_accounts
 from api.platform import Platform
-from api.settings import Settings, twilio_credentials
+from api.settings import Settings
 from api.state import PlatformError, connect, redis_url
 from llm.endpoint import LLMEndpoint, check_endpoint
 from llm.server import EmbeddedLLMServer
@@ -51,7 +52,7 @@ async def running_platform(settings: Settings) -> AsyncIterator[Platform]:
     """Everything a serving process needs, torn down in reverse order on exit."""
     if settings.llm_url:  # fail fast, before anything starts
         check_endpoint(settings.llm_url, settings.llm_allowed_hosts)
-    account_sid, auth_token = twilio_credentials(settings)
+    accounts = load_accounts(settings)
     models = verify_profile(settings.profile, settings.models_cache)
     llm = models.get(Role.LLM)
     gguf = next((f.path for f in llm.files if f.path.suffix == ".gguf"), None) if llm else None
@@ -61,7 +62,7 @@ async def running_platform(settings: Settings) -> AsyncIterator[Platform]:
             await client.ping()
             device = "cuda" if settings.profile == "gpu" else "cpu"
             engines = Engines.load(models, endpoint, settings.cpu_threads, device)
-            yield Platform(settings, client, engines, account_sid, auth_token)
+            yield Platform(settings, client, engines, accounts)
         finally:
             await client.aclose()
 

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import logging
-import os
-import secrets
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-log = logging.getLogger(__name__)
 
 
 class Settings(BaseSettings):
@@ -44,6 +38,21 @@ class Settings(BaseSettings):
     cpu_threads: int = 2
     twilio_account_sid: str | None = None
     twilio_auth_token: SecretStr | None = None
+    twilio_api_base: str = "https://api.twilio.com"
+    telnyx_api_key: SecretStr | None = None
+    telnyx_public_key: str | None = None
+    telnyx_connection_id: str | None = None
+    telnyx_api_base: str = "https://api.telnyx.com/v2"
+    sinch_app_key: str | None = None
+    sinch_app_secret: SecretStr | None = None
+    sinch_project_id: str | None = None
+    sinch_key_id: str | None = None
+    sinch_key_secret: SecretStr | None = None
+    sinch_voice_base: str = "https://calling-euc1.api.sinch.com"
+    sinch_numbers_base: str = "https://numbers.api.sinch.com"
+    routing_policy: str | None = Field(
+        default=None, description="Routing policy: a JSON file path or JSON text (README)."
+    )
     log_level: str = "INFO"
     vad_stop_secs: float = 0.4
     turn_timeout_secs: float = 0.3
@@ -75,31 +84,3 @@ class Settings(BaseSettings):
     def models_cache(self) -> Path:
         """Where assembled model files live (the Whisper ``model.bin``)."""
         return self.var_dir / "models"
-
-
-def twilio_credentials(settings: Settings) -> tuple[str, str]:
-    """The Twilio account SID and auth token, or local development ones.
-
-    With neither variable set, a random development pair is created once under
-    ``var/secrets/`` so that ``bonmoniq serve`` and ``bonmoniq call`` on the same
-    machine agree without configuration; a real account must set both.
-    """
-    if settings.twilio_account_sid and settings.twilio_auth_token:
-        return settings.twilio_account_sid, settings.twilio_auth_token.get_secret_value()
-    if settings.twilio_account_sid or settings.twilio_auth_token:
-        raise ValueError(
-            "set both BONMONIQ_TWILIO_ACCOUNT_SID and BONMONIQ_TWILIO_AUTH_TOKEN, or neither"
-        )
-    path = settings.var_dir / "secrets" / "twilio-dev.json"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        pair = {"account_sid": "AC" + secrets.token_hex(16), "auth_token": secrets.token_hex(16)}
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(pair, f)
-        log.warning(
-            "no Twilio credentials configured: created a local development pair",
-            extra={"path": str(path)},
-        )
-    pair = json.loads(path.read_text())
-    return pair["account_sid"], pair["auth_token"]

@@ -8,10 +8,12 @@ import json
 import time
 from typing import Any
 
+from api.accounts import load_accounts
 from api.runtime import DEMO_NUMBER
-from api.settings import Settings, twilio_credentials
+from api.settings import Settings
 from api.state import LocalRedis, connect
-from carriers.twilio.simulator import TwilioSimulator, read_wav, trim_silence
+from carriers.simulation import read_wav, trim_silence
+from carriers.twilio.simulator import TwilioSimulator
 from models import Role, profile_models, verify_model
 from voice.engines import PHONE_RATE, load_voice, synthesize
 
@@ -55,7 +57,10 @@ async def _report(settings: Settings, call_id: str) -> dict[str, Any] | None:
 
 async def simulate(settings: Settings, args: argparse.Namespace) -> int:
     """Place the call, write the agent's audio, print transcript and per-turn latency."""
-    sid, token = twilio_credentials(settings)
+    twilio = load_accounts(settings).twilio
+    if twilio is None:
+        raise ValueError("Twilio is not configured")
+    sid, token = twilio.account_sid, twilio.auth_token
     sentences = list(args.say) or ([] if args.wav else [DEFAULT_QUESTION])
     utterances = await asyncio.to_thread(utterances_for, settings, sentences, list(args.wav))
     sim = TwilioSimulator(

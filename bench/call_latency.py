@@ -129,7 +129,8 @@ async def _components(lines: list[bytes], llm_url: str | None) -> dict[str, floa
 
 async def run() -> dict[str, Any]:
     """Place one call with three questions; compare with the components' own latency."""
-    from carriers.twilio.simulator import TwilioSimulator, trim_silence
+    from carriers.simulation import trim_silence
+    from carriers.twilio.simulator import TwilioSimulator
     from models import Role, profile_models, verify_model
     from voice.engines import PHONE_RATE, load_voice, synthesize
 

@@ -13,6 +13,7 @@ key                                              type    holds
 ``calls``                                        zset    call ids by creation time
 ``carrier:{carrier}:call:{carrier_call_id}``     string  our call id for a carrier's id
 ``dedupe:{carrier}:{kind}:{key}``                string  marks a delivery already applied
+``early:{carrier}:{carrier_call_id}``            string  a final status that came first
 ===============================================  ======  ===============================
 """
 
@@ -82,3 +83,8 @@ def carrier_call(carrier: str, carrier_call_id: str) -> str:
 def dedupe(carrier: str, kind: str, key: str) -> str:
     """Marks one delivery of a webhook as applied."""
     return f"dedupe:{carrier}:{kind}:{key}"
+
+
+def early_status(carrier: str, carrier_call_id: str) -> str:
+    """A terminal status that arrived before the call's first webhook."""
+    return f"early:{carrier}:{carrier_call_id}"

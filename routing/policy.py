@@ -146,6 +146,11 @@ def country_of(number: str) -> str:
         raise InvalidNumber(f"{number!r} is not a possible phone number")
     region = phonenumbers.region_code_for_number(parsed)
     if not region or region == "ZZ":
+        # Not a valid number of any one country (a +1 555 test number, a new range): take the
+        # main country of its calling code. For EU codes that is the member state, so an
+        # unknown +33 number still goes through the EU carrier only.
+        region = phonenumbers.region_code_for_country_code(parsed.country_code or 0)
+    if not region or region in ("ZZ", "001"):
         raise InvalidNumber(f"{number!r} belongs to no country")
     return str(region)
 

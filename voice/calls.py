@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -59,14 +60,18 @@ class CallRecord:
     state: str
     created_at: float
     updated_at: float
+    routing: Mapping[str, str] | None = None
 
     @classmethod
     def from_redis(cls, raw: dict[str, str]) -> CallRecord:
         """Parse a call hash."""
+        plain = [k for k in cls.__dataclass_fields__ if not k.endswith("_at") and k != "routing"]
+        routing = {k[8:]: v for k, v in raw.items() if k.startswith("routing_")}
         return cls(
-            **{k: raw.get(k, "") for k in cls.__dataclass_fields__ if not k.endswith("_at")},
+            **{k: raw.get(k, "") for k in plain},
             created_at=float(raw["created_at"]),
             updated_at=float(raw["updated_at"]),
+            routing=routing or None,
         )
 
 
@@ -93,15 +98,28 @@ class CallStore:
         self._advance = redis.register_script(_ADVANCE)
 
     async def open_inbound(
-        self, inbound: InboundCall, route: Route | None, now: float
+        self,
+        inbound: InboundCall,
+        route: Route | None,
+        now: float,
+        routing: Mapping[str, str] | None = None,
+        refusal: str | None = None,
     ) -> tuple[str, bool]:
-        """Record an inbound call once: ``(call_id, created)``; a repeat returns the first id."""
+        """Record an inbound call once: ``(call_id, created)``; a repeat returns the first id.
+
+        ``routing`` is the router's decision (stored with the call); ``refusal`` why the call is
+        not answered. A terminal status that arrived before the call itself (carriers do not
+        order their webhooks) is applied at once: such a call is created already over.
+        """
         call_id = new_call_id()
         mapping = keys.carrier_call(inbound.carrier, inbound.carrier_call_id)
         if not await self.redis.set(mapping, call_id, nx=True):
             existing = await self.redis.get(mapping)
             return str(existing), False
-        state = "ringing" if route else "rejected"
+        early = await self.redis.get(keys.early_status(inbound.carrier, inbound.carrier_call_id))
+        state = "ringing" if route and not refusal else "rejected"
+        if early and STATE_RANK.get(str(early), 0) >= 3:
+            state = str(early)
         record = {
             "call_id": call_id,
             "carrier": inbound.carrier,
@@ -115,10 +133,16 @@ class CallStore:
             "created_at": str(now),
             "updated_at": str(now),
         }
-        event_type = CallEventType.INBOUND if route else CallEventType.REJECTED
+        record.update({f"routing_{k}": v for k, v in (routing or {}).items()})
+        answered = state == "ringing"
+        event_type = CallEventType.INBOUND if answered else CallEventType.REJECTED
         data: dict[str, Any] = {"carrier": inbound.carrier, "to": inbound.to_number}
-        if route is None:
-            data["reason"] = "no agent answers this number"
+        if routing:
+            data["routing"] = dict(routing)
+        if not answered:
+            data["reason"] = refusal or (
+                f"the call was already {state}" if route else "no agent answers this number"
+            )
         event = CallEvent(event_type, call_id, now, data)
         async with self.redis.pipeline(transaction=True) as p:
             p.hset(keys.call(call_id), mapping=keys.fields(record))
@@ -181,6 +205,11 @@ class CallStore:
         """Apply a status callback exactly once; the call id, or ``None`` if duplicate/unknown."""
         call_id = await self.by_carrier_id(carrier, update.carrier_call_id)
         if call_id is None:
+            if STATE_RANK.get(update.status, 0) >= 3:  # ended before we heard it start
+                await self.redis.set(
+                    keys.early_status(carrier, update.carrier_call_id), update.status,
+                    ex=keys.DEDUPE_TTL_S,
+                )  # fmt: skip
             return None
         marker = keys.dedupe(
             carrier, "status", f"{update.carrier_call_id}:{update.status}:{update.sequence}"

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +59,8 @@ STT_RATE = 16000
 FAREWELL = "Thank you for calling. Goodbye."
 APOLOGY = "I'm sorry, I'm having technical trouble and have to end this call. Goodbye."
 _MAX_REJECTED_EVENTS = 20
+#: How often a carrier that needs it hears that a silent call is still alive.
+KEEPALIVE_S = 10.0
 #: Servers with tool calling (vLLM with a tool parser) let the model hang up; servers without
 #: it (the embedded llama.cpp server) ignore the list, and the closing phrase still works.
 END_CALL_TOOLS = ToolsSchema(
@@ -128,15 +132,27 @@ class CallSession:
         engines: Engines,
         store: CallStore,
         config: CallConfig,
+        *,
+        keepalive: str | None = None,
+        hang_up: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        """Prepare the pipeline of ``call`` answered by ``agent``."""
+        """Prepare the pipeline of ``call`` answered by ``agent``.
+
+        ``keepalive`` is a text message the carrier needs while the agent is silent (Sinch's
+        heartbeat); ``hang_up`` ends the call through the carrier's REST API when the platform
+        hangs up (where closing the media socket is not enough).
+        """
         self.call = call
+        self.websocket = websocket
+        self._keepalive = keepalive
+        self._hang_up = hang_up
         self.agent = agent
         self.store = store
         self.engines = engines
         self._ending = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._rejected = 0
+        self._observer = _CallObserver(self)
         self.transport = FastAPIWebsocketTransport(
             websocket,
             FastAPIWebsocketParams(
@@ -199,7 +215,7 @@ class CallSession:
             params=PipelineParams(audio_in_sample_rate=STT_RATE, audio_out_sample_rate=PHONE_RATE),
             enable_rtvi=False,
             idle_timeout_secs=None,
-            observers=[_CallObserver(self)],
+            observers=[self._observer],
         )
 
         @aggregators.user().event_handler("on_user_turn_stopped")
@@ -249,11 +265,22 @@ class CallSession:
         self._rejected += 1
         log.warning("media message rejected", extra={"reason": reason, "count": self._rejected})
         if self._rejected <= _MAX_REJECTED_EVENTS:
-            task = asyncio.get_running_loop().create_task(
-                self.event(CallEventType.MEDIA_REJECTED, reason=reason)
-            )
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self.event(CallEventType.MEDIA_REJECTED, reason=reason))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _keep_alive(self, message: str) -> None:
+        """Send ``message`` every few seconds while the agent is silent."""
+        while True:
+            await asyncio.sleep(KEEPALIVE_S)
+            if not self._observer.bot_speaking:
+                try:
+                    await self.websocket.send_text(message)
+                except Exception:
+                    return  # the socket is gone: the call is over
 
     # -- call flow ----------------------------------------------------------------------
 
@@ -297,7 +324,19 @@ class CallSession:
                 log.exception("could not update call state")
             runner = WorkerRunner(handle_sigint=False)
             await runner.add_workers(self.worker)
+            keepalive = (
+                asyncio.create_task(self._keep_alive(self._keepalive)) if self._keepalive else None
+            )
             await runner.run()
+            if keepalive is not None:
+                keepalive.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await keepalive
+            if self._ending and self._hang_up is not None:
+                try:
+                    await self._hang_up()
+                except Exception as e:  # the carrier ends the call anyway when the socket closes
+                    log.warning("carrier hang-up failed", extra={"error": str(e)})
         finally:
             for task in list(self._tasks):
                 await task

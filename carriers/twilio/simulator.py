@@ -7,106 +7,61 @@ times, per turn, the gap from the end of the caller's speech to the first agent 
 
 from __future__ import annotations
 
-import asyncio
 import audioop
 import base64
-import contextlib
 import json
 import secrets
-import time
-import wave
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any
 
 import httpx
-import numpy as np
 import websockets
 
+from carriers.simulation import Conversation, Heard, SimulationError, SimulationResult
 from carriers.twilio.signature import SIGNATURE_HEADER, compute_signature
 
-RATE = 8000
-FRAME_MS = 20
-FRAME_BYTES = RATE * FRAME_MS // 1000  # mu-law: one byte a sample
-_SILENCE = audioop.lin2ulaw(b"\x00\x00" * FRAME_BYTES, 2)
-#: RMS of 16-bit PCM above which a frame counts as speech.
-SPEECH_RMS = 300
 
+class TwilioWire:
+    """Media Streams messages, from Twilio's side."""
 
-class SimulationError(Exception):
-    """The platform did not answer the simulated call as Twilio expects."""
+    def __init__(self, stream_sid: str) -> None:
+        """Messages of stream ``stream_sid``."""
+        self.stream_sid = stream_sid
+        self.seq = 2  # connected and start came first
+        self.chunk = 0
 
-    code = "simulation_failed"
+    def encode(self, pcm: bytes) -> str:
+        """One ``media`` message of mu-law audio."""
+        self.seq += 1
+        self.chunk += 1
+        return json.dumps({
+            "event": "media",
+            "sequenceNumber": str(self.seq),
+            "media": {"track": "inbound", "chunk": str(self.chunk),
+                      "timestamp": str(self.chunk * 20),
+                      "payload": base64.b64encode(audioop.lin2ulaw(pcm, 2)).decode()},
+            "streamSid": self.stream_sid,
+        })  # fmt: skip
 
+    def decode(self, raw: str | bytes) -> Heard:
+        """Agent audio, ``clear``, or a ``mark`` to echo once played (at once, here)."""
+        msg: dict[str, Any] = json.loads(raw)
+        event = msg.get("event")
+        if event == "media":
+            return Heard(audio=audioop.ulaw2lin(base64.b64decode(msg["media"]["payload"]), 2))
+        if event == "clear":
+            return Heard(clear=True)
+        if event == "mark":
+            echo = {"event": "mark", "streamSid": self.stream_sid, "mark": msg.get("mark", {})}
+            return Heard(reply=json.dumps(echo))
+        return Heard()
 
-@dataclass
-class TurnTiming:
-    """One caller utterance and how long the agent took to start answering it."""
-
-    label: str
-    speech_end: float
-    first_agent_audio: float | None = None
-
-    @property
-    def latency_s(self) -> float | None:
-        """Seconds from the end of the caller's speech to the first agent audio."""
-        if self.first_agent_audio is None:
-            return None
-        return round(self.first_agent_audio - self.speech_end, 3)
-
-
-@dataclass
-class SimulationResult:
-    """What the simulated caller saw and heard."""
-
-    call_sid: str
-    call_id: str
-    twiml: str
-    turns: list[TurnTiming] = field(default_factory=list)
-    agent_audio: bytearray = field(default_factory=bytearray)  # 16-bit PCM, 8 kHz
-    first_audio_at: float | None = None
-    clears: int = 0
-    closed_by_platform: bool = False
-    started_at: float = 0.0
-
-    def write_wav(self, path: Path) -> None:
-        """Save what the caller heard (8 kHz, 16-bit mono)."""
-        with wave.open(str(path), "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(RATE)
-            w.writeframes(bytes(self.agent_audio))
-
-
-def pcm16_to_8k(pcm: bytes, rate: int) -> bytes:
-    """Resample 16-bit mono PCM to 8 kHz."""
-    if rate == RATE:
-        return pcm
-    import soxr
-
-    samples = np.frombuffer(pcm, dtype=np.int16)
-    return soxr.resample(samples, rate, RATE).astype(np.int16).tobytes()
-
-
-def trim_silence(pcm: bytes) -> bytes:
-    """Drop leading and trailing silence so "end of speech" is the last voiced sample."""
-    samples = np.frombuffer(pcm, dtype=np.int16)
-    voiced = np.flatnonzero(np.abs(samples) > SPEECH_RMS)
-    if voiced.size == 0:
-        return b""
-    return samples[voiced[0] : voiced[-1] + 1].tobytes()
-
-
-def read_wav(path: Path) -> bytes:
-    """A mono 16-bit WAV file as 8 kHz PCM."""
-    with wave.open(str(path), "rb") as w:
-        if w.getsampwidth() != 2 or w.getnchannels() != 1:
-            raise SimulationError(f"{path}: need a mono 16-bit WAV file")
-        return pcm16_to_8k(w.readframes(w.getnframes()), w.getframerate())
-
-
-def _is_speech(pcm: bytes) -> bool:
-    return audioop.rms(pcm, 2) > SPEECH_RMS
+    def stop(self) -> str:
+        """The ``stop`` message."""
+        self.seq += 1
+        return json.dumps({"event": "stop", "sequenceNumber": str(self.seq),
+                           "stop": {"accountSid": "", "callSid": ""},
+                           "streamSid": self.stream_sid})  # fmt: skip
 
 
 class TwilioSimulator:
@@ -196,12 +151,11 @@ class TwilioSimulator:
         )
         headers = {SIGNATURE_HEADER: compute_signature(url, [], self.auth_token)}
         async with websockets.connect(ws_url, additional_headers=headers, max_size=2**22) as ws:
-            result.started_at = time.monotonic()
             await ws.send(
                 json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
             )
             await ws.send(json.dumps(self._start(params)))
-            await _Call(ws, self.stream_sid, result).converse(
+            await Conversation(ws, TwilioWire(self.stream_sid), result).converse(
                 utterances,
                 greeting_timeout,
                 reply_timeout,
@@ -225,157 +179,3 @@ class TwilioSimulator:
             },
             "streamSid": self.stream_sid,
         }
-
-
-class _Call:
-    """The media half of a simulated call: a real-time 20 ms clock sending and receiving."""
-
-    def __init__(self, ws: websockets.ClientConnection, stream_sid: str, result: SimulationResult):
-        self.ws = ws
-        self.stream_sid = stream_sid
-        self.result = result
-        self.seq = 2
-        self.chunk = 0
-        self.last_agent_audio = 0.0
-        self.t0 = time.monotonic()
-        self._pending: TurnTiming | None = None
-
-    async def _send_frame(self, mulaw: bytes) -> None:
-        self.seq += 1
-        self.chunk += 1
-        msg = {
-            "event": "media",
-            "sequenceNumber": str(self.seq),
-            "media": {
-                "track": "inbound",
-                "chunk": str(self.chunk),
-                "timestamp": str(self.chunk * FRAME_MS),
-                "payload": base64.b64encode(mulaw).decode(),
-            },
-            "streamSid": self.stream_sid,
-        }
-        await self.ws.send(json.dumps(msg))
-
-    async def _receive(self) -> None:
-        async for raw in self.ws:
-            now = time.monotonic()
-            msg = json.loads(raw)
-            event = msg.get("event")
-            if event == "media":
-                pcm = audioop.ulaw2lin(base64.b64decode(msg["media"]["payload"]), 2)
-                # Keep the recording on the call's timeline: a pause on the line is silence.
-                due = int((now - self.t0) * RATE) * 2 - len(pcm)
-                if due > len(self.result.agent_audio) + RATE // 5:
-                    self.result.agent_audio.extend(bytes(due - len(self.result.agent_audio)))
-                self.result.agent_audio.extend(pcm)
-                if _is_speech(pcm):
-                    self.last_agent_audio = now
-                    if self.result.first_audio_at is None:
-                        self.result.first_audio_at = now
-                    if self._pending and self._pending.first_agent_audio is None:
-                        self._pending.first_agent_audio = now
-            elif event == "clear":
-                self.result.clears += 1
-            elif event == "mark":
-                # Twilio echoes a mark once the audio before it has played.
-                await self.ws.send(
-                    json.dumps(
-                        {"event": "mark", "streamSid": self.stream_sid, "mark": msg.get("mark", {})}
-                    )
-                )
-        self.result.closed_by_platform = True
-
-    async def _clock(
-        self, frames: list[bytes], until: asyncio.Event | None = None, limit: float = 0
-    ) -> None:
-        """Send ``frames`` then silence, one every 20 ms of wall time, until ``until``."""
-        start = time.monotonic()
-        n = 0
-        while True:
-            if frames:
-                frame = frames.pop(0)
-            elif until is None or until.is_set() or (limit and time.monotonic() - start > limit):
-                return
-            else:
-                frame = _SILENCE
-            await self._send_frame(frame)
-            n += 1
-            await asyncio.sleep(max(0.0, start + n * FRAME_MS / 1000 - time.monotonic()))
-
-    async def _wait_quiet(
-        self, done: asyncio.Event, limit_s: float, quiet: float, need_audio: bool
-    ) -> None:
-        start = time.monotonic()
-        while time.monotonic() - start < limit_s and not self.result.closed_by_platform:
-            heard = self.last_agent_audio > start if need_audio else self.last_agent_audio > 0
-            if heard and time.monotonic() - self.last_agent_audio > quiet:
-                break
-            await asyncio.sleep(0.05)
-        done.set()
-
-    async def _wait_talking(
-        self, done: asyncio.Event, turn: TurnTiming, limit_s: float, delay: float
-    ) -> None:
-        """Until the agent has been answering ``turn`` for ``delay`` seconds (to talk over it)."""
-        start = time.monotonic()
-        while time.monotonic() - start < limit_s and not self.result.closed_by_platform:
-            heard = turn.first_agent_audio
-            if heard is not None and time.monotonic() - heard >= delay:
-                break
-            await asyncio.sleep(0.02)
-        done.set()
-
-    async def converse(
-        self,
-        utterances: list[tuple[str, bytes]],
-        greeting_timeout: float,
-        reply_timeout: float,
-        quiet: float,
-        inject: tuple[str | bytes, ...],
-        barge_in_after: float | None = None,
-    ) -> None:
-        receiver = asyncio.create_task(self._receive())
-        try:
-            done = asyncio.Event()
-            await asyncio.gather(
-                self._clock([], done), self._wait_quiet(done, greeting_timeout, quiet, False)
-            )
-            for raw in inject:
-                await self.ws.send(raw)
-            for n, (label, pcm) in enumerate(utterances):
-                if self.result.closed_by_platform:
-                    break
-                frames = [
-                    audioop.lin2ulaw(pcm[i : i + FRAME_BYTES * 2].ljust(FRAME_BYTES * 2, b"\0"), 2)
-                    for i in range(0, len(pcm), FRAME_BYTES * 2)
-                ]
-                await self._clock(frames)
-                turn = TurnTiming(label, time.monotonic())
-                self.result.turns.append(turn)
-                self._pending = turn
-                done = asyncio.Event()
-                interrupt = barge_in_after is not None and n < len(utterances) - 1
-                waiter = (
-                    self._wait_talking(done, turn, reply_timeout, barge_in_after or 0.0)
-                    if interrupt
-                    else self._wait_quiet(done, reply_timeout, quiet, True)
-                )
-                await asyncio.gather(self._clock([], done, reply_timeout + quiet), waiter)
-            if not self.result.closed_by_platform:
-                await self.ws.send(
-                    json.dumps(
-                        {
-                            "event": "stop",
-                            "sequenceNumber": str(self.seq + 1),
-                            "stop": {"accountSid": "", "callSid": ""},
-                            "streamSid": self.stream_sid,
-                        }
-                    )
-                )
-                await self.ws.close()
-        except websockets.ConnectionClosed:
-            self.result.closed_by_platform = True
-        finally:
-            receiver.cancel()
-            with contextlib.suppress(asyncio.CancelledError, websockets.ConnectionClosed):
-                await receiver

@@ -150,12 +150,20 @@ async def test_unknown_number_gets_an_apology_and_a_hang_up(
     assert [e.type for e in await CallStore(live_redis).events(call_id)] == [CallEventType.REJECTED]
 
 
-async def test_status_callback_for_unknown_call_changes_nothing(
-    live_server: LiveServer, live_redis: Redis
+async def test_a_final_status_before_the_call_is_remembered_not_applied(
+    live_server: LiveServer, live_redis: Redis, demo: Directory
 ) -> None:
-    r = await sim(live_server).status("completed", 1)
+    s = sim(live_server)
+    r = await s.status("completed", 1)
     assert r.status_code == 204
-    assert await live_redis.dbsize() == 0
+    assert await live_redis.zcard("calls") == 0
+    assert await live_redis.get(f"early:twilio:{s.call_sid}") == "completed"
+    # The voice webhook arriving late does not start a call that is already over.
+    r = await s.post_signed(VOICE, s.voice_params())
+    assert ET.fromstring(r.text).find("Connect") is None
+    call_id = (await live_redis.zrange("calls", 0, -1))[0]
+    record = await CallStore(live_redis).get(call_id)
+    assert record is not None and record.state == "completed"
 
 
 def ws_url(server: LiveServer) -> str:

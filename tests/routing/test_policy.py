@@ -184,3 +184,12 @@ def test_no_eu_number_is_ever_given_to_a_us_carrier(number, health, purpose, cal
         assert d.carrier not in US_CARRIERS and d.region == "eu"
     else:
         assert d.region == "international"
+
+
+@pytest.mark.parametrize(("number", "country"), [("+15555550100", "US"), ("+33999999999", "FR")])
+def test_numbers_of_no_known_range_take_the_main_country_of_their_code(
+    number: str, country: str
+) -> None:
+    assert country_of(number) == country
+    if country == "FR":  # fail closed: an unknown EU range is still EU
+        assert route(number, Purpose.PROVISION, Policy(), ALL_UP, NOW).carrier == Carrier.SINCH

@@ -1,0 +1,134 @@
+"""Carrier accounts from settings; local development accounts when none is configured.
+
+A carrier is usable only with its full credentials (a partial set is an error); a carrier
+without credentials is unavailable. With no carrier configured at all (a fresh machine), a
+development account of each carrier is created once under ``var/secrets/`` so that
+``bonmoniq serve`` and ``bonmoniq call --carrier ...`` agree without configuration; the REST
+APIs of Telnyx and Sinch are then expected on loopback ports where the simulator plays them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from api.settings import Settings
+from carriers.sinch.control import SinchAccount
+from carriers.telnyx.control import TelnyxAccount
+from carriers.twilio.control import TwilioAccount
+
+log = logging.getLogger(__name__)
+#: Loopback ports where `bonmoniq call --carrier telnyx|sinch` serves the carrier's REST API
+#: in local development.
+DEV_TELNYX_API_PORT = 8088
+DEV_SINCH_API_PORT = 8089
+
+
+@dataclass(frozen=True)
+class Accounts:
+    """The configured carrier accounts (``None``: that carrier is unavailable)."""
+
+    twilio: TwilioAccount | None
+    telnyx: TelnyxAccount | None
+    sinch: SinchAccount | None
+    dev: dict[str, Any] | None = None  # the development secrets, simulator keys included
+
+    def missing(self) -> list[str]:
+        """Carriers without an account."""
+        return [n for n in ("twilio", "telnyx", "sinch") if getattr(self, n) is None]
+
+
+def _secret(value: Any) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
+def _complete(name: str, fields: dict[str, str | None]) -> bool:
+    given = [k for k, v in fields.items() if v]
+    if given and len(given) != len(fields):
+        missing = [f"BONMONIQ_{k.upper()}" for k, v in fields.items() if not v]
+        raise ValueError(f"{name} is partly configured: also set {', '.join(missing)}")
+    return bool(given)
+
+
+def _dev_secrets(path: Path) -> dict[str, Any]:
+    if path.exists():
+        return dict(json.loads(path.read_text()))
+    key = Ed25519PrivateKey.generate()
+    public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    private = key.private_bytes_raw()
+    dev = {
+        "twilio": {
+            "account_sid": "AC" + secrets.token_hex(16),
+            "auth_token": secrets.token_hex(16),
+        },
+        "telnyx": {
+            "api_key": "KEY" + secrets.token_hex(16),
+            "public_key": base64.b64encode(public).decode(),
+            "private_key": base64.b64encode(private).decode(),
+            "connection_id": secrets.token_hex(8),
+        },
+        "sinch": {
+            "app_key": secrets.token_hex(16),
+            "app_secret": base64.b64encode(secrets.token_bytes(16)).decode(),
+            "project_id": secrets.token_hex(8),
+            "key_id": secrets.token_hex(8),
+            "key_secret": secrets.token_hex(16),
+        },
+    }
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(dev, f)
+    log.warning(
+        "no carrier credentials configured: created local development accounts",
+        extra={"path": str(path)},
+    )
+    return dev
+
+
+def load_accounts(settings: Settings) -> Accounts:
+    """The carrier accounts the settings describe (see the module docstring for development)."""
+    twilio = {"twilio_account_sid": settings.twilio_account_sid,
+              "twilio_auth_token": _secret(settings.twilio_auth_token)}  # fmt: skip
+    telnyx = {"telnyx_api_key": _secret(settings.telnyx_api_key),
+              "telnyx_public_key": settings.telnyx_public_key,
+              "telnyx_connection_id": settings.telnyx_connection_id}  # fmt: skip
+    sinch = {"sinch_app_key": settings.sinch_app_key,
+             "sinch_app_secret": _secret(settings.sinch_app_secret),
+             "sinch_project_id": settings.sinch_project_id,
+             "sinch_key_id": settings.sinch_key_id,
+             "sinch_key_secret": _secret(settings.sinch_key_secret)}  # fmt: skip
+    given = (("Twilio", twilio), ("Telnyx", telnyx), ("Sinch", sinch))
+    has = {name: _complete(name, fields) for name, fields in given}
+    if not any(has.values()):
+        dev = _dev_secrets(settings.var_dir / "secrets" / "carriers-dev.json")
+        t, x, s = dev["twilio"], dev["telnyx"], dev["sinch"]
+        return Accounts(
+            TwilioAccount(t["account_sid"], t["auth_token"], settings.twilio_api_base),
+            TelnyxAccount(x["api_key"], x["public_key"], x["connection_id"],
+                          f"http://127.0.0.1:{DEV_TELNYX_API_PORT}/v2"),
+            SinchAccount(s["app_key"], s["app_secret"], s["project_id"], s["key_id"],
+                         s["key_secret"], f"http://127.0.0.1:{DEV_SINCH_API_PORT}",
+                         f"http://127.0.0.1:{DEV_SINCH_API_PORT}"),
+            dev,
+        )  # fmt: skip
+    return Accounts(
+        TwilioAccount(twilio["twilio_account_sid"] or "", twilio["twilio_auth_token"] or "",
+                      settings.twilio_api_base) if has["Twilio"] else None,
+        TelnyxAccount(telnyx["telnyx_api_key"] or "", telnyx["telnyx_public_key"] or "",
+                      telnyx["telnyx_connection_id"] or "", settings.telnyx_api_base)
+        if has["Telnyx"] else None,
+        SinchAccount(sinch["sinch_app_key"] or "", sinch["sinch_app_secret"] or "",
+                     sinch["sinch_project_id"] or "", sinch["sinch_key_id"] or "",
+                     sinch["sinch_key_secret"] or "", settings.sinch_voice_base,
+                     settings.sinch_numbers_base) if has["Sinch"] else None,
+    )  # fmt: skip

@@ -1,0 +1,136 @@
+"""What every carrier's routes share: accepting an inbound call, and running its media stream."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import WebSocket
+from pipecat.serializers.base_serializer import FrameSerializer
+
+from api.platform import Platform
+from carriers.base import InboundCall, StreamStart
+from routing import keys
+from routing.directory import Route
+from routing.errors import AgentNotFound, InvalidNumber, RouteRefused
+from routing.policy import Carrier, Decision, Purpose, route
+from voice.calls import STATE_RANK
+from voice.events import current_call_id
+from voice.session import CallSession, prepare_phrases
+
+log = logging.getLogger(__name__)
+#: WebSocket close codes: policy violation (unknown or unauthorised stream), bad data.
+CLOSE_POLICY = 1008
+CLOSE_BAD_DATA = 1007
+START_TIMEOUT_S = 10.0
+_background: set[asyncio.Task[Any]] = set()
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The outcome of an inbound webhook: answer ``route``, or refuse (``route`` is None)."""
+
+    call_id: str
+    created: bool
+    route: Route | None
+    decision: Decision | None
+    refusal: str | None
+
+
+async def accept(platform: Platform, inbound: InboundCall, now: float) -> Accepted:
+    """Look up the agent, apply the routing policy, record the call once."""
+    found = await platform.directory.lookup(inbound.to_number)
+    decision: Decision | None = None
+    refusal: str | None = None
+    try:
+        decision = route(
+            inbound.to_number, Purpose.INBOUND, platform.policy, platform.health(now), now,
+            holder=Carrier(inbound.carrier),
+        )  # fmt: skip
+    except (RouteRefused, InvalidNumber) as e:
+        refusal = str(e)
+    call_id, created = await platform.calls.open_inbound(
+        inbound, found, now, decision.as_metadata() if decision else None, refusal
+    )
+    record = await platform.calls.get(call_id)
+    answer = found is not None and record is not None and record.state == "ringing"
+    token = current_call_id.set(call_id)
+    try:
+        if refusal:
+            log.warning("inbound call refused by routing", extra={"reason": refusal})
+        elif not found:
+            log.warning("call to a number without agent", extra={"to": inbound.to_number})
+        elif created and answer and decision:
+            log.info("inbound call", extra={"agent": found.agent.name, **decision.as_metadata()})
+            # Synthesize the fixed phrases now, without holding up the carrier's webhook.
+            task = asyncio.create_task(prepare_phrases(platform.engines, found.agent))
+            _background.add(task)
+            task.add_done_callback(_background.discard)
+        elif not created:
+            log.info("duplicate inbound webhook: same answer, nothing new stored")
+    finally:
+        current_call_id.reset(token)
+    return Accepted(call_id, created, found if answer else None, decision, refusal)
+
+
+async def run_stream(
+    platform: Platform,
+    ws: WebSocket,
+    start: StreamStart,
+    carrier: str,
+    make_codec: Callable[[Callable[[str], None]], FrameSerializer],
+    *,
+    keepalive: str | None = None,
+    hang_up: Callable[[str], Awaitable[None]] | None = None,
+    on_attached: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Check the stream belongs to a live call of ours, then run the call's pipeline on it."""
+    call_id = start.parameters.get("call_id", "")
+    record = await platform.calls.get(call_id) if call_id else None
+    if record is None or (record.carrier, record.carrier_call_id) != (
+        carrier,
+        start.carrier_call_id,
+    ):
+        log.warning("media for an unknown call", extra={"carrier_call_id": start.carrier_call_id})
+        await ws.close(code=CLOSE_POLICY, reason="unknown stream")
+        return
+    token = current_call_id.set(call_id)
+    try:
+        if STATE_RANK.get(record.state, 0) >= 3:
+            log.warning("media for a finished call", extra={"state": record.state})
+            await ws.close(code=CLOSE_POLICY, reason="call is over")
+            return
+        if not await platform.redis.hsetnx(keys.call(call_id), "stream_id", start.stream_id):
+            log.warning("second media stream for a call refused")
+            await ws.close(code=CLOSE_POLICY, reason="stream already attached")
+            return
+        try:
+            agent = await platform.directory.get_agent(record.agent, record.tenant)
+        except AgentNotFound:
+            log.error("agent of the call disappeared", extra={"agent": record.agent})
+            await ws.close(code=CLOSE_POLICY, reason="agent unavailable")
+            return
+        await prepare_phrases(platform.engines, agent)
+        if on_attached is not None:
+            await on_attached()
+        session: CallSession | None = None
+
+        def on_invalid(reason: str) -> None:
+            if session is not None:
+                session.media_rejected(reason)
+
+        async def carrier_hang_up() -> None:
+            if hang_up is not None:
+                await hang_up(record.carrier_call_id)
+
+        session = CallSession(
+            ws, make_codec(on_invalid), record, agent, platform.engines, platform.calls,
+            platform.call_config, keepalive=keepalive,
+            hang_up=carrier_hang_up if hang_up else None,
+        )  # fmt: skip
+        await session.run()
+    finally:
+        current_call_id.reset(token)

@@ -1,0 +1,100 @@
+"""Sinch's doors into the platform: Voice API v1 callbacks and the stream WebSocket."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Request, WebSocket
+from fastapi.responses import JSONResponse, Response
+from starlette.websockets import WebSocketDisconnect
+
+from api.inbound import CLOSE_BAD_DATA, CLOSE_POLICY, START_TIMEOUT_S, accept, run_stream
+from api.platform import Platform
+from carriers.errors import CarrierUnavailable, MediaMalformed, SignatureInvalid
+from carriers.sinch import media, signature, webhook
+from carriers.sinch.control import SinchControl
+
+log = logging.getLogger(__name__)
+CALLBACK_PATH = "/webhooks/sinch"
+MEDIA_PATH = "/media/sinch"
+APOLOGY_UNKNOWN_NUMBER = "Sorry, this number is not in service. Goodbye."
+
+
+def _control(platform: Platform) -> SinchControl:
+    if platform.sinch is None:
+        raise CarrierUnavailable(
+            "Sinch is not configured: set BONMONIQ_SINCH_APP_KEY, _APP_SECRET, _PROJECT_ID, "
+            "_KEY_ID and _KEY_SECRET"
+        )
+    return platform.sinch
+
+
+def router(platform: Platform) -> APIRouter:
+    """Routes bound to ``platform``."""
+    r = APIRouter(tags=["carrier: sinch"])
+
+    @r.post(CALLBACK_PATH, include_in_schema=False)
+    async def callback(request: Request) -> Response:
+        account = _control(platform).account
+        body = await request.body()
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        # Sinch signs the path it called: the public one, whatever a proxy rewrote.
+        path = urlsplit(platform.settings.public(CALLBACK_PATH)).path
+        now = time.time()
+        verdict = signature.verify(
+            "POST", path, body, headers, account.app_key, account.app_secret,
+            dt.datetime.fromtimestamp(now, dt.UTC),
+        )  # fmt: skip
+        if not verdict:
+            log.warning("callback refused", extra={"carrier": "sinch", "reason": verdict.reason})
+            raise SignatureInvalid(verdict.reason)
+        cb = webhook.parse(body)
+        if cb.event == "ice":
+            accepted = await accept(platform, webhook.inbound(cb), now)
+            if accepted.route is None:
+                return JSONResponse(webhook.svaml_say_and_hang_up(APOLOGY_UNKNOWN_NUMBER))
+            return JSONResponse(
+                webhook.svaml_connect_stream(
+                    platform.settings.public_ws(MEDIA_PATH), {"call_id": accepted.call_id}
+                )
+            )
+        update = webhook.status(cb)
+        if update is not None:
+            await platform.calls.apply_status(webhook.CARRIER, update, now)
+        if cb.event in ("ace", "pie"):
+            return JSONResponse(webhook.svaml_continue())
+        return Response(status_code=200)
+
+    @r.websocket(MEDIA_PATH)
+    async def media_stream(ws: WebSocket) -> None:
+        if platform.sinch is None:
+            await ws.close(code=CLOSE_POLICY)
+            return
+        control = platform.sinch
+        await ws.accept()
+        try:
+            start, rate = media.parse_connect(
+                await asyncio.wait_for(ws.receive_text(), START_TIMEOUT_S)
+            )
+        except (MediaMalformed, TimeoutError) as e:
+            reason = str(e) or "no connect message in time"
+            log.warning("media stream refused", extra={"reason": reason})
+            await ws.close(code=CLOSE_BAD_DATA, reason=reason[:120])
+            return
+        except WebSocketDisconnect:
+            return
+
+        async def answer() -> None:
+            await ws.send_text(media.ANSWER)
+
+        await run_stream(
+            platform, ws, start, webhook.CARRIER,
+            lambda on_invalid: media.SinchMediaCodec(rate, on_invalid=on_invalid),
+            keepalive=media.HEARTBEAT, hang_up=control.hang_up, on_attached=answer,
+        )  # fmt: skip
+
+    return r

@@ -1,0 +1,114 @@
+"""Telnyx's doors into the platform: Call Control webhooks and the media WebSocket."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from fastapi import APIRouter, Request, WebSocket
+from fastapi.responses import Response
+from starlette.websockets import WebSocketDisconnect
+
+from api.inbound import CLOSE_BAD_DATA, CLOSE_POLICY, START_TIMEOUT_S, accept, run_stream
+from api.platform import Platform
+from carriers.base import StreamStart
+from carriers.errors import CarrierUnavailable, MediaMalformed, SignatureInvalid
+from carriers.telnyx import media, signature, webhook
+from carriers.telnyx.control import TelnyxControl
+from routing import keys
+
+log = logging.getLogger(__name__)
+WEBHOOK_PATH = "/webhooks/telnyx"
+MEDIA_PATH = "/media/telnyx"
+
+
+def _control(platform: Platform) -> TelnyxControl:
+    if platform.telnyx is None:
+        raise CarrierUnavailable(
+            "Telnyx is not configured: set BONMONIQ_TELNYX_API_KEY, _PUBLIC_KEY and _CONNECTION_ID"
+        )
+    return platform.telnyx
+
+
+def router(platform: Platform) -> APIRouter:
+    """Routes bound to ``platform``."""
+    r = APIRouter(tags=["carrier: telnyx"])
+
+    @r.post(WEBHOOK_PATH, include_in_schema=False)
+    async def events(request: Request) -> Response:
+        control = _control(platform)
+        body = await request.body()
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        now = time.time()
+        key = signature.load_public_key(control.account.public_key)
+        verdict = signature.verify(body, headers, key, now)
+        if not verdict:
+            log.warning("webhook refused", extra={"carrier": "telnyx", "reason": verdict.reason})
+            raise SignatureInvalid(verdict.reason)
+        event = webhook.parse(body)
+        marker = keys.dedupe(webhook.CARRIER, "event", event.id)
+        if not await platform.redis.set(marker, "1", nx=True, ex=keys.DEDUPE_TTL_S):
+            return Response(status_code=200)  # a repeat delivery: applied once already
+        try:
+            await _apply(platform, control, event, now)
+        except Exception:
+            await platform.redis.delete(marker)  # let Telnyx's retry try again
+            raise
+        return Response(status_code=200)
+
+    @r.websocket(MEDIA_PATH)
+    async def media_stream(ws: WebSocket) -> None:
+        if platform.telnyx is None:
+            await ws.close(code=CLOSE_POLICY)
+            return
+        control = platform.telnyx
+        await ws.accept()
+        try:
+            start = await asyncio.wait_for(_read_start(ws), START_TIMEOUT_S)
+        except (MediaMalformed, TimeoutError) as e:
+            reason = str(e) or "no start message in time"
+            log.warning("media stream refused", extra={"reason": reason})
+            await ws.close(code=CLOSE_BAD_DATA, reason=reason[:120])
+            return
+        except WebSocketDisconnect:
+            return
+        await run_stream(
+            platform, ws, start, webhook.CARRIER,
+            lambda on_invalid: media.TelnyxMediaCodec(start.stream_id, on_invalid=on_invalid),
+            hang_up=control.hang_up,
+        )  # fmt: skip
+
+    return r
+
+
+async def _apply(
+    platform: Platform, control: TelnyxControl, event: webhook.Event, now: float
+) -> None:
+    """One event's effect: answer (or refuse) a new call, or move a call's state."""
+    if event.type == "call.initiated" and event.payload.get("direction") == "incoming":
+        accepted = await accept(platform, webhook.inbound(event), now)
+        if not accepted.created:
+            return
+        if accepted.route is not None:
+            stream_url = platform.settings.public_ws(MEDIA_PATH)
+            await control.answer(event.call_control_id, stream_url, {"call_id": accepted.call_id})
+            return
+        record = await platform.calls.get(accepted.call_id)
+        if record is not None and record.state == "rejected":
+            await control.hang_up(event.call_control_id)
+        return
+    update = webhook.status(event)
+    if update is not None:
+        await platform.calls.apply_status(webhook.CARRIER, update, now)
+
+
+async def _read_start(ws: WebSocket) -> StreamStart:
+    """Read ``connected`` then ``start``."""
+    for _ in range(3):
+        message = media.parse_message(await ws.receive_text())
+        if message["event"] == "start":
+            return media.parse_start(message)
+        if message["event"] != "connected":
+            raise MediaMalformed(f"{message['event']} before start")
+    raise MediaMalformed("no start message")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import subprocess
@@ -10,10 +11,13 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import redis as sync_redis
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from redis.asyncio import Redis
 
 from llm.server import free_port
@@ -21,9 +25,22 @@ from llm.server import free_port
 REPO = Path(__file__).resolve().parents[1]
 ACCOUNT_SID = "AC" + "e2e0" * 8
 AUTH_TOKEN = "e2e-auth-token-0123456789abcdef"
+# Telnyx publishes no key pair: one made here plays the account's.
+_TELNYX_KEY = Ed25519PrivateKey.generate()
+TELNYX_PRIVATE_KEY = base64.b64encode(_TELNYX_KEY.private_bytes_raw()).decode()
+TELNYX_PUBLIC_KEY = base64.b64encode(
+    _TELNYX_KEY.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+).decode()
+TELNYX_API_KEY = "KEYe2e0123456789"
+SINCH_APP_KEY = "669E367E-6BBA-48AB-AF15-266871C28135"  # the documented test application
+SINCH_APP_SECRET = "BeIukql3pTKJ8RGL5zo0DA=="
 __all__ = [
     "ACCOUNT_SID",
     "AUTH_TOKEN",
+    "SINCH_APP_KEY",
+    "SINCH_APP_SECRET",
+    "TELNYX_API_KEY",
+    "TELNYX_PRIVATE_KEY",
     "REPO",
     "LiveServer",
     "free_port",
@@ -76,11 +93,13 @@ class LiveServer:
     redis_url: str
     proc: subprocess.Popen[bytes]
     log: Path
+    telnyx_api_port: int = 0
+    sinch_api_port: int = 0
 
 
 def start_server(redis_url: str, var: Path, ready: str = "/readyz", **env: str) -> LiveServer:
     """`bonmoniq serve` as a child process on a free port; returns once ``ready`` answers 200."""
-    port = free_port()
+    port, telnyx_port, sinch_port = free_port(), free_port(), free_port()
     full_env = {
         **os.environ,
         "BONMONIQ_PORT": str(port),
@@ -89,6 +108,17 @@ def start_server(redis_url: str, var: Path, ready: str = "/readyz", **env: str) 
         "BONMONIQ_VAR_DIR": str(var),
         "BONMONIQ_TWILIO_ACCOUNT_SID": ACCOUNT_SID,
         "BONMONIQ_TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        # Telnyx and Sinch REST APIs: played on loopback by their simulators.
+        "BONMONIQ_TELNYX_API_KEY": TELNYX_API_KEY,
+        "BONMONIQ_TELNYX_PUBLIC_KEY": TELNYX_PUBLIC_KEY,
+        "BONMONIQ_TELNYX_CONNECTION_ID": "e2e-connection",
+        "BONMONIQ_TELNYX_API_BASE": f"http://127.0.0.1:{telnyx_port}/v2",
+        "BONMONIQ_SINCH_APP_KEY": SINCH_APP_KEY,
+        "BONMONIQ_SINCH_APP_SECRET": SINCH_APP_SECRET,
+        "BONMONIQ_SINCH_PROJECT_ID": "e2e-project",
+        "BONMONIQ_SINCH_KEY_ID": "e2e-key",
+        "BONMONIQ_SINCH_KEY_SECRET": "e2e-key-secret",
+        "BONMONIQ_SINCH_VOICE_BASE": f"http://127.0.0.1:{sinch_port}",
         **env,
     }
     log = var / "serve.log"
@@ -106,7 +136,7 @@ def start_server(redis_url: str, var: Path, ready: str = "/readyz", **env: str) 
         assert proc.poll() is None, log.read_text()[-3000:]
         try:
             if httpx.get(url + ready, timeout=2).status_code == 200:
-                return LiveServer(url, redis_url, proc, log)
+                return LiveServer(url, redis_url, proc, log, telnyx_port, sinch_port)
         except httpx.HTTPError:
             pass
         time.sleep(0.3)
@@ -155,3 +185,19 @@ def whisper() -> object:
 
     model = verify_model(profile_models("cpu")[Role.STT], REPO / "var" / "models")
     return WhisperModel(str(model.directory), device="cpu", compute_type="int8")
+
+
+def telnyx_sim(server: LiveServer, to: str, **kw: Any) -> Any:
+    from carriers.telnyx.simulator import TelnyxSimulator
+
+    return TelnyxSimulator(
+        server.url, TELNYX_PRIVATE_KEY, TELNYX_API_KEY, server.telnyx_api_port, to=to, **kw
+    )
+
+
+def sinch_sim(server: LiveServer, to: str, **kw: Any) -> Any:
+    from carriers.sinch.simulator import SinchSimulator
+
+    return SinchSimulator(
+        server.url, SINCH_APP_KEY, SINCH_APP_SECRET, server.sinch_api_port, to=to, **kw
+    )

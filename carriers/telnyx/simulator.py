@@ -1,0 +1,194 @@
+"""A local Telnyx: a Call Control call into a running platform, as Telnyx places it.
+
+It signs ``call.initiated`` with the account's Ed25519 key, serves the Call Control REST API
+the platform answers through (``actions/answer``, ``hangup``) on a loopback port, connects the
+media WebSocket the answer names (``connected``, ``start`` with our ``client_state``, PCMU
+``media`` with ``chunk`` numbers) and sends ``call.hangup`` when the call ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import audioop
+import base64
+import json
+import secrets
+import time
+import uuid
+from typing import Any
+
+import httpx
+import websockets
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from carriers.simulation import Conversation, Heard, SimulationError, SimulationResult
+
+MEDIA_FORMAT = {"encoding": "PCMU", "sample_rate": 8000, "channels": 1}
+
+
+class TelnyxWire:
+    """Telnyx media messages, from Telnyx's side."""
+
+    def __init__(self, stream_id: str) -> None:
+        """Messages of stream ``stream_id``."""
+        self.stream_id = stream_id
+        self.seq = 2
+        self.chunk = 0
+
+    def encode(self, pcm: bytes) -> str:
+        """One ``media`` message of PCMU audio, numbered."""
+        self.seq += 1
+        self.chunk += 1
+        return json.dumps({
+            "event": "media", "sequence_number": str(self.seq), "stream_id": self.stream_id,
+            "media": {"track": "inbound", "chunk": str(self.chunk),
+                      "timestamp": str(self.chunk * 20),
+                      "payload": base64.b64encode(audioop.lin2ulaw(pcm, 2)).decode()},
+        })  # fmt: skip
+
+    def decode(self, raw: str | bytes) -> Heard:
+        """Agent audio or ``clear``."""
+        msg: dict[str, Any] = json.loads(raw)
+        if msg.get("event") == "media":
+            return Heard(audio=audioop.ulaw2lin(base64.b64decode(msg["media"]["payload"]), 2))
+        return Heard(clear=msg.get("event") == "clear")
+
+    def stop(self) -> str:
+        """The ``stop`` message."""
+        return json.dumps({"event": "stop", "stream_id": self.stream_id, "stop": {}})
+
+
+class FakeCallControl:
+    """The Call Control REST API on loopback: records commands as the platform sends them."""
+
+    def __init__(self, api_key: str, port: int) -> None:
+        """Accept ``Bearer api_key`` on ``127.0.0.1:port``."""
+        self.api_key = api_key
+        self.port = port
+        self.commands: asyncio.Queue[tuple[str, str, dict[str, Any]]] = asyncio.Queue()
+        self.log: list[tuple[str, str, dict[str, Any]]] = []
+        self._runner: web.AppRunner | None = None
+
+    async def _action(self, request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return web.json_response(
+                {"errors": [{"code": "10009", "title": "Authentication failed"}]}, status=401
+            )
+        body = await request.json()
+        command = (request.match_info["ccid"], request.match_info["action"], body)
+        self.log.append(command)
+        await self.commands.put(command)
+        return web.json_response({"data": {"result": "ok"}})
+
+    async def __aenter__(self) -> FakeCallControl:
+        app = web.Application()
+        app.router.add_post("/v2/calls/{ccid}/actions/{action}", self._action)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def next_for(self, ccid: str, limit_s: float) -> tuple[str, dict[str, Any]]:
+        """The next command for call ``ccid``."""
+        async with asyncio.timeout(limit_s):
+            while True:
+                got, action, body = await self.commands.get()
+                if got == ccid:
+                    return action, body
+
+
+class TelnyxSimulator:
+    """Plays Telnyx's part of one inbound call against ``public_url``."""
+
+    def __init__(
+        self,
+        public_url: str,
+        private_key_b64: str,
+        api_key: str,
+        api_port: int,
+        *,
+        to: str,
+        from_: str = "+15555550123",
+        connection_id: str = "sim-connection",
+    ) -> None:
+        """Call ``to``; sign with the account's private key; serve its API on ``api_port``."""
+        self.public_url = public_url.rstrip("/")
+        self.key = Ed25519PrivateKey.from_private_bytes(base64.b64decode(private_key_b64))
+        self.api = FakeCallControl(api_key, api_port)
+        self.to = to
+        self.from_ = from_
+        self.connection_id = connection_id
+        self.ccid = "v3:" + secrets.token_urlsafe(24)
+        self.stream_id = str(uuid.uuid4())
+
+    def envelope(self, event_type: str, **payload: Any) -> bytes:
+        """A webhook body as Telnyx sends it."""
+        return json.dumps({
+            "data": {"record_type": "event", "event_type": event_type, "id": str(uuid.uuid4()),
+                     "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime()),
+                     "payload": {"call_control_id": self.ccid, "connection_id": self.connection_id,
+                                 "call_leg_id": str(uuid.uuid4()),
+                                 "call_session_id": str(uuid.uuid4()),
+                                 "from": self.from_, "to": self.to, "direction": "incoming",
+                                 **payload}},
+            "meta": {"attempt": 1, "delivered_to": self.public_url + "/webhooks/telnyx"},
+        }).encode()  # fmt: skip
+
+    def sign(self, body: bytes, timestamp: int | None = None) -> dict[str, str]:
+        """The signature headers for ``body``."""
+        ts = str(int(time.time()) if timestamp is None else timestamp)
+        sig = self.key.sign(ts.encode() + b"|" + body)
+        return {"telnyx-signature-ed25519": base64.b64encode(sig).decode(), "telnyx-timestamp": ts,
+                "content-type": "application/json"}  # fmt: skip
+
+    async def deliver(self, body: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
+        """POST one webhook (signed now unless ``headers`` are given)."""
+        async with httpx.AsyncClient(timeout=15) as c:
+            return await c.post(
+                self.public_url + "/webhooks/telnyx",
+                content=body,
+                headers=headers or self.sign(body),
+            )
+
+    async def run(self, utterances: list[tuple[str, bytes]], **options: Any) -> SimulationResult:
+        """Place the call; say each utterance after the agent has finished talking."""
+        async with self.api:
+            body = self.envelope("call.initiated", state="parked", client_state=None)
+            r = await self.deliver(body)
+            if r.status_code != 200:
+                raise SimulationError(f"call.initiated answered {r.status_code}: {r.text[:200]}")
+            action, command = await self.api.next_for(self.ccid, 15)
+            if action != "answer":
+                raise SimulationError(f"the platform did not answer: it sent {action}")
+            state = command["client_state"]
+            call_id = json.loads(base64.b64decode(state)).get("call_id", "")
+            result = SimulationResult(self.ccid, call_id, json.dumps(command))
+            await self.deliver(self.envelope("call.answered", state="answered", client_state=state))
+            async with websockets.connect(command["stream_url"], max_size=2**22) as ws:
+                await ws.send(json.dumps({"event": "connected", "version": "1.0.0"}))
+                await ws.send(json.dumps({
+                    "event": "start", "sequence_number": "1", "stream_id": self.stream_id,
+                    "start": {"call_control_id": self.ccid, "call_session_id": str(uuid.uuid4()),
+                              "from": self.from_, "to": self.to, "client_state": state,
+                              "media_format": MEDIA_FORMAT},
+                }))  # fmt: skip
+                await Conversation(ws, TelnyxWire(self.stream_id), result).converse(
+                    utterances,
+                    options.get("greeting_timeout", 40.0),
+                    options.get("reply_timeout", 40.0),
+                    options.get("quiet_after_reply", 1.5),
+                    tuple(options.get("inject", ())),
+                    options.get("barge_in_after"),
+                )
+            hung_up_by_platform = any(a == "hangup" for c, a, _ in self.api.log if c == self.ccid)
+            cause = {"hangup_cause": "normal_clearing",
+                     "hangup_source": "callee" if hung_up_by_platform else "caller"}  # fmt: skip
+            await self.deliver(
+                self.envelope("call.hangup", state="hangup", client_state=state, **cause)
+            )
+        return result

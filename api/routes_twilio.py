@@ -21,6 +21,7 @@ from carriers.twilio.control import TwilioAccount
 log = logging.getLogger(__name__)
 VOICE_PATH = "/webhooks/twilio/voice"
 STATUS_PATH = "/webhooks/twilio/status"
+OUTBOUND_PATH = "/webhooks/twilio/outbound"
 MEDIA_PATH = "/media/twilio"
 APOLOGY_UNKNOWN_NUMBER = "Sorry, this number is not in service. Goodbye."
 
@@ -75,6 +76,21 @@ def router(platform: Platform) -> APIRouter:
             webhook.twiml_stream(
                 platform.settings.public_ws(MEDIA_PATH),
                 {"call_id": accepted.call_id, "tenant": found.tenant, "agent": found.agent.name},
+                platform.settings.public(STATUS_PATH),
+            )
+        )
+
+    @r.post(OUTBOUND_PATH, include_in_schema=False)
+    async def outbound(request: Request, call_id: str) -> Response:
+        """The answered outbound call asks what to do: stream it to us."""
+        form = await _verified_form(platform, request)
+        record = await platform.calls.get(call_id)
+        if record is None or record.carrier_call_id != form.get("CallSid"):
+            raise WebhookMalformed("no outbound call of ours has this CallSid")
+        return _twiml(
+            webhook.twiml_stream(
+                platform.settings.public_ws(MEDIA_PATH),
+                {"call_id": call_id, "tenant": record.tenant, "agent": record.agent},
                 platform.settings.public(STATUS_PATH),
             )
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
 from redis.asyncio import Redis
@@ -73,6 +74,7 @@ class Route:
     number: str
     tenant: str
     agent: Agent
+    carrier: str | None = None  # the carrier holding the number, when rented through us
 
 
 class Directory:
@@ -110,19 +112,40 @@ class Directory:
         return [await self.get_agent(n, tenant) for n in names]
 
     async def add_number(
-        self, raw_number: str, agent_name: str, tenant: str = DEFAULT_TENANT
+        self,
+        raw_number: str,
+        agent_name: str,
+        tenant: str = DEFAULT_TENANT,
+        holding: Mapping[str, str] | None = None,
     ) -> Route:
-        """Point a number at an agent; :class:`NumberTaken` if another agent has it."""
+        """Point a number at an agent; :class:`NumberTaken` if another agent has it.
+
+        ``holding`` records which carrier holds the number (``carrier``, ``carrier_id``) and
+        the routing decision that chose it, for numbers rented through the platform.
+        """
         e164 = normalise_number(raw_number)
         agent = await self.get_agent(agent_name, tenant)
         current = keys.strs(await self.redis.hgetall(keys.number(e164)))
         if current and (current["tenant"], current["agent"]) != (tenant, agent_name):
             raise NumberTaken(f"{e164} already answers for agent {current['agent']!r}")
+        fields = {"tenant": tenant, "agent": agent_name, **(holding or {})}
         async with self.redis.pipeline(transaction=True) as p:
-            p.hset(keys.number(e164), mapping={"tenant": tenant, "agent": agent_name})
+            p.hset(keys.number(e164), mapping=keys.fields(fields))
             p.sadd(keys.numbers(tenant), e164)
             await p.execute()
-        return Route(e164, tenant, agent)
+        return Route(e164, tenant, agent, fields.get("carrier") or None)
+
+    async def remove_number(self, raw_number: str, tenant: str = DEFAULT_TENANT) -> dict[str, str]:
+        """Forget a number of the tenant; its stored fields (empty if it was not ours)."""
+        e164 = normalise_number(raw_number)
+        raw = keys.strs(await self.redis.hgetall(keys.number(e164)))
+        if not raw or raw.get("tenant") != tenant:
+            return {}
+        async with self.redis.pipeline(transaction=True) as p:
+            p.delete(keys.number(e164))
+            p.srem(keys.numbers(tenant), e164)
+            await p.execute()
+        return raw
 
     async def lookup(self, raw_number: str) -> Route | None:
         """Who answers ``raw_number``; ``None`` for a number we do not serve."""
@@ -137,7 +160,7 @@ class Directory:
             agent = await self.get_agent(raw["agent"], raw["tenant"])
         except AgentNotFound:
             return None
-        return Route(e164, raw["tenant"], agent)
+        return Route(e164, raw["tenant"], agent, raw.get("carrier") or None)
 
     async def list_numbers(self, tenant: str = DEFAULT_TENANT) -> list[tuple[str, str]]:
         """(number, agent name) of every number of the tenant."""

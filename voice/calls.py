@@ -151,6 +151,42 @@ class CallStore:
             await p.execute()
         return call_id, True
 
+    async def open_outbound(
+        self, source: Route, destination: str, now: float, routing: Mapping[str, str]
+    ) -> str:
+        """Record an outbound call before the carrier is asked to place it; its id."""
+        call_id = new_call_id()
+        record = {
+            "call_id": call_id,
+            "carrier": routing["carrier"],
+            "carrier_call_id": "",
+            "tenant": source.tenant,
+            "agent": source.agent.name,
+            "from_number": source.number,
+            "to_number": destination,
+            "direction": "outbound",
+            "state": "queued",
+            "created_at": str(now),
+            "updated_at": str(now),
+            **{f"routing_{k}": v for k, v in routing.items()},
+        }
+        event = CallEvent(
+            CallEventType.OUTBOUND, call_id, now, {"to": destination, "routing": dict(routing)}
+        )
+        async with self.redis.pipeline(transaction=True) as p:
+            p.hset(keys.call(call_id), mapping=keys.fields(record))
+            p.zadd(keys.CALLS, {call_id: now})
+            p.rpush(keys.call_events(call_id), event.to_json())
+            await p.execute()
+        return call_id
+
+    async def attach_carrier_call(self, call_id: str, carrier: str, carrier_call_id: str) -> None:
+        """Link our outbound call to the carrier's id once the carrier accepted it."""
+        async with self.redis.pipeline(transaction=True) as p:
+            p.hset(keys.call(call_id), "carrier_call_id", carrier_call_id)
+            p.set(keys.carrier_call(carrier, carrier_call_id), call_id)
+            await p.execute()
+
     async def get(self, call_id: str) -> CallRecord | None:
         """A call's record, or ``None``."""
         raw = keys.strs(await self.redis.hgetall(keys.call(call_id)))

@@ -17,6 +17,7 @@ class CallEventType(StrEnum):
     """What can happen to a call, in the order a normal call meets them."""
 
     INBOUND = "inbound"  # carrier webhook accepted, agent found
+    OUTBOUND = "outbound"  # an outbound call was asked of the carrier
     REJECTED = "rejected"  # no agent for the number: apology and hang-up
     STATUS = "status"  # carrier status callback
     MEDIA_CONNECTED = "media_connected"  # media WebSocket started
@@ -36,6 +37,7 @@ class CallEventType(StrEnum):
 #: come at any point: status callbacks, barge-ins and errors arrive whenever they do).
 STAGE_ORDER: tuple[CallEventType, ...] = (
     CallEventType.INBOUND,
+    CallEventType.OUTBOUND,
     CallEventType.MEDIA_CONNECTED,
     CallEventType.ANNOUNCEMENT_STARTED,
     CallEventType.ANNOUNCEMENT_PLAYED,

@@ -1,0 +1,150 @@
+"""Numbers and outbound calls, through the carrier the router picks (or that holds the number)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from api.settings import Settings
+from carriers.base import AvailableNumber, RentedNumber
+from carriers.errors import CarrierUnavailable
+from carriers.sinch.control import SinchControl
+from carriers.telnyx.control import TelnyxControl
+from carriers.twilio.control import TwilioControl
+from routing.directory import DEFAULT_TENANT, Directory, Route, normalise_number
+from routing.errors import RouteRefused
+from routing.policy import Carrier, Decision, Health, Policy, Purpose, choose, route
+from voice.calls import CallStore
+
+log = logging.getLogger(__name__)
+Control = TwilioControl | TelnyxControl | SinchControl
+#: Where each carrier sends a rented number's calls (paths of api/routes_<carrier>.py).
+VOICE_PATHS = {
+    Carrier.TWILIO: "/webhooks/twilio/voice",
+    Carrier.TELNYX: "/webhooks/telnyx",
+    Carrier.SINCH: "/webhooks/sinch",
+}
+STATUS_PATHS = {
+    Carrier.TWILIO: "/webhooks/twilio/status",
+    Carrier.TELNYX: "/webhooks/telnyx",
+    Carrier.SINCH: "/webhooks/sinch",
+}
+MEDIA_PATHS = {
+    Carrier.TWILIO: "/media/twilio",
+    Carrier.TELNYX: "/media/telnyx",
+    Carrier.SINCH: "/media/sinch",
+}
+
+
+@dataclass(frozen=True)
+class Placed:
+    """An outbound call on its way: our id, the carrier's id and why that carrier."""
+
+    call_id: str
+    carrier_call_id: str
+    decision: Decision
+
+
+class Telephony:
+    """Search, rent and release numbers; place outbound calls. Every choice goes through routing."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        directory: Directory,
+        calls: CallStore,
+        policy: Policy,
+        health: Callable[[float], Health],
+        controls: Mapping[Carrier, Control],
+    ) -> None:
+        """Act through ``controls`` (one per configured carrier)."""
+        self.settings = settings
+        self.directory = directory
+        self.calls = calls
+        self.policy = policy
+        self.health = health
+        self.controls = controls
+
+    def _control(self, carrier: Carrier) -> Control:
+        control = self.controls.get(carrier)
+        if control is None:
+            raise CarrierUnavailable(f"{carrier} is not configured")
+        return control
+
+    async def search(
+        self, country: str, area_code: str | None = None, contains: str | None = None
+    ) -> tuple[Decision, list[AvailableNumber]]:
+        """Numbers of ``country`` from the carrier the policy picks for it."""
+        now = time.time()
+        decision = choose(
+            country, f"{country}{area_code or ''}", self.policy, self.health(now), now
+        )
+        found = await self._control(decision.carrier).search(country, area_code, contains)
+        log.info("number search", extra={**decision.as_metadata(), "found": len(found)})
+        return decision, found
+
+    async def rent(
+        self, number: str, agent: str, tenant: str = DEFAULT_TENANT
+    ) -> tuple[Decision, RentedNumber, Route]:
+        """Rent ``number`` from the carrier the policy picks, pointing it at ``agent``."""
+        now = time.time()
+        e164 = normalise_number(number)
+        await self.directory.get_agent(agent, tenant)  # fail before renting anything
+        decision = route(e164, Purpose.PROVISION, self.policy, self.health(now), now)
+        control = self._control(decision.carrier)
+        rented = await control.rent(
+            e164,
+            self.settings.public(VOICE_PATHS[decision.carrier]),
+            self.settings.public(STATUS_PATHS[decision.carrier]),
+        )
+        holding = {"carrier": str(decision.carrier), "carrier_id": rented.carrier_id}
+        holding |= {f"routing_{k}": v for k, v in decision.as_metadata().items()}
+        found = await self.directory.add_number(e164, agent, tenant, holding)
+        log.info("number rented", extra={"number": e164, **decision.as_metadata()})
+        return decision, rented, found
+
+    async def release(self, number: str, tenant: str = DEFAULT_TENANT) -> RentedNumber | None:
+        """Give a rented number back to its carrier and forget it."""
+        e164 = normalise_number(number)
+        route_ = await self.directory.lookup(e164)
+        if route_ is None or route_.tenant != tenant:
+            return None
+        fields = await self.directory.remove_number(e164, tenant)
+        if not fields.get("carrier"):
+            return None  # added by hand: nothing to give back
+        rented = RentedNumber(fields["carrier"], e164, fields.get("carrier_id", e164))
+        await self._control(Carrier(fields["carrier"])).release(rented)
+        log.info("number released", extra={"number": e164, "carrier": fields["carrier"]})
+        return rented
+
+    async def place_call(self, from_number: str, to: str, tenant: str = DEFAULT_TENANT) -> Placed:
+        """Call ``to`` from one of the tenant's numbers, through the carrier that holds it."""
+        now = time.time()
+        source = await self.directory.lookup(from_number)
+        if source is None or source.tenant != tenant:
+            raise RouteRefused(f"{from_number} is not one of your numbers")
+        if source.carrier is None:
+            raise RouteRefused(
+                f"{from_number} was not rented through a carrier: it cannot call out"
+            )
+        holder = Carrier(source.carrier)
+        destination = normalise_number(to)
+        decision = route(
+            destination, Purpose.OUTBOUND, self.policy, self.health(now), now, holder=holder
+        )
+        call_id = await self.calls.open_outbound(source, destination, now, decision.as_metadata())
+        state = {"call_id": call_id}
+        control = self._control(holder)
+        media = self.settings.public_ws(MEDIA_PATHS[holder])
+        if isinstance(control, TwilioControl):
+            # Twilio asks for the call's TwiML once answered: our stream, for this call id.
+            answer = self.settings.public(f"/webhooks/twilio/outbound?call_id={call_id}")
+            status = self.settings.public(STATUS_PATHS[holder])
+            carrier_call_id = await control.place_call(source.number, destination, answer, status)
+        else:  # Telnyx and Sinch stream the answered call to us directly
+            carrier_call_id = await control.place_call(source.number, destination, media, state)
+        await self.calls.attach_carrier_call(call_id, str(holder), str(carrier_call_id))
+        log.info("outbound call placed", extra={"call_id": call_id, **decision.as_metadata()})
+        return Placed(call_id, str(carrier_call_id), decision)

@@ -10,6 +10,7 @@ APIs of Telnyx and Sinch are then expected on loopback ports where the simulator
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import logging
 import os
@@ -22,9 +23,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from api.settings import Settings
-from carriers.sinch.control import SinchAccount
-from carriers.telnyx.control import TelnyxAccount
-from carriers.twilio.control import TwilioAccount
+from carriers.sinch.control import SinchAccount, SinchControl
+from carriers.telnyx.control import TelnyxAccount, TelnyxControl
+from carriers.twilio.control import TwilioAccount, TwilioControl
+from routing.policy import Carrier, Health
+from routing.subprocessors import Register
 
 log = logging.getLogger(__name__)
 #: Loopback ports where `bonmoniq call --carrier telnyx|sinch` serves the carrier's REST API
@@ -132,3 +135,31 @@ def load_accounts(settings: Settings) -> Accounts:
                      sinch["sinch_key_secret"] or "", settings.sinch_voice_base,
                      settings.sinch_numbers_base) if has["Sinch"] else None,
     )  # fmt: skip
+
+
+def controls_for(accounts: Accounts) -> dict[Carrier, TwilioControl | TelnyxControl | SinchControl]:
+    """A REST client for each configured carrier."""
+    out: dict[Carrier, TwilioControl | TelnyxControl | SinchControl] = {}
+    if accounts.twilio:
+        out[Carrier.TWILIO] = TwilioControl(accounts.twilio)
+    if accounts.telnyx:
+        out[Carrier.TELNYX] = TelnyxControl(accounts.telnyx)
+    if accounts.sinch:
+        out[Carrier.SINCH] = SinchControl(accounts.sinch)
+    return out
+
+
+def health_at(
+    accounts: Accounts,
+    register: Register,
+    now: float,
+    down_until: dict[Carrier, float] | None = None,
+) -> Health:
+    """Usable carriers at ``now``: configured, on the sub-processor register in force, not down."""
+    at = dt.datetime.fromtimestamp(now, dt.UTC)
+    usable = {
+        Carrier(name)
+        for name in ("twilio", "telnyx", "sinch")
+        if getattr(accounts, name) is not None and register.allows(name, at)
+    }
+    return Health(frozenset(usable), dict(down_until or {}))

@@ -34,6 +34,30 @@ async def _with_directory(settings: Settings, fn: Callable[[Any], Awaitable[int]
             await client.aclose()
 
 
+async def _with_telephony(settings: Settings, fn: Callable[[Any], Awaitable[int]]) -> int:
+    from api.accounts import controls_for, health_at, load_accounts
+    from api.state import connect, redis_url
+    from api.telephony import Telephony
+    from routing.directory import Directory
+    from routing.policy import Policy
+    from routing.subprocessors import Register
+    from voice.calls import CallStore
+
+    accounts = load_accounts(settings)
+    register = Register.load()
+    with redis_url(settings) as url:
+        client = connect(url)
+        try:
+            telephony = Telephony(
+                settings, Directory(client), CallStore(client),
+                Policy.load(settings.routing_policy),
+                lambda now: health_at(accounts, register, now), controls_for(accounts),
+            )  # fmt: skip
+            return await fn(telephony)
+        finally:
+            await client.aclose()
+
+
 # -- commands ---------------------------------------------------------------------------------
 
 
@@ -122,6 +146,59 @@ def cmd_numbers_add(args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(_with_directory(_settings(), run))
+
+
+def cmd_numbers_search(args: argparse.Namespace) -> int:
+    """Numbers for rent, from the carrier the routing policy picks for the country."""
+
+    async def run(t: Any) -> int:
+        decision, found = await t.search(args.country, args.area_code, args.contains)
+        if args.json:
+            print(json.dumps({"routing": decision.as_metadata(),
+                              "numbers": [n.__dict__ for n in found]}, indent=2))  # fmt: skip
+            return 0
+        print(f"via {decision.carrier}: {decision.reason}")
+        for n in found:
+            print(f"{n.number}\t{n.locality}")
+        return 0
+
+    return asyncio.run(_with_telephony(_settings(), run))
+
+
+def cmd_numbers_rent(args: argparse.Namespace) -> int:
+    """Rent a number through the carrier the routing policy picks and point it at an agent."""
+
+    async def run(t: Any) -> int:
+        decision, rented, _ = await t.rent(args.number, args.agent)
+        print(f"{rented.number} rented from {rented.carrier} ({decision.reason})")
+        print(f"{rented.number} -> agent {args.agent}")
+        return 0
+
+    return asyncio.run(_with_telephony(_settings(), run))
+
+
+def cmd_numbers_release(args: argparse.Namespace) -> int:
+    """Give a rented number back to its carrier."""
+
+    async def run(t: Any) -> int:
+        released = await t.release(args.number)
+        if released is None:
+            raise LookupError(f"{args.number} is not a number rented through the platform")
+        print(f"{released.number} released to {released.carrier}")
+        return 0
+
+    return asyncio.run(_with_telephony(_settings(), run))
+
+
+def cmd_calls_place(args: argparse.Namespace) -> int:
+    """Place an outbound call from one of our numbers."""
+
+    async def run(t: Any) -> int:
+        placed = await t.place_call(args.from_, args.to)
+        print(f"{placed.call_id} placed via {placed.decision.carrier} ({placed.decision.reason})")
+        return 0
+
+    return asyncio.run(_with_telephony(_settings(), run))
 
 
 def cmd_numbers_list(args: argparse.Namespace) -> int:
@@ -226,14 +303,32 @@ def build_parser() -> argparse.ArgumentParser:
     na.add_argument("--agent", required=True)
     na.set_defaults(fn=cmd_numbers_add)
     n.add_parser("list", help="list numbers").set_defaults(fn=cmd_numbers_list)
+    ns = n.add_parser("search", help="numbers for rent (carrier chosen by the routing policy)")
+    ns.add_argument("--country", required=True, help="ISO code, e.g. FR or US")
+    ns.add_argument("--area-code")
+    ns.add_argument("--contains")
+    ns.add_argument("--json", action="store_true")
+    ns.set_defaults(fn=cmd_numbers_search)
+    nr = n.add_parser("rent", help="rent a number and point it at an agent")
+    nr.add_argument("number")
+    nr.add_argument("--agent", required=True)
+    nr.set_defaults(fn=cmd_numbers_rent)
+    nl = n.add_parser("release", help="give a rented number back")
+    nl.add_argument("number")
+    nl.set_defaults(fn=cmd_numbers_release)
 
     c = sub.add_parser("calls", help="calls").add_subparsers(dest="sub", required=True)
     cs = c.add_parser("show", help="state, events and transcript of a call")
     cs.add_argument("call_id")
     cs.add_argument("--json", action="store_true")
     cs.set_defaults(fn=cmd_calls_show)
+    cp = c.add_parser("place", help="place an outbound call (through the number's carrier)")
+    cp.add_argument("--from", dest="from_", required=True, help="one of our numbers")
+    cp.add_argument("--to", required=True)
+    cp.set_defaults(fn=cmd_calls_place)
 
-    k = sub.add_parser("call", help="place a simulated Twilio call into a running platform")
+    k = sub.add_parser("call", help="place a simulated carrier call into a running platform")
+    k.add_argument("--carrier", choices=["twilio", "telnyx", "sinch"], default="twilio")
     k.add_argument("--to", default=None, help="number to call (default: the demo number)")
     k.add_argument("--from", dest="from_", default="+15555550123", help="caller's number")
     k.add_argument("--say", action="append", default=[], help="a sentence to say (repeatable)")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from api.accounts import Accounts
+from api.accounts import Accounts, controls_for, health_at
 from api.settings import Settings
+from api.telephony import Telephony
 from carriers.sinch.control import SinchControl
 from carriers.telnyx.control import TelnyxControl
 from carriers.twilio.control import TwilioControl
@@ -33,10 +33,11 @@ class Platform:
         self.directory = Directory(self.redis)
         self.register = Register.load()
         self.policy = Policy.load(self.settings.routing_policy)
-        a = self.accounts
-        self.twilio = TwilioControl(a.twilio) if a.twilio else None
-        self.telnyx = TelnyxControl(a.telnyx) if a.telnyx else None
-        self.sinch = SinchControl(a.sinch) if a.sinch else None
+        self.controls = controls_for(self.accounts)
+        twilio, telnyx, sinch = (self.controls.get(c) for c in Carrier)
+        self.twilio = twilio if isinstance(twilio, TwilioControl) else None
+        self.telnyx = telnyx if isinstance(telnyx, TelnyxControl) else None
+        self.sinch = sinch if isinstance(sinch, SinchControl) else None
         #: Carriers marked down until a time (a carrier API failing); see :meth:`health`.
         self.down_until: dict[Carrier, float] = {}
         self.calls = CallStore(self.redis)
@@ -50,10 +51,10 @@ class Platform:
 
     def health(self, now: float) -> Health:
         """Usable carriers at ``now``: configured, on the register in force, not marked down."""
-        at = dt.datetime.fromtimestamp(now, dt.UTC)
-        configured = {
-            Carrier(name)
-            for name in ("twilio", "telnyx", "sinch")
-            if getattr(self.accounts, name) is not None and self.register.allows(name, at)
-        }
-        return Health(frozenset(configured), dict(self.down_until))
+        return health_at(self.accounts, self.register, now, self.down_until)
+
+    def telephony(self) -> Telephony:
+        """Numbers and outbound calls through this platform's carriers."""
+        return Telephony(
+            self.settings, self.directory, self.calls, self.policy, self.health, self.controls
+        )

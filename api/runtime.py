@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 DEMO_AGENT = "demo"
 DEMO_NUMBER = "+15555550100"
+#: A French number for the demo agent too: only Sinch may carry it (EU residency).
+DEMO_EU_NUMBER = "+33185000100"
 DEMO_PROMPT = (
     "You are Sam, the receptionist of Bonmoniq Bakery in Springfield. The bakery is open "
     "from 7 am to 6 pm, Monday to Saturday, and closed on Sunday. It sells bread, "
@@ -76,5 +78,6 @@ async def seed_demo(directory: Directory) -> bool:
     except AgentExists:
         return False
     await directory.add_number(DEMO_NUMBER, DEMO_AGENT)
-    log.info("demo agent and number created", extra={"number": DEMO_NUMBER})
+    await directory.add_number(DEMO_EU_NUMBER, DEMO_AGENT)
+    log.info("demo agent and numbers created", extra={"numbers": [DEMO_NUMBER, DEMO_EU_NUMBER]})
     return True

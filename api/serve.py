@@ -8,7 +8,7 @@ import logging
 import uvicorn
 
 from api.app import create_app
-from api.runtime import DEMO_AGENT, DEMO_NUMBER, running_platform, seed_demo
+from api.runtime import DEMO_AGENT, DEMO_EU_NUMBER, DEMO_NUMBER, running_platform, seed_demo
 from api.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,11 @@ def banner(settings: Settings, demo_number: str | None) -> str:
             f"  .venv/bin/bonmoniq call --to {demo_number} "
             '--say "What time do you open on Saturday?"',
             "then read it back with: .venv/bin/bonmoniq calls show CALL_ID",
+            "",
+            "Over the other carriers (local development accounts):",
+            f"  .venv/bin/bonmoniq call --carrier telnyx --to {demo_number}",
+            f"  .venv/bin/bonmoniq call --carrier sinch --to {DEMO_EU_NUMBER}",
+            f"  (the EU number {DEMO_EU_NUMBER} is refused over Twilio and Telnyx: EU residency)",
         ]
     return "\n".join(lines) + "\n"
 

@@ -8,11 +8,13 @@ import json
 import time
 from typing import Any
 
-from api.accounts import load_accounts
+from api.accounts import DEV_SINCH_API_PORT, DEV_TELNYX_API_PORT, load_accounts
 from api.runtime import DEMO_NUMBER
 from api.settings import Settings
 from api.state import LocalRedis, connect
 from carriers.simulation import read_wav, trim_silence
+from carriers.sinch.simulator import SinchSimulator
+from carriers.telnyx.simulator import TelnyxSimulator
 from carriers.twilio.simulator import TwilioSimulator
 from models import Role, profile_models, verify_model
 from voice.engines import PHONE_RATE, load_voice, synthesize
@@ -55,22 +57,38 @@ async def _report(settings: Settings, call_id: str) -> dict[str, Any] | None:
         await client.aclose()
 
 
+def simulator_for(settings: Settings, carrier: str, to: str, from_: str, url: str | None) -> Any:
+    """The simulator of ``carrier``, with the account's secrets it needs to sign as the carrier.
+
+    Telnyx signs with a private key no real account hands out: its simulator works with the
+    local development accounts only (and plays the Telnyx and Sinch REST APIs on loopback).
+    """
+    accounts = load_accounts(settings)
+    if carrier == "twilio":
+        if accounts.twilio is None:
+            raise ValueError("Twilio is not configured")
+        return TwilioSimulator(
+            settings.public_url, accounts.twilio.account_sid, accounts.twilio.auth_token,
+            to=to, from_=from_, base_url=url,
+        )  # fmt: skip
+    if accounts.dev is None:
+        raise ValueError(
+            f"the {carrier} simulator needs the local development accounts (no carrier configured)"
+        )
+    if carrier == "telnyx":
+        x = accounts.dev["telnyx"]
+        return TelnyxSimulator(settings.public_url, x["private_key"], x["api_key"],
+                               DEV_TELNYX_API_PORT, to=to, from_=from_)  # fmt: skip
+    s = accounts.dev["sinch"]
+    return SinchSimulator(settings.public_url, s["app_key"], s["app_secret"], DEV_SINCH_API_PORT,
+                          to=to, from_=from_.lstrip("+"))  # fmt: skip
+
+
 async def simulate(settings: Settings, args: argparse.Namespace) -> int:
     """Place the call, write the agent's audio, print transcript and per-turn latency."""
-    twilio = load_accounts(settings).twilio
-    if twilio is None:
-        raise ValueError("Twilio is not configured")
-    sid, token = twilio.account_sid, twilio.auth_token
     sentences = list(args.say) or ([] if args.wav else [DEFAULT_QUESTION])
     utterances = await asyncio.to_thread(utterances_for, settings, sentences, list(args.wav))
-    sim = TwilioSimulator(
-        settings.public_url,
-        sid,
-        token,
-        to=args.to or DEMO_NUMBER,
-        from_=args.from_,
-        base_url=args.url,
-    )
+    sim = simulator_for(settings, args.carrier, args.to or DEMO_NUMBER, args.from_, args.url)
     result = await sim.run(utterances, barge_in_after=args.barge_in)
     result.write_wav(args.out)
     report = await _report(settings, result.call_id)

@@ -28,6 +28,15 @@ STATE_RANK = {
     "canceled": 3,
     "rejected": 3,
 }
+_OPEN = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX') then
+  redis.call('HSET', KEYS[2], unpack(ARGV, 4))
+  redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+  redis.call('RPUSH', KEYS[4], ARGV[3])
+  return {ARGV[1], 1}
+end
+return {redis.call('GET', KEYS[1]), 0}
+"""
 _ADVANCE = """
 local cur = redis.call('HGET', KEYS[1], 'state')
 if not cur then return 0 end
@@ -96,6 +105,7 @@ class CallStore:
         """Use ``redis`` (decode_responses=True)."""
         self.redis = redis
         self._advance = redis.register_script(_ADVANCE)
+        self._open = redis.register_script(_OPEN)
 
     async def open_inbound(
         self,
@@ -113,9 +123,6 @@ class CallStore:
         """
         call_id = new_call_id()
         mapping = keys.carrier_call(inbound.carrier, inbound.carrier_call_id)
-        if not await self.redis.set(mapping, call_id, nx=True):
-            existing = await self.redis.get(mapping)
-            return str(existing), False
         early = await self.redis.get(keys.early_status(inbound.carrier, inbound.carrier_call_id))
         state = "ringing" if route and not refusal else "rejected"
         if early and STATE_RANK.get(str(early), 0) >= 3:
@@ -144,12 +151,13 @@ class CallStore:
                 f"the call was already {state}" if route else "no agent answers this number"
             )
         event = CallEvent(event_type, call_id, now, data)
-        async with self.redis.pipeline(transaction=True) as p:
-            p.hset(keys.call(call_id), mapping=keys.fields(record))
-            p.zadd(keys.CALLS, {call_id: now})
-            p.rpush(keys.call_events(call_id), event.to_json())
-            await p.execute()
-        return call_id, True
+        # One script: a concurrent repeat either creates the call or sees it complete.
+        fields = [x for kv in record.items() for x in kv]
+        got, created = await self._open(
+            keys=[mapping, keys.call(call_id), keys.CALLS, keys.call_events(call_id)],
+            args=[call_id, str(now), event.to_json(), *fields],
+        )
+        return str(got), bool(created)
 
     async def open_outbound(
         self, source: Route, destination: str, now: float, routing: Mapping[str, str]

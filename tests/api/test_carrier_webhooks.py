@@ -43,7 +43,7 @@ async def test_forged_tampered_or_stale_telnyx_webhooks_write_nothing(
     elif forgery in ("stale", "future"):
         import time
 
-        headers = sim.sign(body, int(time.time()) + (-301 if forgery == "stale" else 301))
+        headers = sim.sign(body, int(time.time()) + (-400 if forgery == "stale" else 400))
     else:
         headers = {"content-type": "application/json"}
     before = await live_redis.dbsize()

@@ -139,3 +139,30 @@ def test_third_party_llm_is_refused_at_start(tmp_path: Path, redis_server: str) 
         },
     )
     assert "third-party AI" in one_line_error(result)
+
+
+def test_provisioning_commands_give_one_line_errors(env: dict[str, str]) -> None:
+    # Local development accounts: the carriers' APIs are expected on loopback, where nothing runs.
+    result = bonmoniq(
+        "numbers",
+        "search",
+        "--country",
+        "FR",
+        env=env | {"BONMONIQ_REDIS_URL": env["BONMONIQ_REDIS_URL"]},
+    )
+    assert "sinch API unreachable" in one_line_error(result)
+    assert "E.164" in one_line_error(bonmoniq("numbers", "rent", "12", "--agent", "x", env=env))
+    assert "not one of your numbers" in one_line_error(
+        bonmoniq("calls", "place", "--from", "+12125550100", "--to", "+12125550101", env=env)
+    )
+    only_twilio = env | {
+        "BONMONIQ_TWILIO_ACCOUNT_SID": "AC" + "1" * 32,
+        "BONMONIQ_TWILIO_AUTH_TOKEN": "t",
+    }
+    assert "sinch" in one_line_error(
+        bonmoniq("numbers", "search", "--country", "DE", env=only_twilio)
+    )
+    partial = env | {"BONMONIQ_TELNYX_API_KEY": "k"}
+    assert "partly configured" in one_line_error(
+        bonmoniq("numbers", "search", "--country", "US", env=partial)
+    )

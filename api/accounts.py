@@ -23,9 +23,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from api.settings import Settings
+from carriers.base import WebhookVerifier
 from carriers.sinch.control import SinchAccount, SinchControl
+from carriers.sinch.signature import SinchVerifier
 from carriers.telnyx.control import TelnyxAccount, TelnyxControl
+from carriers.telnyx.signature import TelnyxVerifier
 from carriers.twilio.control import TwilioAccount, TwilioControl
+from carriers.twilio.signature import TwilioVerifier
 from routing.policy import Carrier, Health
 from routing.subprocessors import Register
 
@@ -163,3 +167,15 @@ def health_at(
         if getattr(accounts, name) is not None and register.allows(name, at)
     }
     return Health(frozenset(usable), dict(down_until or {}))
+
+
+def verifiers_for(accounts: Accounts) -> dict[Carrier, WebhookVerifier]:
+    """A webhook verifier for each configured carrier."""
+    out: dict[Carrier, WebhookVerifier] = {}
+    if accounts.twilio:
+        out[Carrier.TWILIO] = TwilioVerifier(accounts.twilio.auth_token)
+    if accounts.telnyx:
+        out[Carrier.TELNYX] = TelnyxVerifier(accounts.telnyx.public_key)
+    if accounts.sinch:
+        out[Carrier.SINCH] = SinchVerifier(accounts.sinch.app_key, accounts.sinch.app_secret)
+    return out

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import WebSocket
+from fastapi import Request, WebSocket
 from pipecat.serializers.base_serializer import FrameSerializer
 
 from api.platform import Platform
-from carriers.base import InboundCall, StreamStart
+from carriers.base import InboundCall, StreamStart, WebhookRequest
+from carriers.errors import CarrierUnavailable, SignatureInvalid
 from routing import keys
 from routing.directory import Route
 from routing.errors import AgentNotFound, InvalidNumber, RouteRefused
@@ -38,6 +40,25 @@ class Accepted:
     route: Route | None
     decision: Decision | None
     refusal: str | None
+
+
+async def verified(platform: Platform, carrier: Carrier, request: Request) -> WebhookRequest:
+    """The request, if the carrier signed it (for the public URL); :class:`SignatureInvalid`."""
+    verifier = platform.verifiers.get(carrier)
+    if verifier is None:
+        raise CarrierUnavailable(f"{carrier} is not configured on this platform")
+    url = platform.settings.public(request.url.path)
+    if request.url.query:
+        url += "?" + request.url.query
+    req = WebhookRequest(request.method, url, await request.body(), dict(request.headers))
+    verdict = verifier.verify(req, time.time())
+    if not verdict:
+        log.warning(
+            "webhook refused",
+            extra={"carrier": str(carrier), "path": request.url.path, "reason": verdict.reason},
+        )
+        raise SignatureInvalid(verdict.reason)
+    return req
 
 
 async def accept(platform: Platform, inbound: InboundCall, now: float) -> Accepted:

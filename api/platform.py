@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from api.accounts import Accounts, controls_for, health_at
+from api.accounts import Accounts, controls_for, health_at, verifiers_for
 from api.settings import Settings
 from api.telephony import Telephony
 from carriers.sinch.control import SinchControl
@@ -34,6 +34,7 @@ class Platform:
         self.register = Register.load()
         self.policy = Policy.load(self.settings.routing_policy)
         self.controls = controls_for(self.accounts)
+        self.verifiers = verifiers_for(self.accounts)
         twilio, telnyx, sinch = (self.controls.get(c) for c in Carrier)
         self.twilio = twilio if isinstance(twilio, TwilioControl) else None
         self.telnyx = telnyx if isinstance(telnyx, TelnyxControl) else None

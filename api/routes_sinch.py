@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import time
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import JSONResponse, Response
 from starlette.websockets import WebSocketDisconnect
 
-from api.inbound import CLOSE_BAD_DATA, CLOSE_POLICY, START_TIMEOUT_S, accept, run_stream
+from api.inbound import CLOSE_BAD_DATA, CLOSE_POLICY, START_TIMEOUT_S, accept, run_stream, verified
 from api.platform import Platform
-from carriers.errors import CarrierUnavailable, MediaMalformed, SignatureInvalid
-from carriers.sinch import media, signature, webhook
+from carriers.errors import CarrierUnavailable, MediaMalformed
+from carriers.sinch import media, webhook
 from carriers.sinch.control import SinchControl
+from routing.policy import Carrier
 
 log = logging.getLogger(__name__)
 CALLBACK_PATH = "/webhooks/sinch"
@@ -39,20 +38,11 @@ def router(platform: Platform) -> APIRouter:
 
     @r.post(CALLBACK_PATH, include_in_schema=False)
     async def callback(request: Request) -> Response:
-        account = _control(platform).account
-        body = await request.body()
-        headers = {k.lower(): v for k, v in request.headers.items()}
+        _control(platform)
         # Sinch signs the path it called: the public one, whatever a proxy rewrote.
-        path = urlsplit(platform.settings.public(CALLBACK_PATH)).path
+        req = await verified(platform, Carrier.SINCH, request)
         now = time.time()
-        verdict = signature.verify(
-            "POST", path, body, headers, account.app_key, account.app_secret,
-            dt.datetime.fromtimestamp(now, dt.UTC),
-        )  # fmt: skip
-        if not verdict:
-            log.warning("callback refused", extra={"carrier": "sinch", "reason": verdict.reason})
-            raise SignatureInvalid(verdict.reason)
-        cb = webhook.parse(body)
+        cb = webhook.parse(req.body)
         if cb.event == "ice":
             accepted = await accept(platform, webhook.inbound(cb), now)
             if accepted.route is None:

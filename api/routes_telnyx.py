@@ -10,13 +10,14 @@ from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import Response
 from starlette.websockets import WebSocketDisconnect
 
-from api.inbound import CLOSE_BAD_DATA, CLOSE_POLICY, START_TIMEOUT_S, accept, run_stream
+from api.inbound import CLOSE_BAD_DATA, CLOSE_POLICY, START_TIMEOUT_S, accept, run_stream, verified
 from api.platform import Platform
 from carriers.base import StreamStart
-from carriers.errors import CarrierUnavailable, MediaMalformed, SignatureInvalid
-from carriers.telnyx import media, signature, webhook
+from carriers.errors import CarrierUnavailable, MediaMalformed
+from carriers.telnyx import media, webhook
 from carriers.telnyx.control import TelnyxControl
 from routing import keys
+from routing.policy import Carrier
 
 log = logging.getLogger(__name__)
 WEBHOOK_PATH = "/webhooks/telnyx"
@@ -38,15 +39,9 @@ def router(platform: Platform) -> APIRouter:
     @r.post(WEBHOOK_PATH, include_in_schema=False)
     async def events(request: Request) -> Response:
         control = _control(platform)
-        body = await request.body()
-        headers = {k.lower(): v for k, v in request.headers.items()}
+        req = await verified(platform, Carrier.TELNYX, request)
         now = time.time()
-        key = signature.load_public_key(control.account.public_key)
-        verdict = signature.verify(body, headers, key, now)
-        if not verdict:
-            log.warning("webhook refused", extra={"carrier": "telnyx", "reason": verdict.reason})
-            raise SignatureInvalid(verdict.reason)
-        event = webhook.parse(body)
+        event = webhook.parse(req.body)
         marker = keys.dedupe(webhook.CARRIER, "event", event.id)
         if not await platform.redis.set(marker, "1", nx=True, ex=keys.DEDUPE_TTL_S):
             return Response(status_code=200)  # a repeat delivery: applied once already

@@ -11,12 +11,13 @@ from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import Response
 from starlette.websockets import WebSocketDisconnect
 
-from api.inbound import CLOSE_BAD_DATA, CLOSE_POLICY, START_TIMEOUT_S, accept, run_stream
+from api.inbound import CLOSE_BAD_DATA, CLOSE_POLICY, START_TIMEOUT_S, accept, run_stream, verified
 from api.platform import Platform
 from carriers.base import StreamStart
 from carriers.errors import CarrierUnavailable, MediaMalformed, SignatureInvalid, WebhookMalformed
 from carriers.twilio import media, signature, webhook
 from carriers.twilio.control import TwilioAccount
+from routing.policy import Carrier
 
 log = logging.getLogger(__name__)
 VOICE_PATH = "/webhooks/twilio/voice"
@@ -40,18 +41,10 @@ def _account(platform: Platform) -> TwilioAccount:
 
 async def _verified_form(platform: Platform, request: Request) -> dict[str, str]:
     """Check the signature against the public URL; the form, or :class:`SignatureInvalid`."""
-    body = await request.body()
-    url = platform.settings.public(request.url.path)
-    if request.url.query:
-        url += "?" + request.url.query
-    headers = {k.lower(): v for k, v in request.headers.items()}
     account = _account(platform)
-    verdict = signature.verify_request(url, body, headers, account.auth_token)
-    if not verdict:
-        log.warning("webhook refused", extra={"path": request.url.path, "reason": verdict.reason})
-        raise SignatureInvalid(verdict.reason)
+    req = await verified(platform, Carrier.TWILIO, request)
     try:
-        form = dict(parse_qsl(body.decode(), keep_blank_values=True))
+        form = dict(parse_qsl(req.body.decode(), keep_blank_values=True))
     except UnicodeDecodeError as e:
         raise WebhookMalformed("form body is not UTF-8") from e
     if form.get("AccountSid") != account.account_sid:

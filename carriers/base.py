@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,7 @@ class RentedNumber:
     carrier_id: str
 
 
+@runtime_checkable
 class CallControl(Protocol):
     """Acting on a live call through the carrier's REST API."""
 
@@ -90,6 +91,7 @@ class CallControl(Protocol):
         ...
 
 
+@runtime_checkable
 class Provisioning(Protocol):
     """Numbers: search what a carrier offers, rent one pointing at the platform, release it."""
 
@@ -110,11 +112,24 @@ class Provisioning(Protocol):
         ...
 
 
-class WebhookVerifier(Protocol):
-    """Checks that an HTTP request comes from the carrier."""
+@dataclass(frozen=True)
+class WebhookRequest:
+    """An HTTP request as a carrier sent it: the public URL it called, raw body, headers."""
 
-    def verify(
-        self, url: str, body: bytes, headers: Mapping[str, str], secret: str
-    ) -> Verdict:  # pragma: no cover - protocol
-        """Verdict on one request (``headers`` keys lower-case)."""
+    method: str
+    url: str  # the public URL (BONMONIQ_PUBLIC_URL + path + query), as the carrier signed it
+    body: bytes
+    headers: Mapping[str, str]  # lower-case names
+
+    def __post_init__(self) -> None:
+        if any(k != k.lower() for k in self.headers):
+            object.__setattr__(self, "headers", {k.lower(): v for k, v in self.headers.items()})
+
+
+@runtime_checkable
+class WebhookVerifier(Protocol):
+    """Checks that a request comes from the carrier: pure, the account's secrets held inside."""
+
+    def verify(self, request: WebhookRequest, now: float) -> Verdict:  # pragma: no cover
+        """Verdict on one request at ``now`` (unix seconds)."""
         ...

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from carriers.base import Verdict
+from carriers.base import Verdict, WebhookRequest
 
 SIGNATURE_HEADER = "telnyx-signature-ed25519"
 TIMESTAMP_HEADER = "telnyx-timestamp"
@@ -56,3 +56,16 @@ def verify(
     except InvalidSignature:
         return Verdict(False, "signature does not match")
     return Verdict(True)
+
+
+class TelnyxVerifier:
+    """:class:`carriers.base.WebhookVerifier` for one Telnyx account."""
+
+    def __init__(self, public_key_b64: str, window_s: float = DEFAULT_WINDOW_S) -> None:
+        """Verify with the account's base64 Ed25519 public key."""
+        self._key = load_public_key(public_key_b64)
+        self._window = window_s
+
+    def verify(self, request: WebhookRequest, now: float) -> Verdict:
+        """See :func:`verify`."""
+        return verify(request.body, request.headers, self._key, now, self._window)

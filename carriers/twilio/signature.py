@@ -13,7 +13,7 @@ import hmac
 from collections.abc import Iterable, Mapping
 from urllib.parse import parse_qs, parse_qsl, urlsplit, urlunsplit
 
-from carriers.base import Verdict
+from carriers.base import Verdict, WebhookRequest
 
 SIGNATURE_HEADER = "x-twilio-signature"
 _DEFAULT_PORTS = {"https": 443, "http": 80, "wss": 443, "ws": 80}
@@ -104,8 +104,12 @@ def verify_websocket(url: str, headers: Mapping[str, str], auth_token: str) -> V
 
 
 class TwilioVerifier:
-    """:class:`carriers.base.WebhookVerifier` for Twilio."""
+    """:class:`carriers.base.WebhookVerifier` for one Twilio account."""
 
-    def verify(self, url: str, body: bytes, headers: Mapping[str, str], secret: str) -> Verdict:
-        """See :func:`verify_request`."""
-        return verify_request(url, body, headers, secret)
+    def __init__(self, auth_token: str) -> None:
+        """Verify with the account's auth token."""
+        self._token = auth_token
+
+    def verify(self, request: WebhookRequest, now: float) -> Verdict:
+        """See :func:`verify_request`; Twilio signs no time, so ``now`` plays no part."""
+        return verify_request(request.url, request.body, request.headers, self._token)

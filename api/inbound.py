@@ -7,14 +7,15 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import Request, WebSocket
 from pipecat.serializers.base_serializer import FrameSerializer
+from starlette.websockets import WebSocketDisconnect
 
 from api.platform import Platform
 from carriers.base import InboundCall, StreamStart, WebhookRequest
-from carriers.errors import CarrierUnavailable, SignatureInvalid
+from carriers.errors import CarrierUnavailable, MediaMalformed, SignatureInvalid
 from routing import keys
 from routing.directory import Route
 from routing.errors import AgentNotFound, InvalidNumber, RouteRefused
@@ -29,6 +30,7 @@ CLOSE_POLICY = 1008
 CLOSE_BAD_DATA = 1007
 START_TIMEOUT_S = 10.0
 _background: set[asyncio.Task[Any]] = set()
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,23 @@ async def accept(platform: Platform, inbound: InboundCall, now: float) -> Accept
     finally:
         current_call_id.reset(token)
     return Accepted(call_id, created, found if answer else None, decision, refusal)
+
+
+async def first_message(ws: WebSocket, read: Callable[[WebSocket], Awaitable[T]]) -> T | None:
+    """Accept the socket and ``read`` its opening message(s); on a protocol error close it.
+
+    ``None`` when the stream was refused (bad data: close 1007) or the peer went away.
+    """
+    await ws.accept()
+    try:
+        return await asyncio.wait_for(read(ws), START_TIMEOUT_S)
+    except (MediaMalformed, TimeoutError) as e:
+        reason = str(e) or "no start message in time"
+        log.warning("media stream refused", extra={"reason": reason})
+        await ws.close(code=CLOSE_BAD_DATA, reason=reason[:120])
+    except WebSocketDisconnect:
+        pass
+    return None
 
 
 async def run_stream(

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
 from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import JSONResponse, Response
-from starlette.websockets import WebSocketDisconnect
 
-from api.inbound import CLOSE_BAD_DATA, CLOSE_POLICY, START_TIMEOUT_S, accept, run_stream, verified
+from api.inbound import CLOSE_POLICY, accept, first_message, run_stream, verified
 from api.platform import Platform
-from carriers.errors import CarrierUnavailable, MediaMalformed
+from carriers.base import StreamStart
+from carriers.errors import CarrierUnavailable
 from carriers.sinch import media, webhook
 from carriers.sinch.control import SinchControl
 from routing.policy import Carrier
@@ -65,18 +64,10 @@ def router(platform: Platform) -> APIRouter:
             await ws.close(code=CLOSE_POLICY)
             return
         control = platform.sinch
-        await ws.accept()
-        try:
-            start, rate = media.parse_connect(
-                await asyncio.wait_for(ws.receive_text(), START_TIMEOUT_S)
-            )
-        except (MediaMalformed, TimeoutError) as e:
-            reason = str(e) or "no connect message in time"
-            log.warning("media stream refused", extra={"reason": reason})
-            await ws.close(code=CLOSE_BAD_DATA, reason=reason[:120])
+        opened = await first_message(ws, _read_connect)
+        if opened is None:
             return
-        except WebSocketDisconnect:
-            return
+        start, rate = opened
 
         async def answer() -> None:
             await ws.send_text(media.ANSWER)
@@ -88,3 +79,8 @@ def router(platform: Platform) -> APIRouter:
         )  # fmt: skip
 
     return r
+
+
+async def _read_connect(ws: WebSocket) -> tuple[StreamStart, int]:
+    """The ``connect`` command: the stream and its sample rate."""
+    return media.parse_connect(await ws.receive_text())

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
 from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import Response
-from starlette.websockets import WebSocketDisconnect
 
-from api.inbound import CLOSE_BAD_DATA, CLOSE_POLICY, START_TIMEOUT_S, accept, run_stream, verified
+from api.inbound import CLOSE_POLICY, accept, first_message, run_stream, verified
 from api.platform import Platform
 from carriers.base import StreamStart
 from carriers.errors import CarrierUnavailable, MediaMalformed
@@ -58,15 +56,8 @@ def router(platform: Platform) -> APIRouter:
             await ws.close(code=CLOSE_POLICY)
             return
         control = platform.telnyx
-        await ws.accept()
-        try:
-            start = await asyncio.wait_for(_read_start(ws), START_TIMEOUT_S)
-        except (MediaMalformed, TimeoutError) as e:
-            reason = str(e) or "no start message in time"
-            log.warning("media stream refused", extra={"reason": reason})
-            await ws.close(code=CLOSE_BAD_DATA, reason=reason[:120])
-            return
-        except WebSocketDisconnect:
+        start = await first_message(ws, _read_start)
+        if start is None:
             return
         await run_stream(
             platform, ws, start, webhook.CARRIER,

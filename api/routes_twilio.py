@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import Response
-from starlette.websockets import WebSocketDisconnect
 
-from api.inbound import CLOSE_BAD_DATA, CLOSE_POLICY, START_TIMEOUT_S, accept, run_stream, verified
+from api.inbound import CLOSE_POLICY, accept, first_message, run_stream, verified
 from api.platform import Platform
 from carriers.base import StreamStart
 from carriers.errors import CarrierUnavailable, MediaMalformed, SignatureInvalid, WebhookMalformed
@@ -116,15 +114,8 @@ def router(platform: Platform) -> APIRouter:
             log.warning("media upgrade refused", extra={"reason": verdict.reason})
             await ws.close(code=CLOSE_POLICY)  # before accept: an HTTP 403 to the upgrade
             return
-        await ws.accept()
-        try:
-            start = await asyncio.wait_for(_read_start(ws), START_TIMEOUT_S)
-        except (MediaMalformed, TimeoutError) as e:
-            reason = str(e) or "no start message in time"
-            log.warning("media stream refused", extra={"reason": reason})
-            await ws.close(code=CLOSE_BAD_DATA, reason=reason[:120])
-            return
-        except WebSocketDisconnect:
+        start = await first_message(ws, _read_start)
+        if start is None:
             return
         await run_stream(
             platform, ws, start, webhook.CARRIER,

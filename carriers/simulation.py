@@ -15,10 +15,11 @@ import time
 import wave
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, Self
 
 import numpy as np
 import websockets
+from aiohttp import web
 
 RATE = 8000
 FRAME_MS = 20
@@ -127,6 +128,32 @@ class Wire(Protocol):
     def stop(self) -> str | bytes | None:
         """The message that ends the stream from the carrier's side, if any."""
         ...
+
+
+class LoopbackApi:
+    """A carrier's REST API, played on a loopback port by its simulator."""
+
+    def __init__(self, port: int) -> None:
+        """Serve on ``127.0.0.1:port``."""
+        self.port = port
+        self._runner: web.AppRunner | None = None
+
+    def add_routes(self, app: web.Application) -> None:
+        """The API's endpoints."""
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        app = web.Application()
+        self.add_routes(app)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
 
 
 class Conversation:

@@ -21,7 +21,14 @@ import httpx
 import websockets
 from aiohttp import web
 
-from carriers.simulation import RATE, Conversation, Heard, SimulationError, SimulationResult
+from carriers.simulation import (
+    RATE,
+    Conversation,
+    Heard,
+    LoopbackApi,
+    SimulationError,
+    SimulationResult,
+)
 from carriers.sinch.signature import sign
 
 STREAM_RATE = 16000
@@ -52,33 +59,24 @@ class SinchWire:
         return None
 
 
-class FakeCallingApi:
+class FakeCallingApi(LoopbackApi):
     """The calling API on loopback: records SVAML the platform PATCHes onto calls."""
 
     def __init__(self, app_key: str, app_secret: str, port: int) -> None:
         """Accept Basic ``app_key:app_secret`` on ``127.0.0.1:port``."""
+        super().__init__(port)
         self.auth = "Basic " + base64.b64encode(f"{app_key}:{app_secret}".encode()).decode()
-        self.port = port
         self.patches: list[tuple[str, dict[str, Any]]] = []
-        self._runner: web.AppRunner | None = None
+
+    def add_routes(self, app: web.Application) -> None:
+        """``PATCH /calling/v1/calls/id/{callId}``."""
+        app.router.add_patch("/calling/v1/calls/id/{call_id}", self._patch)
 
     async def _patch(self, request: web.Request) -> web.Response:
         if request.headers.get("Authorization") != self.auth:
             return web.json_response({"errorCode": 40100, "message": "Unauthorized"}, status=401)
         self.patches.append((request.match_info["call_id"], await request.json()))
         return web.Response(status=204)
-
-    async def __aenter__(self) -> FakeCallingApi:
-        app = web.Application()
-        app.router.add_patch("/calling/v1/calls/id/{call_id}", self._patch)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
 
 class SinchSimulator:

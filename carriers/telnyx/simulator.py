@@ -22,7 +22,13 @@ import websockets
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from carriers.simulation import Conversation, Heard, SimulationError, SimulationResult
+from carriers.simulation import (
+    Conversation,
+    Heard,
+    LoopbackApi,
+    SimulationError,
+    SimulationResult,
+)
 
 MEDIA_FORMAT = {"encoding": "PCMU", "sample_rate": 8000, "channels": 1}
 
@@ -59,16 +65,19 @@ class TelnyxWire:
         return json.dumps({"event": "stop", "stream_id": self.stream_id, "stop": {}})
 
 
-class FakeCallControl:
+class FakeCallControl(LoopbackApi):
     """The Call Control REST API on loopback: records commands as the platform sends them."""
 
     def __init__(self, api_key: str, port: int) -> None:
         """Accept ``Bearer api_key`` on ``127.0.0.1:port``."""
+        super().__init__(port)
         self.api_key = api_key
-        self.port = port
         self.commands: asyncio.Queue[tuple[str, str, dict[str, Any]]] = asyncio.Queue()
         self.log: list[tuple[str, str, dict[str, Any]]] = []
-        self._runner: web.AppRunner | None = None
+
+    def add_routes(self, app: web.Application) -> None:
+        """``POST /v2/calls/{id}/actions/{action}``."""
+        app.router.add_post("/v2/calls/{ccid}/actions/{action}", self._action)
 
     async def _action(self, request: web.Request) -> web.Response:
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
@@ -80,18 +89,6 @@ class FakeCallControl:
         self.log.append(command)
         await self.commands.put(command)
         return web.json_response({"data": {"result": "ok"}})
-
-    async def __aenter__(self) -> FakeCallControl:
-        app = web.Application()
-        app.router.add_post("/v2/calls/{ccid}/actions/{action}", self._action)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     async def next_for(self, ccid: str, limit_s: float) -> tuple[str, dict[str, Any]]:
         """The next command for call ``ccid``."""

@@ -45,13 +45,15 @@ async def _with_telephony(settings: Settings, fn: Callable[[Any], Awaitable[int]
 
     accounts = load_accounts(settings)
     register = Register.load()
+    down: dict[Any, float] = {}
     with redis_url(settings) as url:
         client = connect(url)
         try:
             telephony = Telephony(
                 settings, Directory(client), CallStore(client),
                 Policy.load(settings.routing_policy),
-                lambda now: health_at(accounts, register, now), controls_for(accounts),
+                lambda now: health_at(accounts, register, now, down), controls_for(accounts),
+                down.__setitem__,
             )  # fmt: skip
             return await fn(telephony)
         finally:

@@ -57,5 +57,10 @@ class Platform:
     def telephony(self) -> Telephony:
         """Numbers and outbound calls through this platform's carriers."""
         return Telephony(
-            self.settings, self.directory, self.calls, self.policy, self.health, self.controls
-        )
+            self.settings, self.directory, self.calls, self.policy, self.health, self.controls,
+            self.mark_down,
+        )  # fmt: skip
+
+    def mark_down(self, carrier: Carrier, until: float) -> None:
+        """Leave ``carrier`` out of routing decisions until ``until`` (its API is failing)."""
+        self.down_until[carrier] = until

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from api.settings import Settings
 from carriers.base import AvailableNumber, RentedNumber
-from carriers.errors import CarrierUnavailable
+from carriers.errors import CarrierApiError, CarrierUnavailable
 from carriers.sinch.control import SinchControl
 from carriers.telnyx.control import TelnyxControl
 from carriers.twilio.control import TwilioControl
@@ -19,6 +19,8 @@ from routing.policy import Carrier, Decision, Health, Policy, Purpose, choose, r
 from voice.calls import CallStore
 
 log = logging.getLogger(__name__)
+#: How long a carrier whose API failed is left out of routing decisions.
+DOWN_FOR_S = 60.0
 Control = TwilioControl | TelnyxControl | SinchControl
 #: Where each carrier sends a rented number's calls (paths of api/routes_<carrier>.py).
 VOICE_PATHS = {
@@ -58,14 +60,20 @@ class Telephony:
         policy: Policy,
         health: Callable[[float], Health],
         controls: Mapping[Carrier, Control],
+        mark_down: Callable[[Carrier, float], None] | None = None,
     ) -> None:
-        """Act through ``controls`` (one per configured carrier)."""
+        """Act through ``controls`` (one per configured carrier).
+
+        ``mark_down(carrier, until)`` records a carrier whose API failed, so that the policy
+        fails over to the next usable carrier (never across the EU residency rule).
+        """
         self.settings = settings
         self.directory = directory
         self.calls = calls
         self.policy = policy
         self.health = health
         self.controls = controls
+        self.mark_down = mark_down
 
     def _control(self, carrier: Carrier) -> Control:
         control = self.controls.get(carrier)
@@ -77,13 +85,24 @@ class Telephony:
         self, country: str, area_code: str | None = None, contains: str | None = None
     ) -> tuple[Decision, list[AvailableNumber]]:
         """Numbers of ``country`` from the carrier the policy picks for it."""
-        now = time.time()
-        decision = choose(
-            country, f"{country}{area_code or ''}", self.policy, self.health(now), now
-        )
-        found = await self._control(decision.carrier).search(country, area_code, contains)
-        log.info("number search", extra={**decision.as_metadata(), "found": len(found)})
-        return decision, found
+        key = f"{country}{area_code or ''}"
+        tried: list[Carrier] = []
+        while True:
+            now = time.time()
+            decision = choose(country, key, self.policy, self.health(now), now)
+            if decision.carrier in tried:
+                raise RouteRefused(f"no usable carrier for {country}: {', '.join(tried)} failed")
+            try:
+                found = await self._control(decision.carrier).search(country, area_code, contains)
+            except CarrierApiError as e:
+                if self.mark_down is None or not e.retryable:
+                    raise
+                log.warning("carrier API failing: marked down", extra={"carrier": decision.carrier})
+                self.mark_down(decision.carrier, now + DOWN_FOR_S)
+                tried.append(decision.carrier)
+                continue
+            log.info("number search", extra={**decision.as_metadata(), "found": len(found)})
+            return decision, found
 
     async def rent(
         self, number: str, agent: str, tenant: str = DEFAULT_TENANT

@@ -35,3 +35,13 @@ class CarrierApiError(CarrierError):
     """The carrier's REST API refused a request or could not be reached."""
 
     code = "carrier_api_error"
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        """``status`` is the HTTP status, ``None`` when the API could not be reached."""
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def retryable(self) -> bool:
+        """Unreachable or a server error: another carrier may serve the request."""
+        return self.status is None or self.status >= 500

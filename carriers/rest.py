@@ -42,13 +42,15 @@ class RestClient:
                 "carrier API refused a request",
                 extra={"carrier": self.carrier, "status": r.status_code, "path": path},
             )
-            raise CarrierApiError(f"{self.carrier} API answered {r.status_code}: {r.text[:300]}")
+            raise CarrierApiError(
+                f"{self.carrier} API answered {r.status_code}: {r.text[:300]}", r.status_code
+            )
         if not r.content:
             return None
         try:
             return r.json()
         except ValueError as e:
-            raise CarrierApiError(f"{self.carrier} API answered non-JSON") from e
+            raise CarrierApiError(f"{self.carrier} API answered non-JSON", r.status_code) from e
 
     async def aclose(self) -> None:
         """Close the connection pool."""

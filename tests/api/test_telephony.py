@@ -139,3 +139,32 @@ async def test_numbers_not_ours_and_unconfigured_carriers(world) -> None:  # typ
     telephony.controls = {}
     with pytest.raises(CarrierUnavailable):
         await telephony.search("US")
+
+
+async def test_a_failing_carrier_api_is_marked_down_and_search_fails_over(world) -> None:  # type: ignore[no-untyped-def]
+    import httpx
+
+    telephony, fakes, health = world
+    down: dict[Carrier, float] = {}
+
+    def failing(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(503, json={"message": "Service Unavailable"})
+
+    telephony.controls = dict(telephony.controls) | {
+        Carrier.TWILIO: TwilioControl(
+            TwilioAccount(SID, TOKEN), transport=httpx.MockTransport(failing)
+        ),
+        Carrier.SINCH: SinchControl(
+            SinchAccount("app", "c2VjcmV0", "proj", "kid", "ks"),
+            transport=httpx.MockTransport(failing),
+        ),
+    }
+    telephony.health = lambda now: Health(down_until=dict(down))
+    telephony.mark_down = down.__setitem__
+    decision, found = await telephony.search("US")
+    assert decision.carrier == Carrier.TELNYX and "failover from twilio" in decision.reason
+    assert Carrier.TWILIO in down and found[0].carrier == "telnyx"
+    # An EU search whose only carrier fails is refused: it never falls over to a US carrier.
+    with pytest.raises(RouteRefused, match="refused rather than routed through a US carrier"):
+        await telephony.search("FR")
+    assert Carrier.SINCH in down and not fakes[Carrier.TWILIO].seen

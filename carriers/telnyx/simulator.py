@@ -76,8 +76,25 @@ class FakeCallControl(LoopbackApi):
         self.log: list[tuple[str, str, dict[str, Any]]] = []
 
     def add_routes(self, app: web.Application) -> None:
-        """``POST /v2/calls/{id}/actions/{action}``."""
+        """``POST /v2/calls`` (dial) and ``POST /v2/calls/{id}/actions/{action}``."""
+        app.router.add_post("/v2/calls", self._dial)
         app.router.add_post("/v2/calls/{ccid}/actions/{action}", self._action)
+
+    async def _dial(self, request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return web.json_response({"errors": [{"code": "10009"}]}, status=401)
+        body = await request.json()
+        ccid = "v3:" + secrets.token_urlsafe(24)
+        self.log.append((ccid, "dial", body))
+        await self.commands.put((ccid, "dial", body))
+        call = {
+            "call_control_id": ccid,
+            "call_leg_id": str(uuid.uuid4()),
+            "call_session_id": str(uuid.uuid4()),
+            "record_type": "call",
+            "is_alive": True,
+        }
+        return web.json_response({"data": call})
 
     async def _action(self, request: web.Request) -> web.Response:
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
@@ -89,6 +106,14 @@ class FakeCallControl(LoopbackApi):
         self.log.append(command)
         await self.commands.put(command)
         return web.json_response({"data": {"result": "ok"}})
+
+    async def next_dial(self, limit_s: float) -> tuple[str, dict[str, Any]]:
+        """The next outbound call the platform dials: its call control id and request."""
+        async with asyncio.timeout(limit_s):
+            while True:
+                ccid, action, body = await self.commands.get()
+                if action == "dial":
+                    return ccid, body
 
     async def next_for(self, ccid: str, limit_s: float) -> tuple[str, dict[str, Any]]:
         """The next command for call ``ccid``."""
@@ -166,22 +191,7 @@ class TelnyxSimulator:
             call_id = json.loads(base64.b64decode(state)).get("call_id", "")
             result = SimulationResult(self.ccid, call_id, json.dumps(command))
             await self.deliver(self.envelope("call.answered", state="answered", client_state=state))
-            async with websockets.connect(command["stream_url"], max_size=2**22) as ws:
-                await ws.send(json.dumps({"event": "connected", "version": "1.0.0"}))
-                await ws.send(json.dumps({
-                    "event": "start", "sequence_number": "1", "stream_id": self.stream_id,
-                    "start": {"call_control_id": self.ccid, "call_session_id": str(uuid.uuid4()),
-                              "from": self.from_, "to": self.to, "client_state": state,
-                              "media_format": MEDIA_FORMAT},
-                }))  # fmt: skip
-                await Conversation(ws, TelnyxWire(self.stream_id), result).converse(
-                    utterances,
-                    options.get("greeting_timeout", 40.0),
-                    options.get("reply_timeout", 40.0),
-                    options.get("quiet_after_reply", 1.5),
-                    tuple(options.get("inject", ())),
-                    options.get("barge_in_after"),
-                )
+            await self._stream(command["stream_url"], state, result, utterances, options)
             hung_up_by_platform = any(a == "hangup" for c, a, _ in self.api.log if c == self.ccid)
             cause = {"hangup_cause": "normal_clearing",
                      "hangup_source": "callee" if hung_up_by_platform else "caller"}  # fmt: skip
@@ -189,3 +199,47 @@ class TelnyxSimulator:
                 self.envelope("call.hangup", state="hangup", client_state=state, **cause)
             )
         return result
+
+    async def answer_outbound(
+        self, utterances: list[tuple[str, bytes]], **options: Any
+    ) -> SimulationResult:
+        """Be the far end of an outbound call the platform dials (``self.api`` must be open)."""
+        self.ccid, dial = await self.api.next_dial(30)
+        state = dial["client_state"]
+        call_id = json.loads(base64.b64decode(state)).get("call_id", "")
+        result = SimulationResult(self.ccid, call_id, json.dumps(dial))
+        self.from_, self.to = dial["from"], dial["to"]
+        await self.deliver(
+            self.envelope("call.initiated", direction="outgoing", client_state=state)
+        )
+        await self.deliver(self.envelope("call.answered", direction="outgoing", client_state=state))
+        await self._stream(dial["stream_url"], state, result, utterances, options)
+        await self.deliver(self.envelope("call.hangup", direction="outgoing", client_state=state,
+                                         hangup_cause="normal_clearing"))  # fmt: skip
+        return result
+
+    async def _stream(
+        self,
+        url: str,
+        state: str,
+        result: SimulationResult,
+        utterances: list[tuple[str, bytes]],
+        options: dict[str, Any],
+    ) -> None:
+        """Connect the media stream as Telnyx does and hold the conversation on it."""
+        async with websockets.connect(url, max_size=2**22) as ws:
+            await ws.send(json.dumps({"event": "connected", "version": "1.0.0"}))
+            await ws.send(json.dumps({
+                "event": "start", "sequence_number": "1", "stream_id": self.stream_id,
+                "start": {"call_control_id": self.ccid, "call_session_id": str(uuid.uuid4()),
+                          "from": self.from_, "to": self.to, "client_state": state,
+                          "media_format": MEDIA_FORMAT},
+            }))  # fmt: skip
+            await Conversation(ws, TelnyxWire(self.stream_id), result).converse(
+                utterances,
+                options.get("greeting_timeout", 40.0),
+                options.get("reply_timeout", 40.0),
+                options.get("quiet_after_reply", 1.5),
+                tuple(options.get("inject", ())),
+                options.get("barge_in_after"),
+            )

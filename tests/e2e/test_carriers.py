@@ -97,3 +97,55 @@ async def test_sinch_gets_heartbeats_while_the_agent_is_silent(
                     commands.append(json.loads(msg).get("command"))
                 await ws.send(bytes(640))  # the caller's silence, 20 ms at a time
             assert "heartbeat" in commands
+
+
+async def test_an_outbound_call_through_telnyx(
+    live_server: LiveServer, live_redis: Redis, voice
+) -> None:  # type: ignore[no-untyped-def]
+    from api.settings import Settings
+    from api.telephony import Telephony
+    from carriers.telnyx.control import TelnyxAccount, TelnyxControl
+    from routing.policy import Carrier, Health, Policy
+    from tests.conftest import TELNYX_API_KEY
+
+    d = Directory(live_redis)
+    await d.add_agent(Agent(name="bakery", prompt=BAKERY))
+    ours = "+13125550142"
+    await d.add_number(ours, "bakery", holding={"carrier": "telnyx", "carrier_id": "pn-1"})
+    store = CallStore(live_redis)
+    control = TelnyxControl(
+        TelnyxAccount(
+            TELNYX_API_KEY,
+            "unused",
+            "e2e-connection",
+            f"http://127.0.0.1:{live_server.telnyx_api_port}/v2",
+        )
+    )
+    # The operator's side of `bonmoniq calls place`, against the running platform's state.
+    telephony = Telephony(
+        Settings(public_url=live_server.url),
+        d,
+        store,
+        Policy(),
+        lambda now: Health(),
+        {Carrier.TELNYX: control},
+    )
+    callee = telnyx_sim(live_server, "+14155550199")
+    line = trim_silence(
+        await asyncio.to_thread(
+            synthesize, voice, "Yes, what time do you open on Saturday?", PHONE_RATE
+        )
+    )
+    async with callee.api:
+        result, placed = await asyncio.gather(
+            callee.answer_outbound([("q", line)]), telephony.place_call(ours, "+14155550199")
+        )
+    await wait_closed(store, placed.call_id)
+    assert result.call_id == placed.call_id and placed.decision.carrier == Carrier.TELNYX
+    record = await store.get(placed.call_id)
+    assert record is not None and record.direction == "outbound" and record.state == "completed"
+    events = [e.type for e in await store.events(placed.call_id)]
+    assert events[0] == CallEventType.OUTBOUND and CallEventType.ANNOUNCEMENT_PLAYED in events
+    transcript = await store.transcript(placed.call_id)
+    assert any(t.role == "caller" and "saturday" in words(t.text) for t in transcript), transcript
+    assert result.turns[0].latency_s is not None

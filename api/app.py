@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from api import problems, public, routes_sinch, routes_telnyx, routes_twilio
+from api import problems, public, routes_keys, routes_sinch, routes_telnyx, routes_twilio
+from api.logs import current_request_id
 from api.platform import Platform
 from llm.client import probe
 from llm.errors import LLMUnavailable
@@ -20,6 +24,22 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(routes_telnyx.router(platform))
     app.include_router(routes_sinch.router(platform))
     app.include_router(public.router(platform.register))
+    app.include_router(routes_keys.router(platform))
+
+    @app.middleware("http")
+    async def request_id(request: Request, call_next: Any) -> Any:
+        """A request id on every response and every log line of the request."""
+        rid = request.headers.get("x-request-id", "")
+        if not rid or len(rid) > 100 or not rid.replace("-", "").isalnum():
+            rid = uuid.uuid4().hex
+        request.state.request_id = rid
+        token = current_request_id.set(rid)
+        try:
+            response = await call_next(request)
+        finally:
+            current_request_id.reset(token)
+        response.headers["X-Request-ID"] = rid
+        return response
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:

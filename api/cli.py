@@ -106,6 +106,24 @@ def cmd_models_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tenants_create(args: argparse.Namespace) -> int:
+    """Create a tenant and its first admin key (printed once)."""
+    import time
+
+    from api.tenants import TenantStore
+
+    async def run(client: Any) -> int:
+        tenant, raw = await TenantStore(client).create_tenant(args.name, time.time())
+        if args.json:
+            print(json.dumps({"tenant_id": tenant.tenant_id, "api_key": raw}))
+        else:
+            print(f"tenant {tenant.tenant_id} ({tenant.name}) created")
+            print(f"admin API key (shown once, store it now): {raw}")
+        return 0
+
+    return asyncio.run(_with_directory(_settings(), run))
+
+
 def cmd_agents_add(args: argparse.Namespace) -> int:
     """Create an agent."""
     from routing.directory import DEFAULT_ANNOUNCEMENT, DEFAULT_GREETING, Agent, Directory
@@ -288,6 +306,14 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--profile", help="cpu or gpu (default BONMONIQ_PROFILE)")
     v.add_argument("--json", action="store_true")
     v.set_defaults(fn=cmd_models_verify)
+
+    t = sub.add_parser("tenants", help="tenants (operator)").add_subparsers(
+        dest="sub", required=True
+    )
+    tc = t.add_parser("create", help="create a tenant and its first admin key")
+    tc.add_argument("name")
+    tc.add_argument("--json", action="store_true")
+    tc.set_defaults(fn=cmd_tenants_create)
 
     a = sub.add_parser("agents", help="agents").add_subparsers(dest="sub", required=True)
     aa = a.add_parser("add", help="create an agent")

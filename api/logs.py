@@ -6,12 +6,15 @@ import json
 import logging
 import sys
 import time
+from contextvars import ContextVar
 from typing import Any
 
 from loguru import logger as loguru_logger
 
 from voice.events import current_call_id
 
+#: The HTTP request a coroutine serves; every log line written for it carries the id.
+current_request_id: ContextVar[str | None] = ContextVar("current_request_id", default=None)
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {
     "message",
     "asctime",
@@ -34,6 +37,9 @@ class JsonFormatter(logging.Formatter):
         call_id = getattr(record, "call_id", None) or current_call_id.get()
         if call_id:
             out["call_id"] = call_id
+        request_id = current_request_id.get()
+        if request_id:
+            out["request_id"] = request_id
         for key, value in vars(record).items():
             if key not in _STANDARD and key not in out and not key.startswith("_"):
                 out[key] = value

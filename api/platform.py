@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from api.accounts import Accounts, controls_for, health_at, verifiers_for
+from api.audit import AuditLog
 from api.settings import Settings
 from api.telephony import Telephony
+from api.tenants import TenantStore
 from carriers.sinch.control import SinchControl
 from carriers.telnyx.control import TelnyxControl
 from carriers.twilio.control import TwilioControl
@@ -31,6 +33,10 @@ class Platform:
 
     def __post_init__(self) -> None:
         self.directory = Directory(self.redis)
+        self.tenants = TenantStore(self.redis)
+        self.audit = AuditLog(self.redis)
+        token = self.settings.operator_token
+        self.operator_token = token.get_secret_value() if token else None
         self.register = Register.load()
         self.policy = Policy.load(self.settings.routing_policy)
         self.controls = controls_for(self.accounts)

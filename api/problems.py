@@ -33,6 +33,15 @@ _STATUS = {
 }
 
 
+_HTTP_CODES = {
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    422: "validation_error",
+}
+
+
 def problem(status: int, code: str, title: str, detail: str = "") -> JSONResponse:
     """A problem+json response."""
     body = {"type": f"https://bonmoniq.dev/problems/{code}", "title": title, "status": status}
@@ -64,5 +73,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return problem(exc.status_code, code, str(exc.detail))
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        response = problem(exc.status_code, code, str(exc.detail))
+        for name, value in (exc.headers or {}).items():
+            response.headers[name] = value
+        return response

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     routing_policy: str | None = Field(
         default=None, description="Routing policy: a JSON file path or JSON text (README)."
     )
+    operator_token: SecretStr | None = Field(
+        default=None, description="Bearer token of the operator endpoints (/v1/operator/...)."
+    )
     log_level: str = "INFO"
     vad_stop_secs: float = 0.4
     turn_timeout_secs: float = 0.3

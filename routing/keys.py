@@ -14,6 +14,11 @@ key                                              type    holds
 ``carrier:{carrier}:call:{carrier_call_id}``     string  our call id for a carrier's id
 ``dedupe:{carrier}:{kind}:{key}``                string  marks a delivery already applied
 ``early:{carrier}:{carrier_call_id}``            string  a final status that came first
+``tenant:{tenant_id}``                           hash    a tenant: name, created_at
+``tenants``                                      set     every tenant id
+``apikey:{key_id}``                              hash    a key: tenant, role, digest, expiry
+``tenant:{tenant_id}:keys``                      set     the tenant's key ids
+``audit:{tenant_id}``                            stream  the tenant's append-only audit log
 ===============================================  ======  ===============================
 """
 
@@ -88,3 +93,26 @@ def dedupe(carrier: str, kind: str, key: str) -> str:
 def early_status(carrier: str, carrier_call_id: str) -> str:
     """A terminal status that arrived before the call's first webhook."""
     return f"early:{carrier}:{carrier_call_id}"
+
+
+TENANTS = "tenants"
+
+
+def tenant(tenant_id: str) -> str:
+    """A tenant's hash."""
+    return f"tenant:{tenant_id}"
+
+
+def tenant_keys(tenant_id: str) -> str:
+    """The set of a tenant's key ids."""
+    return f"tenant:{tenant_id}:keys"
+
+
+def api_key(key_id: str) -> str:
+    """An API key's hash (digest of its secret, never the secret)."""
+    return f"apikey:{key_id}"
+
+
+def audit(tenant_id: str) -> str:
+    """A tenant's audit stream."""
+    return f"audit:{tenant_id}"

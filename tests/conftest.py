@@ -34,9 +34,11 @@ TELNYX_PUBLIC_KEY = base64.b64encode(
 TELNYX_API_KEY = "KEYe2e0123456789"
 SINCH_APP_KEY = "669E367E-6BBA-48AB-AF15-266871C28135"  # the documented test application
 SINCH_APP_SECRET = "BeIukql3pTKJ8RGL5zo0DA=="
+OPERATOR_TOKEN = "operator-e2e-token"
 __all__ = [
     "ACCOUNT_SID",
     "AUTH_TOKEN",
+    "OPERATOR_TOKEN",
     "SINCH_APP_KEY",
     "SINCH_APP_SECRET",
     "TELNYX_API_KEY",
@@ -119,6 +121,7 @@ def start_server(redis_url: str, var: Path, ready: str = "/readyz", **env: str) 
         "BONMONIQ_SINCH_KEY_ID": "e2e-key",
         "BONMONIQ_SINCH_KEY_SECRET": "e2e-key-secret",
         "BONMONIQ_SINCH_VOICE_BASE": f"http://127.0.0.1:{sinch_port}",
+        "BONMONIQ_OPERATOR_TOKEN": OPERATOR_TOKEN,
         **env,
     }
     log = var / "serve.log"

@@ -1,0 +1,165 @@
+"""``/v1/keys`` (a tenant's admins manage its keys), ``/v1/audit`` and operator ``/v1/operator``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException
+
+from api.audit import AuditLog
+from api.auth import Caller, operator, tenant_key
+from api.platform import Platform
+from api.tenants import ApiKey, Role, TenantStore
+
+
+class KeyCreate(BaseModel):
+    """A new key: its role, and optionally when it expires."""
+
+    model_config = ConfigDict(extra="ignore")  # server-owned fields sent by a client are ignored
+    role: Role
+    expires_at: dt.datetime | None = Field(default=None, description="UTC; none: no expiry")
+
+
+class KeyOut(BaseModel):
+    """A key as listed: never its secret."""
+
+    key_id: str
+    role: Role
+    created_at: dt.datetime
+    expires_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+
+    @classmethod
+    def of(cls, key: ApiKey) -> KeyOut:
+        """From the stored record."""
+
+        def ts(v: float | None) -> dt.datetime | None:
+            return dt.datetime.fromtimestamp(v, dt.UTC) if v is not None else None
+
+        return cls(
+            key_id=key.key_id,
+            role=key.role,
+            created_at=dt.datetime.fromtimestamp(key.created_at, dt.UTC),
+            expires_at=ts(key.expires_at),
+            revoked_at=ts(key.revoked_at),
+        )
+
+
+class KeyCreated(KeyOut):
+    """A key just created: the only response that carries its value."""
+
+    api_key: str
+
+
+class KeyList(BaseModel):
+    """The tenant's keys."""
+
+    items: list[KeyOut]
+
+
+class AuditOut(BaseModel):
+    """One audit entry."""
+
+    id: str
+    at: dt.datetime
+    key_id: str
+    action: str
+    target: str
+    address: str
+    request_id: str
+
+
+class AuditPage(BaseModel):
+    """A page of the audit log; pass ``next_cursor`` as ``cursor`` for the next."""
+
+    items: list[AuditOut]
+    next_cursor: str | None
+
+
+class TenantCreate(BaseModel):
+    """A new tenant."""
+
+    model_config = ConfigDict(extra="ignore")
+    name: str = Field(min_length=1, max_length=200)
+
+
+class TenantCreated(BaseModel):
+    """A tenant and its first admin key (shown once)."""
+
+    tenant_id: str
+    name: str
+    api_key: str
+
+
+def router(platform: Platform) -> APIRouter:
+    """Routes bound to ``platform``."""
+    r = APIRouter(prefix="/v1")
+
+    def store() -> TenantStore:
+        return platform.tenants
+
+    admin = Depends(tenant_key(store, Role.ADMIN))
+    viewer = Depends(tenant_key(store, Role.VIEWER))
+    as_operator = Depends(operator(lambda: platform.operator_token))
+
+    async def audit(caller: Caller, action: str, target: str, **detail: object) -> None:
+        await platform.audit.append(
+            caller.tenant_id, at=time.time(), key_id=caller.key.key_id, action=action,
+            target=target, address=caller.address, request_id=caller.request_id, detail=detail,
+        )  # fmt: skip
+
+    @r.post("/keys", status_code=201, response_model=KeyCreated, tags=["keys"])
+    async def create_key(body: KeyCreate, caller: Caller = admin) -> KeyCreated:
+        """Create a key of ``role`` for your tenant; its value is shown in this response only."""
+        expires = body.expires_at.timestamp() if body.expires_at else None
+        now = time.time()
+        if expires is not None and expires <= now:
+            raise HTTPException(422, "expires_at must be in the future")
+        key, raw = await platform.tenants.create_key(caller.tenant_id, body.role, now, expires)
+        await audit(caller, "key.create", key.key_id, role=str(body.role))
+        return KeyCreated(**KeyOut.of(key).model_dump(), api_key=raw)
+
+    @r.get("/keys", response_model=KeyList, tags=["keys"])
+    async def list_keys(caller: Caller = admin) -> KeyList:
+        """Your tenant's keys (never their values)."""
+        return KeyList(
+            items=[KeyOut.of(k) for k in await platform.tenants.list_keys(caller.tenant_id)]
+        )
+
+    @r.delete("/keys/{key_id}", status_code=204, tags=["keys"])
+    async def revoke_key(key_id: str, caller: Caller = admin) -> Response:
+        """Revoke one of your tenant's keys (at once: it gets 401 from now on)."""
+        revoked = await platform.tenants.revoke_key(caller.tenant_id, key_id, time.time())
+        if revoked is None:
+            raise HTTPException(404, "no such key")
+        await audit(caller, "key.revoke", key_id)
+        return Response(status_code=204)
+
+    @r.get("/audit", response_model=AuditPage, tags=["audit"])
+    async def read_audit(
+        caller: Caller = viewer,
+        cursor: Annotated[str, Query(pattern=r"^(-|\d+-\d+)$")] = "-",
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    ) -> AuditPage:
+        """Your tenant's audit log, oldest first (append-only: nothing edits or deletes it)."""
+        entries = await platform.audit.read(caller.tenant_id, cursor, limit)
+        items = [AuditOut(id=e.id, at=dt.datetime.fromtimestamp(e.at, dt.UTC), key_id=e.key_id,
+                          action=e.action, target=e.target, address=e.address,
+                          request_id=e.request_id) for e in entries]  # fmt: skip
+        return AuditPage(items=items, next_cursor=items[-1].id if len(items) == limit else None)
+
+    @r.post("/operator/tenants", status_code=201, response_model=TenantCreated, tags=["operator"],
+            dependencies=[as_operator])  # fmt: skip
+    async def create_tenant(body: TenantCreate, request: Request) -> TenantCreated:
+        """Operator only: a new tenant and its first admin key."""
+        tenant, raw = await platform.tenants.create_tenant(body.name, time.time())
+        return TenantCreated(tenant_id=tenant.tenant_id, name=tenant.name, api_key=raw)
+
+    return r
+
+
+__all__ = ["AuditLog", "router"]

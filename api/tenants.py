@@ -1,0 +1,154 @@
+"""Tenants and their API keys: shown once, stored as a hash, with a role, an expiry, a revocation.
+
+A key reads ``bmq_{key_id}_{secret}``: the id finds the record, the secret (32 random bytes) is
+compared by its SHA-256 with ``hmac.compare_digest``. A high-entropy secret needs no slow hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from enum import StrEnum
+
+from redis.asyncio import Redis
+
+from routing import keys
+
+_KEY = re.compile(r"^bmq_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
+
+
+class Role(StrEnum):
+    """What a key may do: admins manage keys, editors change configuration, viewers read."""
+
+    ADMIN = "admin"
+    EDITOR = "editor"
+    VIEWER = "viewer"
+
+
+RANK = {Role.VIEWER: 0, Role.EDITOR: 1, Role.ADMIN: 2}
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """A professional customer of the operator."""
+
+    tenant_id: str
+    name: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A key's record (never its secret)."""
+
+    key_id: str
+    tenant_id: str
+    role: Role
+    created_at: float
+    expires_at: float | None = None
+    revoked_at: float | None = None
+
+    def usable(self, now: float) -> bool:
+        """Not revoked and not expired at ``now``."""
+        if self.revoked_at is not None:
+            return False
+        return self.expires_at is None or now < self.expires_at
+
+    @classmethod
+    def from_redis(cls, raw: dict[str, str]) -> ApiKey:
+        """Parse a key hash."""
+
+        def opt(name: str) -> float | None:
+            return float(raw[name]) if raw.get(name) else None
+
+        return cls(raw["key_id"], raw["tenant_id"], Role(raw["role"]), float(raw["created_at"]),
+                   opt("expires_at"), opt("revoked_at"))  # fmt: skip
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class TenantStore:
+    """Tenants and keys in Redis (layout in :mod:`routing.keys`)."""
+
+    def __init__(self, redis: Redis) -> None:
+        """Use ``redis`` (decode_responses=True)."""
+        self.redis = redis
+
+    async def create_tenant(self, name: str, now: float) -> tuple[Tenant, str]:
+        """A new tenant and the raw value of its first admin key (shown once)."""
+        if not name.strip() or len(name) > 200:
+            raise ValueError("a tenant needs a name of 1-200 characters")
+        tenant = Tenant("ten_" + secrets.token_hex(8), name.strip(), now)
+        await self.redis.hset(
+            keys.tenant(tenant.tenant_id),
+            mapping=keys.fields(
+                {"tenant_id": tenant.tenant_id, "name": tenant.name, "created_at": str(now)}
+            ),  # fmt: skip
+        )
+        await self.redis.sadd(keys.TENANTS, tenant.tenant_id)
+        _, raw = await self.create_key(tenant.tenant_id, Role.ADMIN, now)
+        return tenant, raw
+
+    async def get_tenant(self, tenant_id: str) -> Tenant | None:
+        """A tenant, or ``None``."""
+        raw = keys.strs(await self.redis.hgetall(keys.tenant(tenant_id)))
+        if not raw:
+            return None
+        return Tenant(raw["tenant_id"], raw["name"], float(raw["created_at"]))
+
+    async def create_key(
+        self, tenant_id: str, role: Role, now: float, expires_at: float | None = None
+    ) -> tuple[ApiKey, str]:
+        """A new key of ``role``; its record and its raw value (the only time it is seen)."""
+        key = ApiKey(secrets.token_hex(8), tenant_id, role, now, expires_at)
+        secret = secrets.token_urlsafe(32)
+        record = {"key_id": key.key_id, "tenant_id": tenant_id, "role": str(role),
+                  "created_at": str(now), "digest": _digest(secret),
+                  "expires_at": str(expires_at) if expires_at else ""}  # fmt: skip
+        async with self.redis.pipeline(transaction=True) as p:
+            p.hset(keys.api_key(key.key_id), mapping=keys.fields(record))
+            p.sadd(keys.tenant_keys(tenant_id), key.key_id)
+            await p.execute()
+        return key, f"bmq_{key.key_id}_{secret}"
+
+    async def list_keys(self, tenant_id: str) -> list[ApiKey]:
+        """The tenant's keys, oldest first."""
+        out = []
+        for key_id in await self.redis.smembers(keys.tenant_keys(tenant_id)):
+            raw = keys.strs(await self.redis.hgetall(keys.api_key(str(key_id))))
+            if raw:
+                out.append(ApiKey.from_redis(raw))
+        return sorted(out, key=lambda k: k.created_at)
+
+    async def get_key(self, tenant_id: str, key_id: str) -> ApiKey | None:
+        """The tenant's key ``key_id``; ``None`` also when it belongs to another tenant."""
+        raw = keys.strs(await self.redis.hgetall(keys.api_key(key_id)))
+        if not raw or raw["tenant_id"] != tenant_id:
+            return None
+        return ApiKey.from_redis(raw)
+
+    async def revoke_key(self, tenant_id: str, key_id: str, now: float) -> ApiKey | None:
+        """Revoke the tenant's key; ``None`` if it is not the tenant's."""
+        key = await self.get_key(tenant_id, key_id)
+        if key is None:
+            return None
+        if key.revoked_at is None:
+            await self.redis.hset(keys.api_key(key_id), "revoked_at", str(now))
+        return await self.get_key(tenant_id, key_id)
+
+    async def authenticate(self, raw_key: str, now: float) -> ApiKey | None:
+        """The usable key ``raw_key`` stands for, or ``None``."""
+        m = _KEY.match(raw_key)
+        if not m:
+            return None
+        key_id, secret = m.groups()
+        raw = keys.strs(await self.redis.hgetall(keys.api_key(key_id)))
+        if not raw or not hmac.compare_digest(raw.get("digest", ""), _digest(secret)):
+            return None
+        key = ApiKey.from_redis(raw)
+        return key if key.usable(now) else None

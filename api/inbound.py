@@ -148,7 +148,7 @@ async def run_stream(
             await ws.close(code=CLOSE_POLICY, reason="stream already attached")
             return
         try:
-            agent = await platform.directory.get_agent(record.agent, record.tenant)
+            agent = await platform.directory.get_agent_by_id(record.agent, record.tenant)
         except AgentNotFound:
             log.error("agent of the call disappeared", extra={"agent": record.agent})
             await ws.close(code=CLOSE_POLICY, reason="agent unavailable")

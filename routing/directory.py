@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -10,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from redis.asyncio import Redis
 
 from routing import keys
-from routing.errors import AgentExists, AgentNotFound, InvalidNumber, NumberTaken
+from routing.errors import AgentExists, AgentInUse, AgentNotFound, InvalidNumber, NumberTaken
 
 DEFAULT_TENANT = "default"
 DEFAULT_ANNOUNCEMENT = (
@@ -32,9 +33,18 @@ def normalise_number(raw: str) -> str:
     return cleaned
 
 
+TOOLS = frozenset({"end_call", "transfer"})
+MAX_RETENTION_DAYS = 180  # recordings: at most 6 months (CNIL)
+
+
+def new_agent_id() -> str:
+    """A fresh agent id."""
+    return "agt_" + secrets.token_hex(8)
+
+
 @dataclass(frozen=True)
 class Agent:
-    """How an agent answers: its prompt, language, voice and the words it starts with."""
+    """How an agent answers: prompt, language, voice, first words, recording and retention."""
 
     name: str
     prompt: str
@@ -43,7 +53,14 @@ class Agent:
     voice: str = DEFAULT_VOICE
     greeting: str = DEFAULT_GREETING
     announcement: str = DEFAULT_ANNOUNCEMENT
+    recording: bool = False
+    store_transcripts: bool = True
+    retention_days: int = MAX_RETENTION_DAYS
+    transfer_number: str | None = None
+    tools: tuple[str, ...] = ("end_call",)
+    agent_id: str = field(default_factory=new_agent_id)
     created_at: float = field(default_factory=time.time)
+    updated_at: float = 0.0
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -55,16 +72,48 @@ class Agent:
         if not self.prompt.strip():
             raise ValueError("an agent needs a prompt")
         if not self.announcement.strip():
-            raise ValueError("the announcement (AI disclosure and recording notice) is required")
+            raise ValueError(
+                "the announcement (AI disclosure and recording notice) cannot be empty"
+            )
+        if not 1 <= self.retention_days <= MAX_RETENTION_DAYS:
+            raise ValueError(f"retention_days must be between 1 and {MAX_RETENTION_DAYS}")
+        if set(self.tools) - TOOLS:
+            raise ValueError(
+                f"unknown tools {sorted(set(self.tools) - TOOLS)}; use {sorted(TOOLS)}"
+            )
+        if self.transfer_number:
+            object.__setattr__(self, "transfer_number", normalise_number(self.transfer_number))
+        if "transfer" in self.tools and not self.transfer_number:
+            raise ValueError("the transfer tool needs a transfer_number")
+        if not self.updated_at:
+            object.__setattr__(self, "updated_at", self.created_at)
 
     def to_redis(self) -> dict[str, str]:
         """Flat string fields for a Redis hash."""
-        return {k: str(v) for k, v in asdict(self).items()}
+        out: dict[str, str] = {}
+        for k, v in asdict(self).items():
+            if isinstance(v, bool):
+                out[k] = "1" if v else "0"
+            elif isinstance(v, tuple | list):
+                out[k] = ",".join(v)
+            else:
+                out[k] = "" if v is None else str(v)
+        return out
 
     @classmethod
     def from_redis(cls, raw: dict[str, str]) -> Agent:
         """Inverse of :meth:`to_redis`."""
-        return cls(**{**raw, "created_at": float(raw["created_at"])})  # type: ignore[arg-type]
+        return cls(
+            name=raw["name"], prompt=raw["prompt"], language=raw["language"],
+            tenant=raw["tenant"], voice=raw["voice"], greeting=raw["greeting"],
+            announcement=raw["announcement"], recording=raw.get("recording") == "1",
+            store_transcripts=raw.get("store_transcripts", "1") == "1",
+            retention_days=int(raw.get("retention_days") or MAX_RETENTION_DAYS),
+            transfer_number=raw.get("transfer_number") or None,
+            tools=tuple(t for t in raw.get("tools", "end_call").split(",") if t),
+            agent_id=raw["agent_id"], created_at=float(raw["created_at"]),
+            updated_at=float(raw.get("updated_at") or raw["created_at"]),
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -86,30 +135,64 @@ class Directory:
 
     async def add_agent(self, agent: Agent) -> Agent:
         """Store a new agent; :class:`AgentExists` if the name is taken in its tenant."""
-        key = keys.agent(agent.tenant, agent.name)
-        async with self.redis.pipeline(transaction=True) as p:
-            p.exists(key)
-            p.hsetnx(key, "name", agent.name)
-            exists, _ = await p.execute()
-        if exists:
+        if not await self.redis.hsetnx(keys.agent_names(agent.tenant), agent.name, agent.agent_id):
             raise AgentExists(f"agent {agent.name!r} exists already")
         async with self.redis.pipeline(transaction=True) as p:
-            p.hset(key, mapping=keys.fields(agent.to_redis()))
-            p.sadd(keys.agents(agent.tenant), agent.name)
+            p.hset(keys.agent(agent.tenant, agent.agent_id), mapping=keys.fields(agent.to_redis()))
+            p.sadd(keys.agents(agent.tenant), agent.agent_id)
             await p.execute()
         return agent
 
-    async def get_agent(self, name: str, tenant: str = DEFAULT_TENANT) -> Agent:
-        """The agent ``name``; :class:`AgentNotFound` if there is none."""
-        raw = keys.strs(await self.redis.hgetall(keys.agent(tenant, name)))
+    async def get_agent_by_id(self, agent_id: str, tenant: str = DEFAULT_TENANT) -> Agent:
+        """The tenant's agent ``agent_id``; :class:`AgentNotFound` (also for another tenant's)."""
+        raw = keys.strs(await self.redis.hgetall(keys.agent(tenant, agent_id)))
         if not raw or "prompt" not in raw:
-            raise AgentNotFound(f"no agent named {name!r}")
+            raise AgentNotFound(f"no agent {agent_id!r}")
         return Agent.from_redis(raw)
+
+    async def get_agent(self, name: str, tenant: str = DEFAULT_TENANT) -> Agent:
+        """The agent called ``name``; :class:`AgentNotFound` if there is none."""
+        agent_id = await self.redis.hget(keys.agent_names(tenant), name)
+        if not agent_id:
+            raise AgentNotFound(f"no agent named {name!r}")
+        return await self.get_agent_by_id(str(agent_id), tenant)
 
     async def list_agents(self, tenant: str = DEFAULT_TENANT) -> list[Agent]:
         """Every agent of the tenant, by name."""
-        names = sorted(str(n) for n in await self.redis.smembers(keys.agents(tenant)))
-        return [await self.get_agent(n, tenant) for n in names]
+        ids = [str(i) for i in await self.redis.smembers(keys.agents(tenant))]
+        agents = [await self.get_agent_by_id(i, tenant) for i in ids]
+        return sorted(agents, key=lambda a: a.name)
+
+    async def update_agent(self, agent: Agent, previous_name: str) -> Agent:
+        """Store ``agent`` (same id); a new name must be free in the tenant."""
+        names = keys.agent_names(agent.tenant)
+        if agent.name != previous_name:
+            if not await self.redis.hsetnx(names, agent.name, agent.agent_id):
+                raise AgentExists(f"agent {agent.name!r} exists already")
+            await self.redis.hdel(names, previous_name)
+        await self.redis.hset(
+            keys.agent(agent.tenant, agent.agent_id), mapping=keys.fields(agent.to_redis())
+        )
+        return agent
+
+    async def numbers_of(self, agent_id: str, tenant: str = DEFAULT_TENANT) -> list[str]:
+        """The tenant's numbers that ring ``agent_id``."""
+        out = []
+        for e164 in sorted(str(n) for n in await self.redis.smembers(keys.numbers(tenant))):
+            if await self.redis.hget(keys.number(e164), "agent") == agent_id:
+                out.append(e164)
+        return out
+
+    async def delete_agent(self, agent: Agent) -> None:
+        """Remove an agent that no number rings (:class:`AgentInUse` otherwise)."""
+        in_use = await self.numbers_of(agent.agent_id, agent.tenant)
+        if in_use:
+            raise AgentInUse(f"agent {agent.name!r} still answers {', '.join(in_use)}")
+        async with self.redis.pipeline(transaction=True) as p:
+            p.delete(keys.agent(agent.tenant, agent.agent_id))
+            p.srem(keys.agents(agent.tenant), agent.agent_id)
+            p.hdel(keys.agent_names(agent.tenant), agent.name)
+            await p.execute()
 
     async def add_number(
         self,
@@ -126,9 +209,9 @@ class Directory:
         e164 = normalise_number(raw_number)
         agent = await self.get_agent(agent_name, tenant)
         current = keys.strs(await self.redis.hgetall(keys.number(e164)))
-        if current and (current["tenant"], current["agent"]) != (tenant, agent_name):
-            raise NumberTaken(f"{e164} already answers for agent {current['agent']!r}")
-        fields = {"tenant": tenant, "agent": agent_name, **(holding or {})}
+        if current and (current["tenant"], current["agent"]) != (tenant, agent.agent_id):
+            raise NumberTaken(f"{e164} already answers for another agent")
+        fields = {"tenant": tenant, "agent": agent.agent_id, **(holding or {})}
         async with self.redis.pipeline(transaction=True) as p:
             p.hset(keys.number(e164), mapping=keys.fields(fields))
             p.sadd(keys.numbers(tenant), e164)
@@ -157,7 +240,7 @@ class Directory:
         if not raw:
             return None
         try:
-            agent = await self.get_agent(raw["agent"], raw["tenant"])
+            agent = await self.get_agent_by_id(raw["agent"], raw["tenant"])
         except AgentNotFound:
             return None
         return Route(e164, raw["tenant"], agent, raw.get("carrier") or None)
@@ -168,5 +251,9 @@ class Directory:
         for e164 in sorted(str(n) for n in await self.redis.smembers(keys.numbers(tenant))):
             raw = keys.strs(await self.redis.hgetall(keys.number(e164)))
             if raw:
-                out.append((e164, raw["agent"]))
+                try:
+                    name = (await self.get_agent_by_id(raw["agent"], tenant)).name
+                except AgentNotFound:
+                    name = "?"
+                out.append((e164, name))
         return out

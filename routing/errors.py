@@ -25,6 +25,12 @@ class AgentExists(RoutingError):
     code = "agent_exists"
 
 
+class AgentInUse(RoutingError):
+    """The agent still answers numbers."""
+
+    code = "agent_in_use"
+
+
 class NumberTaken(RoutingError):
     """The number already answers for another agent."""
 

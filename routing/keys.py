@@ -3,9 +3,10 @@
 ===============================================  ======  ===============================
 key                                              type    holds
 ===============================================  ======  ===============================
-``agent:{tenant}:{name}``                        hash    an agent's configuration
-``agents:{tenant}``                              set     the tenant's agent names
-``number:{e164}``                                hash    tenant and agent of a number
+``agent:{tenant}:{agent_id}``                    hash    an agent's configuration
+``agents:{tenant}``                              set     the tenant's agent ids
+``agentnames:{tenant}``                          hash    agent name -> agent id
+``number:{e164}``                                hash    tenant, agent id, holding carrier
 ``numbers:{tenant}``                             set     the tenant's numbers
 ``call:{call_id}``                               hash    one call: parties, agent, state
 ``call:{call_id}:events``                        list    CallEvent JSON, in arrival order
@@ -42,14 +43,19 @@ def fields(record: Mapping[str, str]) -> Mapping[Any, Any]:
 DEDUPE_TTL_S = 7 * 24 * 3600
 
 
-def agent(tenant: str, name: str) -> str:
+def agent(tenant: str, agent_id: str) -> str:
     """An agent's hash."""
-    return f"agent:{tenant}:{name}"
+    return f"agent:{tenant}:{agent_id}"
 
 
 def agents(tenant: str) -> str:
-    """The set of a tenant's agent names."""
+    """The set of a tenant's agent ids."""
     return f"agents:{tenant}"
+
+
+def agent_names(tenant: str) -> str:
+    """A tenant's agent names, each mapped to its id (names are unique in a tenant)."""
+    return f"agentnames:{tenant}"
 
 
 def number(e164: str) -> str:

@@ -62,13 +62,14 @@ class CallRecord:
     carrier: str
     carrier_call_id: str
     tenant: str
-    agent: str
+    agent: str  # the agent's id
     from_number: str
     to_number: str
     direction: str
     state: str
     created_at: float
     updated_at: float
+    agent_name: str = ""
     routing: Mapping[str, str] | None = None
 
     @classmethod
@@ -132,7 +133,8 @@ class CallStore:
             "carrier": inbound.carrier,
             "carrier_call_id": inbound.carrier_call_id,
             "tenant": route.tenant if route else "",
-            "agent": route.agent.name if route else "",
+            "agent": route.agent.agent_id if route else "",
+            "agent_name": route.agent.name if route else "",
             "from_number": inbound.from_number,
             "to_number": inbound.to_number,
             "direction": "inbound",
@@ -169,7 +171,8 @@ class CallStore:
             "carrier": routing["carrier"],
             "carrier_call_id": "",
             "tenant": source.tenant,
-            "agent": source.agent.name,
+            "agent": source.agent.agent_id,
+            "agent_name": source.agent.name,
             "from_number": source.number,
             "to_number": destination,
             "direction": "outbound",

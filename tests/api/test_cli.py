@@ -150,7 +150,8 @@ def test_provisioning_commands_give_one_line_errors(env: dict[str, str]) -> None
         "FR",
         env=env | {"BONMONIQ_REDIS_URL": env["BONMONIQ_REDIS_URL"]},
     )
-    assert "sinch API unreachable" in one_line_error(result)
+    # Unreachable: marked down, and an EU search never falls over to a US carrier.
+    assert "sinch (the only EU carrier) is unavailable" in one_line_error(result)
     assert "E.164" in one_line_error(bonmoniq("numbers", "rent", "12", "--agent", "x", env=env))
     assert "not one of your numbers" in one_line_error(
         bonmoniq("calls", "place", "--from", "+12125550100", "--to", "+12125550101", env=env)

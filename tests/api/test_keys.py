@@ -173,5 +173,13 @@ async def test_openapi_and_docs_are_served(live_server: LiveServer) -> None:
     async with httpx.AsyncClient(base_url=live_server.url) as c:
         schema = (await c.get("/openapi.json")).json()
         assert (await c.get("/docs")).status_code == 200
-    assert {"/v1/keys", "/v1/keys/{key_id}", "/v1/audit", "/v1/operator/tenants", "/v1/subprocessors"} <= set(schema["paths"])
-    assert not any(p.startswith("/webhooks") for p in schema["paths"])  # carriers' doors are not API
+    assert {
+        "/v1/keys",
+        "/v1/keys/{key_id}",
+        "/v1/audit",
+        "/v1/operator/tenants",
+        "/v1/subprocessors",
+    } <= set(schema["paths"])
+    assert not any(
+        p.startswith("/webhooks") for p in schema["paths"]
+    )  # carriers' doors are not API

@@ -158,8 +158,8 @@ async def test_two_simultaneous_calls_do_not_share_state(
     assert ta[0].role == "agent" and "help you today" in ta[0].text
     assert tb[0].role == "agent" and tb[0].text.startswith("Bike shop")
     assert a.turns[0].latency_s is not None and b.turns[0].latency_s is not None
-    assert (await store.get(a.call_id)).agent == "bakery"  # type: ignore[union-attr]
-    assert (await store.get(b.call_id)).agent == "garage"  # type: ignore[union-attr]
+    assert (await store.get(a.call_id)).agent_name == "bakery"  # type: ignore[union-attr]
+    assert (await store.get(b.call_id)).agent_name == "garage"  # type: ignore[union-attr]
 
 
 async def test_malformed_media_is_dropped_and_the_call_goes_on(

@@ -22,11 +22,12 @@ async def test_concurrent_duplicate_deliveries_create_one_call(redis) -> None:  
     assert await redis.zcard("calls") == 1
     assert [e.type for e in await store.events(call_id)] == [CallEventType.INBOUND]
     record = await store.get(call_id)
-    assert record is not None and (record.state, record.agent, record.tenant) == (
+    assert record is not None and (record.state, record.agent_name, record.tenant) == (
         "ringing",
         "bakery",
         "default",
     )
+    assert record.agent == ROUTE.agent.agent_id
     assert await store.by_carrier_id("twilio", INBOUND.carrier_call_id) == call_id
 
 

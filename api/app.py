@@ -8,7 +8,15 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from api import problems, public, routes_keys, routes_sinch, routes_telnyx, routes_twilio
+from api import (
+    problems,
+    public,
+    routes_agents,
+    routes_keys,
+    routes_sinch,
+    routes_telnyx,
+    routes_twilio,
+)
 from api.logs import current_request_id
 from api.platform import Platform
 from llm.client import probe
@@ -25,6 +33,7 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(routes_sinch.router(platform))
     app.include_router(public.router(platform.register))
     app.include_router(routes_keys.router(platform))
+    app.include_router(routes_agents.router(platform))
 
     @app.middleware("http")
     async def request_id(request: Request, call_next: Any) -> Any:

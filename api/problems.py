@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -17,7 +18,15 @@ from carriers.errors import (
     SignatureInvalid,
     WebhookMalformed,
 )
-from routing.errors import AgentExists, AgentNotFound, InvalidNumber, NumberTaken, RoutingError
+from routing.errors import (
+    AgentExists,
+    AgentInUse,
+    AgentNotFound,
+    InvalidNumber,
+    NumberTaken,
+    RouteRefused,
+    RoutingError,
+)
 
 log = logging.getLogger(__name__)
 MEDIA_TYPE = "application/problem+json"
@@ -30,6 +39,8 @@ _STATUS = {
     AgentExists: 409,
     NumberTaken: 409,
     AgentNotFound: 404,
+    AgentInUse: 409,
+    RouteRefused: 422,
 }
 
 
@@ -74,7 +85,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
-        response = problem(exc.status_code, code, str(exc.detail))
+        title = HTTPStatus(exc.status_code).phrase
+        response = problem(exc.status_code, code, title, str(exc.detail))
         for name, value in (exc.headers or {}).items():
             response.headers[name] = value
         return response

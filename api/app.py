@@ -13,6 +13,7 @@ from api import (
     public,
     routes_agents,
     routes_keys,
+    routes_numbers,
     routes_sinch,
     routes_telnyx,
     routes_twilio,
@@ -34,6 +35,7 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(public.router(platform.register))
     app.include_router(routes_keys.router(platform))
     app.include_router(routes_agents.router(platform))
+    app.include_router(routes_numbers.router(platform))
 
     @app.middleware("http")
     async def request_id(request: Request, call_next: Any) -> Any:

@@ -13,7 +13,7 @@ from carriers.errors import CarrierApiError, CarrierUnavailable
 from carriers.sinch.control import SinchControl
 from carriers.telnyx.control import TelnyxControl
 from carriers.twilio.control import TwilioControl
-from routing.directory import DEFAULT_TENANT, Directory, Route, normalise_number
+from routing.directory import DEFAULT_TENANT, Agent, Directory, Route, normalise_number
 from routing.errors import RouteRefused
 from routing.policy import Carrier, Decision, Health, Policy, Purpose, choose, route
 from voice.calls import CallStore
@@ -104,13 +104,10 @@ class Telephony:
             log.info("number search", extra={**decision.as_metadata(), "found": len(found)})
             return decision, found
 
-    async def rent(
-        self, number: str, agent: str, tenant: str = DEFAULT_TENANT
-    ) -> tuple[Decision, RentedNumber, Route]:
+    async def rent(self, number: str, agent: Agent) -> tuple[Decision, RentedNumber, Route]:
         """Rent ``number`` from the carrier the policy picks, pointing it at ``agent``."""
         now = time.time()
         e164 = normalise_number(number)
-        await self.directory.get_agent(agent, tenant)  # fail before renting anything
         decision = route(e164, Purpose.PROVISION, self.policy, self.health(now), now)
         control = self._control(decision.carrier)
         rented = await control.rent(
@@ -120,7 +117,7 @@ class Telephony:
         )
         holding = {"carrier": str(decision.carrier), "carrier_id": rented.carrier_id}
         holding |= {f"routing_{k}": v for k, v in decision.as_metadata().items()}
-        found = await self.directory.add_number(e164, agent, tenant, holding)
+        found = await self.directory.attach(e164, agent, holding)
         log.info("number rented", extra={"number": e164, **decision.as_metadata()})
         return decision, rented, found
 

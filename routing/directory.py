@@ -206,11 +206,28 @@ class Directory:
         ``holding`` records which carrier holds the number (``carrier``, ``carrier_id``) and
         the routing decision that chose it, for numbers rented through the platform.
         """
+        return await self.attach(raw_number, await self.get_agent(agent_name, tenant), holding)
+
+    async def attach(
+        self,
+        raw_number: str,
+        agent: Agent,
+        holding: Mapping[str, str] | None = None,
+        reassign: bool = False,
+    ) -> Route:
+        """Point a number at ``agent`` (of ``agent.tenant``); see :meth:`add_number`.
+
+        With ``reassign``, a number of the same tenant moves to ``agent``, keeping its carrier.
+        """
+        tenant = agent.tenant
         e164 = normalise_number(raw_number)
-        agent = await self.get_agent(agent_name, tenant)
         current = keys.strs(await self.redis.hgetall(keys.number(e164)))
-        if current and (current["tenant"], current["agent"]) != (tenant, agent.agent_id):
-            raise NumberTaken(f"{e164} already answers for another agent")
+        if current and current["tenant"] != tenant:
+            raise NumberTaken(f"{e164} is not available")
+        if current and current["agent"] != agent.agent_id:
+            if not reassign:
+                raise NumberTaken(f"{e164} already answers for another agent")
+            holding = {k: v for k, v in current.items() if k not in ("tenant", "agent")}
         fields = {"tenant": tenant, "agent": agent.agent_id, **(holding or {})}
         async with self.redis.pipeline(transaction=True) as p:
             p.hset(keys.number(e164), mapping=keys.fields(fields))

@@ -192,7 +192,11 @@ def route(
                 f"{country} is an EU/EEA number: it may only be carried by "
                 f"{policy.residency_carrier}, not {holder}"
             )
-        if not health.usable(holder, now):
+        # An inbound call proves its carrier works: only configuration and the register count.
+        usable = (
+            holder in health.available if purpose == Purpose.INBOUND else health.usable(holder, now)
+        )
+        if not usable:
             raise RouteRefused(f"{holder}, which holds the number, is unavailable")
         what = "caller ID" if purpose == Purpose.OUTBOUND else "called number"
         reason = f"{purpose} through {holder}, which holds the {what}"

@@ -121,6 +121,9 @@ def start_server(redis_url: str, var: Path, ready: str = "/readyz", **env: str) 
         "BONMONIQ_SINCH_KEY_ID": "e2e-key",
         "BONMONIQ_SINCH_KEY_SECRET": "e2e-key-secret",
         "BONMONIQ_SINCH_VOICE_BASE": f"http://127.0.0.1:{sinch_port}",
+        # Nothing here may reach a carrier's real host: every REST API is on loopback.
+        "BONMONIQ_SINCH_NUMBERS_BASE": f"http://127.0.0.1:{sinch_port}",
+        "BONMONIQ_TWILIO_API_BASE": f"http://127.0.0.1:{free_port()}",
         "BONMONIQ_OPERATOR_TOKEN": OPERATOR_TOKEN,
         **env,
     }

@@ -72,9 +72,13 @@ async def test_eu_search_with_sinch_down_is_refused_not_rerouted(world) -> None:
 
 async def test_rent_points_the_number_at_the_platform_and_records_the_decision(world) -> None:  # type: ignore[no-untyped-def]
     telephony, fakes, _ = world
-    decision, rented, route = await telephony.rent("+33185001234", "bakery")
+    decision, rented, route = await telephony.rent(
+        "+33185001234", await telephony.directory.get_agent("bakery")
+    )
     assert (decision.carrier, rented.carrier, route.carrier) == (Carrier.SINCH, "sinch", "sinch")
-    decision, rented, route = await telephony.rent("+12125550101", "bakery")
+    decision, rented, route = await telephony.rent(
+        "+12125550101", await telephony.directory.get_agent("bakery")
+    )
     assert decision.carrier == Carrier.TWILIO and rented.carrier_id.startswith("PN")
     buy = form(fakes[Carrier.TWILIO].seen[-1])
     assert buy["VoiceUrl"] == [f"{PUBLIC}/webhooks/twilio/voice"] and buy["StatusCallback"] == [
@@ -89,8 +93,12 @@ async def test_rent_points_the_number_at_the_platform_and_records_the_decision(w
 
 async def test_outbound_leaves_through_the_holder_subject_to_residency(world) -> None:  # type: ignore[no-untyped-def]
     telephony, fakes, health = world
-    await telephony.rent("+12125550101", "bakery")  # held by Twilio
-    await telephony.rent("+33185001234", "bakery")  # held by Sinch
+    await telephony.rent(
+        "+12125550101", await telephony.directory.get_agent("bakery")
+    )  # held by Twilio
+    await telephony.rent(
+        "+33185001234", await telephony.directory.get_agent("bakery")
+    )  # held by Sinch
     with pytest.raises(RouteRefused, match="EU/EEA number"):
         await telephony.place_call("+12125550101", "+33612345678")  # EU destination via Twilio
     placed = await telephony.place_call("+12125550101", "+14155550199")

@@ -118,8 +118,17 @@ def test_calls_go_through_the_carrier_holding_the_number_subject_to_residency(
         route(example("DE"), purpose, Policy(), ALL_UP, NOW, holder=Carrier.TWILIO)
     d = route(example("DE"), purpose, Policy(), ALL_UP, NOW, holder=Carrier.SINCH)
     assert (d.carrier, d.region) == (Carrier.SINCH, "eu")
+    if purpose == Purpose.OUTBOUND:
+        with pytest.raises(RouteRefused, match="unavailable"):
+            route(example("US"), purpose, Policy(), TWILIO_DOWN, NOW, holder=Carrier.TWILIO)
+    else:  # the call arrived: the carrier works, whatever its API did a minute ago
+        assert (
+            route(example("US"), purpose, Policy(), TWILIO_DOWN, NOW, holder=Carrier.TWILIO).carrier
+            == Carrier.TWILIO
+        )
+    unconfigured = Health(frozenset({Carrier.SINCH, Carrier.TELNYX}))
     with pytest.raises(RouteRefused, match="unavailable"):
-        route(example("US"), purpose, Policy(), TWILIO_DOWN, NOW, holder=Carrier.TWILIO)
+        route(example("US"), purpose, Policy(), unconfigured, NOW, holder=Carrier.TWILIO)
     with pytest.raises(ValueError, match="holding"):
         route(example("US"), purpose, Policy(), ALL_UP, NOW)
 

@@ -1,0 +1,160 @@
+"""``/v1/numbers``: search through the router, provision, list, attach an agent, release."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Depends, Query, Response
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException
+
+from api.auth import Caller, tenant_key
+from api.platform import Platform
+from api.tenants import Role, TenantStore
+from routing import keys
+from routing.directory import Agent, normalise_number
+from routing.errors import AgentNotFound
+
+
+class RoutingOut(BaseModel):
+    """Why this carrier: the router's decision."""
+
+    carrier: str
+    region: str
+    country: str
+    reason: str
+
+
+class AvailableOut(BaseModel):
+    """A number for rent."""
+
+    number: str
+    country: str
+    locality: str
+
+
+class SearchOut(BaseModel):
+    """Numbers for rent and the routing decision that chose their carrier."""
+
+    routing: RoutingOut
+    items: list[AvailableOut]
+
+
+class NumberCreate(BaseModel):
+    """Rent ``number`` and point it at ``agent_id``."""
+
+    model_config = ConfigDict(extra="ignore")
+    number: str = Field(description="E.164, e.g. +33185001234")
+    agent_id: str
+
+
+class NumberPatch(BaseModel):
+    """Point the number at another agent."""
+
+    model_config = ConfigDict(extra="ignore")
+    agent_id: str
+
+
+class NumberOut(BaseModel):
+    """One of the tenant's numbers."""
+
+    number: str
+    agent_id: str
+    carrier: str | None
+    routing: RoutingOut | None
+
+
+class NumberList(BaseModel):
+    """The tenant's numbers."""
+
+    items: list[NumberOut]
+
+
+def router(platform: Platform) -> APIRouter:
+    """Routes bound to ``platform``."""
+    r = APIRouter(prefix="/v1/numbers", tags=["numbers"])
+
+    def store() -> TenantStore:
+        return platform.tenants
+
+    editor = Depends(tenant_key(store, Role.EDITOR))
+    viewer = Depends(tenant_key(store, Role.VIEWER))
+
+    async def audit(caller: Caller, action: str, target: str, **detail: object) -> None:
+        await platform.audit.append(
+            caller.tenant_id, at=time.time(), key_id=caller.key.key_id, action=action,
+            target=target, address=caller.address, request_id=caller.request_id, detail=detail,
+        )  # fmt: skip
+
+    async def agent_of(caller: Caller, agent_id: str) -> Agent:
+        try:
+            return await platform.directory.get_agent_by_id(agent_id, caller.tenant_id)
+        except AgentNotFound as e:
+            raise HTTPException(422, f"no agent {agent_id!r} in your tenant") from e
+
+    async def number_out(caller: Caller, raw: str) -> NumberOut:
+        e164 = normalise_number(raw)
+        fields = keys.strs(await platform.redis.hgetall(keys.number(e164)))
+        if not fields or fields.get("tenant") != caller.tenant_id:
+            raise HTTPException(404, "no such number")
+        routing = {k[8:]: v for k, v in fields.items() if k.startswith("routing_")}
+        return NumberOut(
+            number=e164,
+            agent_id=fields["agent"],
+            carrier=fields.get("carrier") or None,
+            routing=RoutingOut(**routing) if routing else None,
+        )
+
+    @r.get("/available", response_model=SearchOut)
+    async def search(
+        caller: Caller = viewer,
+        country: str = Query(min_length=2, max_length=2, description="ISO 3166-1 alpha-2"),
+        area_code: str | None = Query(default=None, max_length=8, pattern=r"^\d+$"),
+        contains: str | None = Query(default=None, max_length=15, pattern=r"^\d+$"),
+    ) -> SearchOut:
+        """Numbers for rent, from the carrier the routing policy picks for ``country``."""
+        decision, found = await platform.telephony().search(country.upper(), area_code, contains)
+        return SearchOut(
+            routing=RoutingOut(**decision.as_metadata()),
+            items=[
+                AvailableOut(number=n.number, country=n.country, locality=n.locality) for n in found
+            ],
+        )
+
+    @r.post("", status_code=201, response_model=NumberOut)
+    async def provision(body: NumberCreate, caller: Caller = editor) -> NumberOut:
+        """Rent a number through the carrier the router picks; 422 with the reason if refused."""
+        agent = await agent_of(caller, body.agent_id)
+        decision, rented, route = await platform.telephony().rent(body.number, agent)
+        await audit(caller, "number.provision", route.number, **decision.as_metadata())
+        return await number_out(caller, route.number)
+
+    @r.get("", response_model=NumberList)
+    async def list_numbers(caller: Caller = viewer) -> NumberList:
+        """Your tenant's numbers."""
+        numbers = [n for n, _ in await platform.directory.list_numbers(caller.tenant_id)]
+        return NumberList(items=[await number_out(caller, n) for n in numbers])
+
+    @r.get("/{number}", response_model=NumberOut)
+    async def read(number: str, caller: Caller = viewer) -> NumberOut:
+        """One of your numbers."""
+        return await number_out(caller, number)
+
+    @r.patch("/{number}", response_model=NumberOut)
+    async def attach(number: str, body: NumberPatch, caller: Caller = editor) -> NumberOut:
+        """Point one of your numbers at another of your agents."""
+        current = await number_out(caller, number)
+        agent = await agent_of(caller, body.agent_id)
+        await platform.directory.attach(current.number, agent, reassign=True)
+        await audit(caller, "number.attach", current.number, agent_id=agent.agent_id)
+        return await number_out(caller, current.number)
+
+    @r.delete("/{number}", status_code=204)
+    async def release(number: str, caller: Caller = editor) -> Response:
+        """Release one of your numbers (given back to its carrier if rented through us)."""
+        current = await number_out(caller, number)
+        await platform.telephony().release(current.number, caller.tenant_id)
+        await audit(caller, "number.release", current.number)
+        return Response(status_code=204)
+
+    return r

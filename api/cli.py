@@ -189,7 +189,10 @@ def cmd_numbers_rent(args: argparse.Namespace) -> int:
     """Rent a number through the carrier the routing policy picks and point it at an agent."""
 
     async def run(t: Any) -> int:
-        decision, rented, _ = await t.rent(args.number, await t.directory.get_agent(args.agent))
+        from routing.directory import normalise_number
+
+        number = normalise_number(args.number)  # the first argument's error first
+        decision, rented, _ = await t.rent(number, await t.directory.get_agent(args.agent))
         print(f"{rented.number} rented from {rented.carrier} ({decision.reason})")
         print(f"{rented.number} -> agent {args.agent}")
         return 0

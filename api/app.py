@@ -12,6 +12,7 @@ from api import (
     problems,
     public,
     routes_agents,
+    routes_calls,
     routes_keys,
     routes_numbers,
     routes_sinch,
@@ -36,6 +37,7 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(routes_keys.router(platform))
     app.include_router(routes_agents.router(platform))
     app.include_router(routes_numbers.router(platform))
+    app.include_router(routes_calls.router(platform))
 
     @app.middleware("http")
     async def request_id(request: Request, call_next: Any) -> Any:

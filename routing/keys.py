@@ -12,6 +12,7 @@ key                                              type    holds
 ``call:{call_id}:events``                        list    CallEvent JSON, in arrival order
 ``call:{call_id}:transcript``                    list    turns: role, text, at
 ``calls``                                        zset    call ids by creation time
+``calls:{tenant}``                               zset    the tenant's call ids by creation time
 ``carrier:{carrier}:call:{carrier_call_id}``     string  our call id for a carrier's id
 ``dedupe:{carrier}:{kind}:{key}``                string  marks a delivery already applied
 ``early:{carrier}:{carrier_call_id}``            string  a final status that came first
@@ -122,3 +123,8 @@ def api_key(key_id: str) -> str:
 def audit(tenant_id: str) -> str:
     """A tenant's audit stream."""
     return f"audit:{tenant_id}"
+
+
+def tenant_calls(tenant: str) -> str:
+    """A tenant's call ids by creation time."""
+    return f"calls:{tenant}"

@@ -33,6 +33,7 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX') then
   redis.call('HSET', KEYS[2], unpack(ARGV, 4))
   redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
   redis.call('RPUSH', KEYS[4], ARGV[3])
+  if KEYS[5] then redis.call('ZADD', KEYS[5], ARGV[2], ARGV[1]) end
   return {ARGV[1], 1}
 end
 return {redis.call('GET', KEYS[1]), 0}
@@ -155,8 +156,9 @@ class CallStore:
         event = CallEvent(event_type, call_id, now, data)
         # One script: a concurrent repeat either creates the call or sees it complete.
         fields = [x for kv in record.items() for x in kv]
+        index = [keys.tenant_calls(route.tenant)] if route else []
         got, created = await self._open(
-            keys=[mapping, keys.call(call_id), keys.CALLS, keys.call_events(call_id)],
+            keys=[mapping, keys.call(call_id), keys.CALLS, keys.call_events(call_id), *index],
             args=[call_id, str(now), event.to_json(), *fields],
         )
         return str(got), bool(created)
@@ -187,9 +189,19 @@ class CallStore:
         async with self.redis.pipeline(transaction=True) as p:
             p.hset(keys.call(call_id), mapping=keys.fields(record))
             p.zadd(keys.CALLS, {call_id: now})
+            p.zadd(keys.tenant_calls(source.tenant), {call_id: now})
             p.rpush(keys.call_events(call_id), event.to_json())
             await p.execute()
         return call_id
+
+    async def page(self, tenant: str, before: float | None, limit: int) -> list[CallRecord]:
+        """The tenant's calls, newest first, created strictly before ``before``."""
+        top = f"({before}" if before is not None else "+inf"
+        ids = await self.redis.zrevrangebyscore(
+            keys.tenant_calls(tenant), top, "-inf", start=0, num=limit
+        )
+        records = [await self.get(str(i)) for i in ids]
+        return [r for r in records if r is not None]
 
     async def attach_carrier_call(self, call_id: str, carrier: str, carrier_call_id: str) -> None:
         """Link our outbound call to the carrier's id once the carrier accepted it."""

@@ -7,11 +7,13 @@ or remove one.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
 
+from api.auth import Caller
 from routing import keys
 
 
@@ -54,6 +56,13 @@ class AuditLog:
                   "detail": json.dumps(detail or {})}  # fmt: skip
         entry_id = await self.redis.xadd(keys.audit(tenant_id), dict(keys.fields(fields)))
         return str(entry_id)
+
+    async def record(self, caller: Caller, action: str, target: str, **detail: Any) -> str:
+        """Add an entry for what ``caller`` just did, now."""
+        return await self.append(
+            caller.tenant_id, at=time.time(), key_id=caller.key.key_id, action=action,
+            target=target, address=caller.address, request_id=caller.request_id, detail=detail,
+        )  # fmt: skip
 
     async def read(self, tenant_id: str, after: str = "-", limit: int = 100) -> list[AuditEntry]:
         """Entries in order, after the stream id ``after`` (exclusive; ``-``: from the start)."""

@@ -51,13 +51,11 @@ def bearer(request: Request) -> str:
     return token.strip()
 
 
-def tenant_key(
-    store: Callable[[], TenantStore], role: Role
-) -> Callable[[Request], Awaitable[Caller]]:
+def tenant_key(store: TenantStore, role: Role) -> Callable[[Request], Awaitable[Caller]]:
     """A FastAPI dependency: a usable key of at least ``role``."""
 
     async def dependency(request: Request) -> Caller:
-        key = await store().authenticate(bearer(request), time.time())
+        key = await store.authenticate(bearer(request), time.time())
         if key is None:
             raise Unauthorized("the API key is unknown, revoked or expired")
         if RANK[key.role] < RANK[role]:

@@ -99,6 +99,24 @@ async def accept(platform: Platform, inbound: InboundCall, now: float) -> Accept
     return Accepted(call_id, created, found if answer else None, decision, refusal)
 
 
+def start_reader(
+    parse_message: Callable[[str], dict[str, Any]],
+    parse_start: Callable[[dict[str, Any]], StreamStart],
+) -> Callable[[WebSocket], Awaitable[StreamStart]]:
+    """A reader of ``connected`` then ``start`` (how Twilio and Telnyx open a stream)."""
+
+    async def read(ws: WebSocket) -> StreamStart:
+        for _ in range(3):
+            message = parse_message(await ws.receive_text())
+            if message["event"] == "start":
+                return parse_start(message)
+            if message["event"] != "connected":
+                raise MediaMalformed(f"{message['event']} before start")
+        raise MediaMalformed("no start message")
+
+    return read
+
+
 async def first_message(ws: WebSocket, read: Callable[[WebSocket], Awaitable[T]]) -> T | None:
     """Accept the socket and ``read`` its opening message(s); on a protocol error close it.
 

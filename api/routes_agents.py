@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 
 from api.auth import Caller, tenant_key
 from api.platform import Platform
-from api.tenants import Role, TenantStore
+from api.tenants import Role
 from routing.directory import (
     DEFAULT_ANNOUNCEMENT,
     DEFAULT_GREETING,
@@ -108,18 +108,9 @@ def router(platform: Platform) -> APIRouter:
     """Routes bound to ``platform``."""
     r = APIRouter(prefix="/v1/agents", tags=["agents"])
 
-    def store() -> TenantStore:
-        return platform.tenants
-
-    editor = Depends(tenant_key(store, Role.EDITOR))
-    viewer = Depends(tenant_key(store, Role.VIEWER))
+    editor = Depends(tenant_key(platform.tenants, Role.EDITOR))
+    viewer = Depends(tenant_key(platform.tenants, Role.VIEWER))
     voices = frozenset({platform.engines.voice_name})
-
-    async def audit(caller: Caller, action: str, target: str, **detail: object) -> None:
-        await platform.audit.append(
-            caller.tenant_id, at=time.time(), key_id=caller.key.key_id, action=action,
-            target=target, address=caller.address, request_id=caller.request_id, detail=detail,
-        )  # fmt: skip
 
     async def find(caller: Caller, agent_id: str) -> Agent:
         try:
@@ -132,7 +123,7 @@ def router(platform: Platform) -> APIRouter:
         """Create an agent."""
         agent = _build(caller.tenant_id, body.model_dump(), voices)
         await platform.directory.add_agent(agent)
-        await audit(caller, "agent.create", agent.agent_id, name=agent.name)
+        await platform.audit.record(caller, "agent.create", agent.agent_id, name=agent.name)
         return AgentOut.of(agent)
 
     @r.get("", response_model=AgentList)
@@ -161,7 +152,7 @@ def router(platform: Platform) -> APIRouter:
         agent = _build(caller.tenant_id, fields, voices, agent_id=current.agent_id,
                        created_at=current.created_at, updated_at=time.time())  # fmt: skip
         await platform.directory.update_agent(agent, current.name)
-        await audit(caller, "agent.update", agent.agent_id, fields=sorted(changes))
+        await platform.audit.record(caller, "agent.update", agent.agent_id, fields=sorted(changes))
         return AgentOut.of(agent)
 
     @r.delete("/{agent_id}", status_code=204)
@@ -169,7 +160,7 @@ def router(platform: Platform) -> APIRouter:
         """Delete an agent that answers no number (409 otherwise)."""
         agent = await find(caller, agent_id)
         await platform.directory.delete_agent(agent)
-        await audit(caller, "agent.delete", agent.agent_id, name=agent.name)
+        await platform.audit.record(caller, "agent.delete", agent.agent_id, name=agent.name)
         return Response(status_code=204)
 
     return r

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
 from dataclasses import asdict
 from typing import Any, Literal
 
@@ -13,7 +12,7 @@ from starlette.exceptions import HTTPException
 
 from api.auth import Caller, tenant_key
 from api.platform import Platform
-from api.tenants import Role, TenantStore
+from api.tenants import Role
 from voice.calls import CallRecord
 
 #: Calls scanned at most for one filtered page (filters are applied after the time index).
@@ -87,10 +86,7 @@ def router(platform: Platform) -> APIRouter:
     """Routes bound to ``platform``."""
     r = APIRouter(prefix="/v1/calls", tags=["calls"])
 
-    def store() -> TenantStore:
-        return platform.tenants
-
-    viewer = Depends(tenant_key(store, Role.VIEWER))
+    viewer = Depends(tenant_key(platform.tenants, Role.VIEWER))
 
     async def find(caller: Caller, call_id: str) -> CallRecord:
         record = await platform.calls.get(call_id)
@@ -154,10 +150,7 @@ def router(platform: Platform) -> APIRouter:
         """What was said; every read is written to the audit log."""
         await find(caller, call_id)
         turns = await platform.calls.transcript(call_id)
-        await platform.audit.append(
-            caller.tenant_id, at=time.time(), key_id=caller.key.key_id, action="transcript.read",
-            target=call_id, address=caller.address, request_id=caller.request_id,
-        )  # fmt: skip
+        await platform.audit.record(caller, "transcript.read", call_id)
         return Transcript(
             call_id=call_id,
             turns=[

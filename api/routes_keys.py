@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from api.audit import AuditLog
 from api.auth import Caller, operator, tenant_key
 from api.platform import Platform
-from api.tenants import ApiKey, Role, TenantStore
+from api.tenants import ApiKey, Role
 
 
 class KeyCreate(BaseModel):
@@ -99,18 +99,9 @@ def router(platform: Platform) -> APIRouter:
     """Routes bound to ``platform``."""
     r = APIRouter(prefix="/v1")
 
-    def store() -> TenantStore:
-        return platform.tenants
-
-    admin = Depends(tenant_key(store, Role.ADMIN))
-    viewer = Depends(tenant_key(store, Role.VIEWER))
+    admin = Depends(tenant_key(platform.tenants, Role.ADMIN))
+    viewer = Depends(tenant_key(platform.tenants, Role.VIEWER))
     as_operator = Depends(operator(lambda: platform.operator_token))
-
-    async def audit(caller: Caller, action: str, target: str, **detail: object) -> None:
-        await platform.audit.append(
-            caller.tenant_id, at=time.time(), key_id=caller.key.key_id, action=action,
-            target=target, address=caller.address, request_id=caller.request_id, detail=detail,
-        )  # fmt: skip
 
     @r.post("/keys", status_code=201, response_model=KeyCreated, tags=["keys"])
     async def create_key(body: KeyCreate, caller: Caller = admin) -> KeyCreated:
@@ -120,7 +111,7 @@ def router(platform: Platform) -> APIRouter:
         if expires is not None and expires <= now:
             raise HTTPException(422, "expires_at must be in the future")
         key, raw = await platform.tenants.create_key(caller.tenant_id, body.role, now, expires)
-        await audit(caller, "key.create", key.key_id, role=str(body.role))
+        await platform.audit.record(caller, "key.create", key.key_id, role=str(body.role))
         return KeyCreated(**KeyOut.of(key).model_dump(), api_key=raw)
 
     @r.get("/keys", response_model=KeyList, tags=["keys"])
@@ -136,7 +127,7 @@ def router(platform: Platform) -> APIRouter:
         revoked = await platform.tenants.revoke_key(caller.tenant_id, key_id, time.time())
         if revoked is None:
             raise HTTPException(404, "no such key")
-        await audit(caller, "key.revoke", key_id)
+        await platform.audit.record(caller, "key.revoke", key_id)
         return Response(status_code=204)
 
     @r.get("/audit", response_model=AuditPage, tags=["audit"])

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import time
-
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from api.auth import Caller, tenant_key
 from api.platform import Platform
-from api.tenants import Role, TenantStore
+from api.tenants import Role
 from routing import keys
 from routing.directory import Agent, normalise_number
 from routing.errors import AgentNotFound
@@ -74,17 +72,8 @@ def router(platform: Platform) -> APIRouter:
     """Routes bound to ``platform``."""
     r = APIRouter(prefix="/v1/numbers", tags=["numbers"])
 
-    def store() -> TenantStore:
-        return platform.tenants
-
-    editor = Depends(tenant_key(store, Role.EDITOR))
-    viewer = Depends(tenant_key(store, Role.VIEWER))
-
-    async def audit(caller: Caller, action: str, target: str, **detail: object) -> None:
-        await platform.audit.append(
-            caller.tenant_id, at=time.time(), key_id=caller.key.key_id, action=action,
-            target=target, address=caller.address, request_id=caller.request_id, detail=detail,
-        )  # fmt: skip
+    editor = Depends(tenant_key(platform.tenants, Role.EDITOR))
+    viewer = Depends(tenant_key(platform.tenants, Role.VIEWER))
 
     async def agent_of(caller: Caller, agent_id: str) -> Agent:
         try:
@@ -126,7 +115,9 @@ def router(platform: Platform) -> APIRouter:
         """Rent a number through the carrier the router picks; 422 with the reason if refused."""
         agent = await agent_of(caller, body.agent_id)
         decision, rented, route = await platform.telephony().rent(body.number, agent)
-        await audit(caller, "number.provision", route.number, **decision.as_metadata())
+        await platform.audit.record(
+            caller, "number.provision", route.number, **decision.as_metadata()
+        )
         return await number_out(caller, route.number)
 
     @r.get("", response_model=NumberList)
@@ -146,7 +137,9 @@ def router(platform: Platform) -> APIRouter:
         current = await number_out(caller, number)
         agent = await agent_of(caller, body.agent_id)
         await platform.directory.attach(current.number, agent, reassign=True)
-        await audit(caller, "number.attach", current.number, agent_id=agent.agent_id)
+        await platform.audit.record(
+            caller, "number.attach", current.number, agent_id=agent.agent_id
+        )
         return await number_out(caller, current.number)
 
     @r.delete("/{number}", status_code=204)
@@ -154,7 +147,7 @@ def router(platform: Platform) -> APIRouter:
         """Release one of your numbers (given back to its carrier if rented through us)."""
         current = await number_out(caller, number)
         await platform.telephony().release(current.number, caller.tenant_id)
-        await audit(caller, "number.release", current.number)
+        await platform.audit.record(caller, "number.release", current.number)
         return Response(status_code=204)
 
     return r

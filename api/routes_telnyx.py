@@ -8,10 +8,9 @@ import time
 from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import Response
 
-from api.inbound import CLOSE_POLICY, accept, first_message, run_stream, verified
+from api.inbound import CLOSE_POLICY, accept, first_message, run_stream, start_reader, verified
 from api.platform import Platform
-from carriers.base import StreamStart
-from carriers.errors import CarrierUnavailable, MediaMalformed
+from carriers.errors import CarrierUnavailable
 from carriers.telnyx import media, webhook
 from carriers.telnyx.control import TelnyxControl
 from routing import keys
@@ -56,7 +55,7 @@ def router(platform: Platform) -> APIRouter:
             await ws.close(code=CLOSE_POLICY)
             return
         control = platform.telnyx
-        start = await first_message(ws, _read_start)
+        start = await first_message(ws, start_reader(media.parse_message, media.parse_start))
         if start is None:
             return
         await run_stream(
@@ -87,14 +86,3 @@ async def _apply(
     update = webhook.status(event)
     if update is not None:
         await platform.calls.apply_status(webhook.CARRIER, update, now)
-
-
-async def _read_start(ws: WebSocket) -> StreamStart:
-    """Read ``connected`` then ``start``."""
-    for _ in range(3):
-        message = media.parse_message(await ws.receive_text())
-        if message["event"] == "start":
-            return media.parse_start(message)
-        if message["event"] != "connected":
-            raise MediaMalformed(f"{message['event']} before start")
-    raise MediaMalformed("no start message")

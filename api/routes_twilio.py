@@ -9,10 +9,9 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import Response
 
-from api.inbound import CLOSE_POLICY, accept, first_message, run_stream, verified
+from api.inbound import CLOSE_POLICY, accept, first_message, run_stream, start_reader, verified
 from api.platform import Platform
-from carriers.base import StreamStart
-from carriers.errors import CarrierUnavailable, MediaMalformed, SignatureInvalid, WebhookMalformed
+from carriers.errors import CarrierUnavailable, SignatureInvalid, WebhookMalformed
 from carriers.twilio import media, signature, webhook
 from carriers.twilio.control import TwilioAccount
 from routing.policy import Carrier
@@ -114,7 +113,7 @@ def router(platform: Platform) -> APIRouter:
             log.warning("media upgrade refused", extra={"reason": verdict.reason})
             await ws.close(code=CLOSE_POLICY)  # before accept: an HTTP 403 to the upgrade
             return
-        start = await first_message(ws, _read_start)
+        start = await first_message(ws, start_reader(media.parse_message, media.parse_start))
         if start is None:
             return
         await run_stream(
@@ -123,17 +122,6 @@ def router(platform: Platform) -> APIRouter:
         )  # fmt: skip
 
     return r
-
-
-async def _read_start(ws: WebSocket) -> StreamStart:
-    """Read ``connected`` then ``start``; anything else first is a protocol error."""
-    for _ in range(3):
-        message = media.parse_message(await ws.receive_text())
-        if message["event"] == "start":
-            return media.parse_start(message)
-        if message["event"] != "connected":
-            raise MediaMalformed(f"{message['event']} before start")
-    raise MediaMalformed("no start message")
 
 
 __all__ = ["MEDIA_PATH", "STATUS_PATH", "VOICE_PATH", "router"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 from redis.asyncio import Redis
 
@@ -11,6 +12,7 @@ from api.audit import AuditLog
 from api.settings import Settings
 from api.telephony import Telephony
 from api.tenants import TenantStore
+from carriers.errors import CarrierUnavailable
 from carriers.sinch.control import SinchControl
 from carriers.telnyx.control import TelnyxControl
 from carriers.twilio.control import TwilioControl
@@ -20,6 +22,8 @@ from routing.subprocessors import Register
 from voice.calls import CallStore
 from voice.engines import Engines
 from voice.session import CallConfig
+
+C = TypeVar("C", TwilioControl, TelnyxControl, SinchControl)
 
 
 @dataclass
@@ -41,10 +45,6 @@ class Platform:
         self.policy = Policy.load(self.settings.routing_policy)
         self.controls = controls_for(self.accounts)
         self.verifiers = verifiers_for(self.accounts)
-        twilio, telnyx, sinch = (self.controls.get(c) for c in Carrier)
-        self.twilio = twilio if isinstance(twilio, TwilioControl) else None
-        self.telnyx = telnyx if isinstance(telnyx, TelnyxControl) else None
-        self.sinch = sinch if isinstance(sinch, SinchControl) else None
         #: Carriers marked down until a time (a carrier API failing); see :meth:`health`.
         self.down_until: dict[Carrier, float] = {}
         self.calls = CallStore(self.redis)
@@ -55,6 +55,16 @@ class Platform:
             temperature=self.settings.llm_temperature,
             max_seconds=self.settings.call_max_seconds,
         )
+
+    def control(self, carrier: Carrier, kind: type[C]) -> C:
+        """The REST client of ``carrier``; :class:`CarrierUnavailable` if it is not configured."""
+        control = self.controls.get(carrier)
+        if not isinstance(control, kind):
+            raise CarrierUnavailable(
+                f"{carrier} is not configured: set its BONMONIQ_{str(carrier).upper()}_* "
+                "settings (README, Settings)"
+            )
+        return control
 
     def health(self, now: float) -> Health:
         """Usable carriers at ``now``: configured, on the register in force, not marked down."""

@@ -10,7 +10,6 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
-from api.audit import AuditLog
 from api.auth import Caller, operator, tenant_key
 from api.platform import Platform
 from api.tenants import ApiKey, Role
@@ -153,4 +152,4 @@ def router(platform: Platform) -> APIRouter:
     return r
 
 
-__all__ = ["AuditLog", "router"]
+__all__ = ["router"]

@@ -22,22 +22,13 @@ MEDIA_PATH = "/media/sinch"
 APOLOGY_UNKNOWN_NUMBER = "Sorry, this number is not in service. Goodbye."
 
 
-def _control(platform: Platform) -> SinchControl:
-    if platform.sinch is None:
-        raise CarrierUnavailable(
-            "Sinch is not configured: set BONMONIQ_SINCH_APP_KEY, _APP_SECRET, _PROJECT_ID, "
-            "_KEY_ID and _KEY_SECRET"
-        )
-    return platform.sinch
-
-
 def router(platform: Platform) -> APIRouter:
     """Routes bound to ``platform``."""
     r = APIRouter(tags=["carrier: sinch"])
 
     @r.post(CALLBACK_PATH, include_in_schema=False)
     async def callback(request: Request) -> Response:
-        _control(platform)
+        platform.control(Carrier.SINCH, SinchControl)
         # Sinch signs the path it called: the public one, whatever a proxy rewrote.
         req = await verified(platform, Carrier.SINCH, request)
         now = time.time()
@@ -60,10 +51,11 @@ def router(platform: Platform) -> APIRouter:
 
     @r.websocket(MEDIA_PATH)
     async def media_stream(ws: WebSocket) -> None:
-        if platform.sinch is None:
+        try:
+            control = platform.control(Carrier.SINCH, SinchControl)
+        except CarrierUnavailable:
             await ws.close(code=CLOSE_POLICY)
             return
-        control = platform.sinch
         opened = await first_message(ws, _read_connect)
         if opened is None:
             return

@@ -21,21 +21,13 @@ WEBHOOK_PATH = "/webhooks/telnyx"
 MEDIA_PATH = "/media/telnyx"
 
 
-def _control(platform: Platform) -> TelnyxControl:
-    if platform.telnyx is None:
-        raise CarrierUnavailable(
-            "Telnyx is not configured: set BONMONIQ_TELNYX_API_KEY, _PUBLIC_KEY and _CONNECTION_ID"
-        )
-    return platform.telnyx
-
-
 def router(platform: Platform) -> APIRouter:
     """Routes bound to ``platform``."""
     r = APIRouter(tags=["carrier: telnyx"])
 
     @r.post(WEBHOOK_PATH, include_in_schema=False)
     async def events(request: Request) -> Response:
-        control = _control(platform)
+        control = platform.control(Carrier.TELNYX, TelnyxControl)
         req = await verified(platform, Carrier.TELNYX, request)
         now = time.time()
         event = webhook.parse(req.body)
@@ -51,10 +43,11 @@ def router(platform: Platform) -> APIRouter:
 
     @r.websocket(MEDIA_PATH)
     async def media_stream(ws: WebSocket) -> None:
-        if platform.telnyx is None:
+        try:
+            control = platform.control(Carrier.TELNYX, TelnyxControl)
+        except CarrierUnavailable:
             await ws.close(code=CLOSE_POLICY)
             return
-        control = platform.telnyx
         start = await first_message(ws, start_reader(media.parse_message, media.parse_start))
         if start is None:
             return

@@ -148,7 +148,6 @@ class CallSession:
         self._hang_up = hang_up
         self.agent = agent
         self.store = store
-        self.engines = engines
         self._ending = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._rejected = 0

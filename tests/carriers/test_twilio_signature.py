@@ -87,10 +87,7 @@ def test_vectors_verify_and_twilio_agrees(
     assert verify_request(url, _form(params), headers, TOKEN)
     # twilio-python's own validator reaches the same verdict on the same input.
     assert RequestValidator(TOKEN).validate(url, _MultiDict(params), expected)
-    assert RequestValidator(TOKEN).compute_signature(url, _MultiDict(params)) in (
-        expected,
-        compute_signature(url, params, TOKEN),
-    )
+    assert RequestValidator(TOKEN).compute_signature(url, _MultiDict(params)) == expected
 
 
 def test_port_variants_verify_either_way() -> None:

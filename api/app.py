@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -9,6 +10,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from api import (
+    idempotency,
+    metrics,
     problems,
     public,
     routes_agents,
@@ -38,6 +41,17 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(routes_agents.router(platform))
     app.include_router(routes_numbers.router(platform))
     app.include_router(routes_calls.router(platform))
+    app.include_router(metrics.router())
+
+    @app.middleware("http")
+    async def idempotent(request: Request, call_next: Any) -> Any:
+        """Creating POSTs with an ``Idempotency-Key`` run once (api/idempotency.py)."""
+        if idempotency.applies(request):
+            return await idempotency.handle(platform.redis, request, call_next)
+        response = await call_next(request)
+        if request.url.path.startswith("/webhooks/"):
+            metrics.count_webhook(request.url.path, response.status_code)
+        return response
 
     @app.middleware("http")
     async def request_id(request: Request, call_next: Any) -> Any:
@@ -60,16 +74,25 @@ def create_app(platform: Platform) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["operations"], response_model=None)
-    async def readyz() -> JSONResponse | dict[str, str]:
+    async def readyz() -> JSONResponse | dict[str, Any]:
         """Redis answers, the models are loaded and the LLM server answers."""
         try:
             await platform.redis.ping()
         except Exception as e:  # any failure means not ready; say which
             return problems.problem(503, "not_ready", "State store unreachable", str(e))
+        missing = platform.engines.missing()
+        if missing:
+            return problems.problem(503, "not_ready", "Models not loaded", ", ".join(missing))
         try:
             await probe(platform.engines.llm)
         except LLMUnavailable as e:
             return problems.problem(503, "not_ready", "LLM unreachable", str(e))
-        return {"status": "ready"}
+        now = time.time()
+        usable = platform.health(now)
+        carriers = {
+            str(c): "up" if usable.usable(c, now) else "down"
+            for c in sorted(platform.controls, key=str)
+        }
+        return {"status": "ready", "models": "loaded", "llm": "reachable", "carriers": carriers}
 
     return app

@@ -19,6 +19,17 @@ from api.settings import Settings
 log = logging.getLogger("bonmoniq")
 
 
+def _count(text: str) -> int:
+    """A non-negative integer argument."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
 def _settings() -> Settings:
     return Settings()
 
@@ -110,10 +121,20 @@ def cmd_tenants_create(args: argparse.Namespace) -> int:
     """Create a tenant and its first admin key (printed once)."""
     import time
 
+    from api.limits import Limits
     from api.tenants import TenantStore
 
+    settings = _settings()
+    limits = Limits(
+        args.calls_per_minute if args.calls_per_minute is not None else settings.calls_per_minute,
+        args.concurrent_calls if args.concurrent_calls is not None else settings.concurrent_calls,
+        args.daily_spend_cents
+        if args.daily_spend_cents is not None
+        else settings.daily_spend_cents,
+    )
+
     async def run(client: Any) -> int:
-        tenant, raw = await TenantStore(client).create_tenant(args.name, time.time())
+        tenant, raw = await TenantStore(client).create_tenant(args.name, time.time(), limits)
         if args.json:
             print(json.dumps({"tenant_id": tenant.tenant_id, "api_key": raw}))
         else:
@@ -121,7 +142,7 @@ def cmd_tenants_create(args: argparse.Namespace) -> int:
             print(f"admin API key (shown once, store it now): {raw}")
         return 0
 
-    return asyncio.run(_with_directory(_settings(), run))
+    return asyncio.run(_with_directory(settings, run))
 
 
 def cmd_agents_add(args: argparse.Namespace) -> int:
@@ -316,6 +337,12 @@ def build_parser() -> argparse.ArgumentParser:
     tc = t.add_parser("create", help="create a tenant and its first admin key")
     tc.add_argument("name")
     tc.add_argument("--json", action="store_true")
+    for flag, what in (
+        ("--calls-per-minute", "outbound calls placed a minute"),
+        ("--concurrent-calls", "outbound calls open at once"),
+        ("--daily-spend-cents", "outbound spend a UTC day, in cents"),
+    ):
+        tc.add_argument(flag, type=_count, help=f"limit: {what} (default: BONMONIQ_* setting)")
     tc.set_defaults(fn=cmd_tenants_create)
 
     a = sub.add_parser("agents", help="agents").add_subparsers(dest="sub", required=True)

@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 
 from api.accounts import Accounts, controls_for, health_at, verifiers_for
 from api.audit import AuditLog
+from api.limits import Limits, OutboundLimiter
 from api.settings import Settings
 from api.telephony import Telephony
 from api.tenants import TenantStore
@@ -48,6 +49,15 @@ class Platform:
         #: Carriers marked down until a time (a carrier API failing); see :meth:`health`.
         self.down_until: dict[Carrier, float] = {}
         self.calls = CallStore(self.redis)
+        self.limiter = OutboundLimiter(
+            self.redis, self.settings.outbound_cents_per_minute, self.settings.call_max_seconds
+        )
+        #: Limits of a tenant that has none of its own (BONMONIQ_* defaults).
+        self.default_limits = Limits(
+            self.settings.calls_per_minute,
+            self.settings.concurrent_calls,
+            self.settings.daily_spend_cents,
+        )
         self.call_config = CallConfig(
             vad_stop_secs=self.settings.vad_stop_secs,
             turn_timeout_secs=self.settings.turn_timeout_secs,
@@ -74,7 +84,7 @@ class Platform:
         """Numbers and outbound calls through this platform's carriers."""
         return Telephony(
             self.settings, self.directory, self.calls, self.policy, self.health, self.controls,
-            self.mark_down,
+            self.mark_down, self.limiter,
         )  # fmt: skip
 
     def mark_down(self, carrier: Carrier, until: float) -> None:

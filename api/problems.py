@@ -8,9 +8,11 @@ from http import HTTPStatus
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 
+from api.limits import LimitExceeded
 from carriers.errors import (
     CarrierApiError,
     CarrierError,
@@ -50,7 +52,44 @@ _HTTP_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     422: "validation_error",
+    503: "unavailable",
 }
+
+
+class ApiProblem(Exception):
+    """A refusal with its own stable ``code`` (for those no typed domain error covers)."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        """``status`` and ``code`` of the problem; ``detail`` for people."""
+        super().__init__(detail)
+        self.status, self.code = status, code
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document; ``code`` is stable and meant for programs."""
+
+    type: str
+    title: str
+    status: int
+    code: str
+    detail: str | None = None
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, object]]:
+    """OpenAPI ``responses`` documenting problem+json answers with ``statuses``."""
+    schema = {"$ref": "#/components/schemas/Problem"}
+    return {
+        s: {
+            "description": HTTPStatus(s).phrase,
+            "model": Problem,
+            "content": {MEDIA_TYPE: {"schema": schema}},
+        }
+        for s in statuses
+    }
+
+
+#: What any authenticated ``/v1`` endpoint can answer besides success.
+API_ERRORS = responses(400, 401, 403, 404, 409, 422, 429, 502, 503)
 
 
 def problem(status: int, code: str, title: str, detail: str = "") -> JSONResponse:
@@ -72,6 +111,19 @@ def install(app: FastAPI) -> None:
         code = getattr(exc, "code", "error")
         log.warning("request refused", extra={"code": code, "path": request.url.path})
         return problem(status, code, type(exc).__name__, str(exc))
+
+    @app.exception_handler(ApiProblem)
+    async def _api(request: Request, exc: ApiProblem) -> JSONResponse:
+        log.warning("request refused", extra={"code": exc.code, "path": request.url.path})
+        return problem(exc.status, exc.code, HTTPStatus(exc.status).phrase, str(exc))
+
+    @app.exception_handler(LimitExceeded)
+    async def _limited(request: Request, exc: LimitExceeded) -> JSONResponse:
+        refused = exc.refused
+        log.warning("limit reached", extra={"limit": refused.limit, "path": request.url.path})
+        response = problem(429, exc.code, "Limit exceeded", str(exc))
+        response.headers["Retry-After"] = str(refused.retry_after_s)
+        return response
 
     @app.exception_handler(RedisError)
     async def _redis(request: Request, exc: RedisError) -> JSONResponse:

@@ -7,11 +7,12 @@ import time
 from typing import Literal
 
 from fastapi import APIRouter, Depends, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 from starlette.exceptions import HTTPException
 
 from api.auth import Caller, tenant_key
 from api.platform import Platform
+from api.problems import API_ERRORS
 from api.tenants import Role
 from routing.directory import (
     DEFAULT_ANNOUNCEMENT,
@@ -39,11 +40,15 @@ class AgentFields(BaseModel):
     voice: str = DEFAULT_VOICE
     greeting: str = Field(default=DEFAULT_GREETING, max_length=500)
     announcement: str = Field(default=DEFAULT_ANNOUNCEMENT, min_length=1, max_length=1000)
-    recording: bool = False
-    store_transcripts: bool = True
-    retention_days: int = Field(default=MAX_RETENTION_DAYS, ge=1, le=MAX_RETENTION_DAYS)
+    recording: StrictBool = False
+    store_transcripts: StrictBool = True
+    retention_days: StrictInt = Field(default=MAX_RETENTION_DAYS, ge=1, le=MAX_RETENTION_DAYS)
     transfer_number: str | None = None
     tools: list[Tool] = Field(default_factory=_default_tools)
+
+
+#: Fields a PATCH may set to null (to clear them); null is refused for the others.
+_NULLABLE = frozenset({"transfer_number", "announcement"})
 
 
 class AgentPatch(BaseModel):
@@ -58,9 +63,9 @@ class AgentPatch(BaseModel):
     voice: str | None = None
     greeting: str | None = Field(default=None, max_length=500)
     announcement: str | None = Field(default=None, max_length=1000)
-    recording: bool | None = None
-    store_transcripts: bool | None = None
-    retention_days: int | None = Field(default=None, ge=1, le=MAX_RETENTION_DAYS)
+    recording: StrictBool | None = None
+    store_transcripts: StrictBool | None = None
+    retention_days: StrictInt | None = Field(default=None, ge=1, le=MAX_RETENTION_DAYS)
     transfer_number: str | None = None
     tools: list[Tool] | None = None
 
@@ -106,7 +111,7 @@ def _build(tenant: str, fields: dict[str, object], voices: frozenset[str], **kee
 
 def router(platform: Platform) -> APIRouter:
     """Routes bound to ``platform``."""
-    r = APIRouter(prefix="/v1/agents", tags=["agents"])
+    r = APIRouter(prefix="/v1/agents", tags=["agents"], responses=API_ERRORS)
 
     editor = Depends(tenant_key(platform.tenants, Role.EDITOR))
     viewer = Depends(tenant_key(platform.tenants, Role.VIEWER))
@@ -143,6 +148,9 @@ def router(platform: Platform) -> APIRouter:
         """Change some fields of an agent."""
         current = await find(caller, agent_id)
         changes = body.model_dump(exclude_unset=True)
+        nulls = sorted(k for k, v in changes.items() if v is None and k not in _NULLABLE)
+        if nulls:
+            raise HTTPException(422, f"these fields cannot be null: {', '.join(nulls)}")
         if "announcement" in changes and not (changes["announcement"] or "").strip():
             raise HTTPException(
                 422, "the announcement (AI disclosure and recording notice) cannot be emptied"

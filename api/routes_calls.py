@@ -1,20 +1,31 @@
-"""``/v1/calls``, the read side: list (filters, cursor), one call, its transcript (audited)."""
+"""``/v1/calls``: place outbound calls (within the tenant's limits), list, read, transcripts."""
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import asdict
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel
+from fastapi import APIRouter, Depends, Query, Response
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from api.auth import Caller, tenant_key
 from api.platform import Platform
+from api.problems import API_ERRORS
 from api.tenants import Role
 from voice.calls import CallRecord
 
+
+def _iso(value: object) -> object:
+    """Only ISO 8601 date-times (pydantic alone would also read ``0.5`` as a Unix time)."""
+    if isinstance(value, str) and not re.match(r"^\d{4}-\d{2}-\d{2}", value):
+        raise ValueError("expected an ISO 8601 date-time, e.g. 2026-11-26T08:00:00Z")
+    return value
+
+
+IsoDatetime = Annotated[dt.datetime, BeforeValidator(_iso)]
 #: Calls scanned at most for one filtered page (filters are applied after the time index).
 _SCAN = 1000
 
@@ -43,6 +54,14 @@ class CallOut(BaseModel):
             updated_at=dt.datetime.fromtimestamp(r.updated_at, dt.UTC),
             routing=dict(r.routing) if r.routing else None,
         )  # fmt: skip
+
+
+class CallCreate(BaseModel):
+    """An outbound call from one of your numbers (its agent talks) to ``to``."""
+
+    model_config = ConfigDict(extra="ignore")  # server-owned fields sent by a client are ignored
+    from_number: str = Field(description="one of your numbers, E.164", max_length=32)
+    to: str = Field(description="the destination, E.164", max_length=32)
 
 
 class EventOut(BaseModel):
@@ -84,9 +103,10 @@ class Transcript(BaseModel):
 
 def router(platform: Platform) -> APIRouter:
     """Routes bound to ``platform``."""
-    r = APIRouter(prefix="/v1/calls", tags=["calls"])
+    r = APIRouter(prefix="/v1/calls", tags=["calls"], responses=API_ERRORS)
 
     viewer = Depends(tenant_key(platform.tenants, Role.VIEWER))
+    editor = Depends(tenant_key(platform.tenants, Role.EDITOR))
 
     async def find(caller: Caller, call_id: str) -> CallRecord:
         record = await platform.calls.get(call_id)
@@ -94,14 +114,30 @@ def router(platform: Platform) -> APIRouter:
             raise HTTPException(404, "no such call")
         return record
 
+    @r.post("", status_code=201, response_model=CallOut)
+    async def place(body: CallCreate, response: Response, caller: Caller = editor) -> CallOut:
+        """Place an outbound call, routed and within your limits (429 and Retry-After beyond)."""
+        limits = await platform.tenants.limits(caller.tenant_id, platform.default_limits)
+        placed = await platform.telephony().place_call(
+            body.from_number, body.to, caller.tenant_id, limits
+        )
+        await platform.audit.record(
+            caller, "call.place", placed.call_id, to=body.to, **placed.decision.as_metadata()
+        )
+        record = await platform.calls.get(placed.call_id)
+        if record is None:  # written before the carrier was asked; gone only if Redis lost it
+            raise HTTPException(503, "the call was placed but its record is not readable yet")
+        response.headers["Location"] = f"/v1/calls/{placed.call_id}"
+        return CallOut.of(record)
+
     @r.get("", response_model=CallPage)
     async def list_calls(
         caller: Caller = viewer,
         number: str | None = Query(default=None, description="either party, E.164"),
         direction: Literal["inbound", "outbound"] | None = None,
         status: str | None = Query(default=None, max_length=20),
-        since: dt.datetime | None = None,
-        until: dt.datetime | None = None,
+        since: IsoDatetime | None = None,
+        until: IsoDatetime | None = None,
         cursor: str | None = Query(default=None, pattern=r"^\d+(\.\d+)?$"),
         limit: int = Query(default=50, ge=1, le=200),
     ) -> CallPage:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from starlette.exceptions import HTTPException
 
 from api.auth import Caller, operator, tenant_key
+from api.limits import Limits
 from api.platform import Platform
-from api.tenants import ApiKey, Role
+from api.problems import API_ERRORS, ApiProblem
+from api.tenants import ApiKey, LastAdminKey, Role
 
 
 class KeyCreate(BaseModel):
@@ -79,11 +82,39 @@ class AuditPage(BaseModel):
     next_cursor: str | None
 
 
+class LimitsIn(BaseModel):
+    """A tenant's outbound limits (0 forbids outbound calls)."""
+
+    model_config = ConfigDict(extra="ignore")
+    calls_per_minute: StrictInt = Field(ge=0, le=100_000)
+    concurrent_calls: StrictInt = Field(ge=0, le=100_000)
+    daily_spend_cents: StrictInt = Field(ge=0, le=100_000_000)
+
+
+class UsageOut(BaseModel):
+    """Where the tenant stands now."""
+
+    calls_last_minute: int
+    open_calls: int
+    spent_today_cents: int
+
+
+class LimitsOut(BaseModel):
+    """The tenant's outbound limits and its use of them."""
+
+    calls_per_minute: int
+    concurrent_calls: int
+    daily_spend_cents: int
+    cents_reserved_per_call: int
+    usage: UsageOut
+
+
 class TenantCreate(BaseModel):
-    """A new tenant."""
+    """A new tenant; without ``limits`` it gets the operator's defaults."""
 
     model_config = ConfigDict(extra="ignore")
     name: str = Field(min_length=1, max_length=200)
+    limits: LimitsIn | None = None
 
 
 class TenantCreated(BaseModel):
@@ -96,7 +127,7 @@ class TenantCreated(BaseModel):
 
 def router(platform: Platform) -> APIRouter:
     """Routes bound to ``platform``."""
-    r = APIRouter(prefix="/v1")
+    r = APIRouter(prefix="/v1", responses=API_ERRORS)
 
     admin = Depends(tenant_key(platform.tenants, Role.ADMIN))
     viewer = Depends(tenant_key(platform.tenants, Role.VIEWER))
@@ -123,7 +154,12 @@ def router(platform: Platform) -> APIRouter:
     @r.delete("/keys/{key_id}", status_code=204, tags=["keys"])
     async def revoke_key(key_id: str, caller: Caller = admin) -> Response:
         """Revoke one of your tenant's keys (at once: it gets 401 from now on)."""
-        revoked = await platform.tenants.revoke_key(caller.tenant_id, key_id, time.time())
+        if key_id == caller.key.key_id:
+            raise ApiProblem(409, "own_key", "a key cannot revoke itself: use another admin key")
+        try:
+            revoked = await platform.tenants.revoke_key(caller.tenant_id, key_id, time.time())
+        except LastAdminKey as e:
+            raise ApiProblem(409, "last_admin_key", str(e)) from e
         if revoked is None:
             raise HTTPException(404, "no such key")
         await platform.audit.record(caller, "key.revoke", key_id)
@@ -132,22 +168,44 @@ def router(platform: Platform) -> APIRouter:
     @r.get("/audit", response_model=AuditPage, tags=["audit"])
     async def read_audit(
         caller: Caller = viewer,
-        cursor: Annotated[str, Query(pattern=r"^(-|\d+-\d+)$")] = "-",
+        cursor: Annotated[str, Query(pattern=r"^(-|\d{1,20}-\d{1,20})$")] = "-",
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
     ) -> AuditPage:
         """Your tenant's audit log, oldest first (append-only: nothing edits or deletes it)."""
+        if cursor != "-" and any(int(part) >= 2**64 for part in cursor.split("-")):
+            raise HTTPException(422, "cursor is not an entry id of the audit log")
         entries = await platform.audit.read(caller.tenant_id, cursor, limit)
         items = [AuditOut(id=e.id, at=dt.datetime.fromtimestamp(e.at, dt.UTC), key_id=e.key_id,
                           action=e.action, target=e.target, address=e.address,
                           request_id=e.request_id) for e in entries]  # fmt: skip
         return AuditPage(items=items, next_cursor=items[-1].id if len(items) == limit else None)
 
+    @r.get("/limits", response_model=LimitsOut, tags=["limits"])
+    async def read_limits(caller: Caller = viewer) -> LimitsOut:
+        """Your tenant's outbound limits and how much of them is in use."""
+        limits = await platform.tenants.limits(caller.tenant_id, platform.default_limits)
+        usage = await platform.limiter.usage(caller.tenant_id, time.time())
+        return LimitsOut(
+            **asdict(limits),
+            cents_reserved_per_call=platform.limiter.reserve_cents(),
+            usage=UsageOut(**asdict(usage)),
+        )
+
     @r.post("/operator/tenants", status_code=201, response_model=TenantCreated, tags=["operator"],
             dependencies=[as_operator])  # fmt: skip
     async def create_tenant(body: TenantCreate, request: Request) -> TenantCreated:
         """Operator only: a new tenant and its first admin key."""
-        tenant, raw = await platform.tenants.create_tenant(body.name, time.time())
+        limits = Limits(**body.limits.model_dump()) if body.limits else None
+        tenant, raw = await platform.tenants.create_tenant(body.name, time.time(), limits)
         return TenantCreated(tenant_id=tenant.tenant_id, name=tenant.name, api_key=raw)
+
+    @r.put("/operator/tenants/{tenant_id}/limits", response_model=LimitsIn, tags=["operator"],
+           dependencies=[as_operator])  # fmt: skip
+    async def set_limits(tenant_id: str, body: LimitsIn) -> LimitsIn:
+        """Operator only: set a tenant's outbound limits."""
+        if not await platform.tenants.set_limits(tenant_id, Limits(**body.model_dump())):
+            raise HTTPException(404, "no such tenant")
+        return body
 
     return r
 

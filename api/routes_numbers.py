@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import phonenumbers
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from api.auth import Caller, tenant_key
 from api.platform import Platform
+from api.problems import API_ERRORS, ApiProblem
 from api.tenants import Role
 from routing import keys
 from routing.directory import Agent, normalise_number
 from routing.errors import AgentNotFound
+
+#: Countries with telephone numbers (ISO 3166-1 alpha-2, upper case).
+COUNTRIES = sorted(phonenumbers.SUPPORTED_REGIONS)
 
 
 class RoutingOut(BaseModel):
@@ -70,7 +75,7 @@ class NumberList(BaseModel):
 
 def router(platform: Platform) -> APIRouter:
     """Routes bound to ``platform``."""
-    r = APIRouter(prefix="/v1/numbers", tags=["numbers"])
+    r = APIRouter(prefix="/v1/numbers", tags=["numbers"], responses=API_ERRORS)
 
     editor = Depends(tenant_key(platform.tenants, Role.EDITOR))
     viewer = Depends(tenant_key(platform.tenants, Role.VIEWER))
@@ -97,12 +102,16 @@ def router(platform: Platform) -> APIRouter:
     @r.get("/available", response_model=SearchOut)
     async def search(
         caller: Caller = viewer,
-        country: str = Query(min_length=2, max_length=2, description="ISO 3166-1 alpha-2"),
+        country: str = Query(
+            description="ISO 3166-1 alpha-2", json_schema_extra={"enum": COUNTRIES}
+        ),
         area_code: str | None = Query(default=None, max_length=8, pattern=r"^\d+$"),
         contains: str | None = Query(default=None, max_length=15, pattern=r"^\d+$"),
     ) -> SearchOut:
         """Numbers for rent, from the carrier the routing policy picks for ``country``."""
-        decision, found = await platform.telephony().search(country.upper(), area_code, contains)
+        if country not in phonenumbers.SUPPORTED_REGIONS:
+            raise ApiProblem(422, "unknown_country", f"{country!r} is not a country with numbers")
+        decision, found = await platform.telephony().search(country, area_code, contains)
         return SearchOut(
             routing=RoutingOut(**decision.as_metadata()),
             items=[

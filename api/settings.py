@@ -60,6 +60,23 @@ class Settings(BaseSettings):
     vad_stop_secs: float = 0.4
     turn_timeout_secs: float = 0.3
     call_max_seconds: int = 900
+    carrier_down_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How long a carrier whose API failed is left out of routing.",
+    )
+    calls_per_minute: int = Field(
+        default=10, ge=0, description="Default per-tenant limit: outbound calls placed a minute."
+    )
+    concurrent_calls: int = Field(
+        default=5, ge=0, description="Default per-tenant limit: outbound calls open at once."
+    )
+    daily_spend_cents: int = Field(
+        default=1000, ge=0, description="Default per-tenant cap: outbound spend a day (UTC)."
+    )
+    outbound_cents_per_minute: int = Field(
+        default=2, ge=0, description="What an outbound minute costs, for the spend cap."
+    )
 
     @field_validator("public_url")
     @classmethod

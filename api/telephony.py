@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from api.limits import LimitExceeded, Limits, OutboundLimiter, day
 from api.settings import Settings
 from carriers.base import AvailableNumber, RentedNumber
 from carriers.errors import CarrierApiError, CarrierUnavailable
@@ -16,11 +17,9 @@ from carriers.twilio.control import TwilioControl
 from routing.directory import DEFAULT_TENANT, Agent, Directory, Route, normalise_number
 from routing.errors import RouteRefused
 from routing.policy import Carrier, Decision, Health, Policy, Purpose, choose, route
-from voice.calls import CallStore
+from voice.calls import CallStore, Reservation, new_call_id
 
 log = logging.getLogger(__name__)
-#: How long a carrier whose API failed is left out of routing decisions.
-DOWN_FOR_S = 60.0
 Control = TwilioControl | TelnyxControl | SinchControl
 #: Where each carrier sends a rented number's calls (paths of api/routes_<carrier>.py).
 VOICE_PATHS = {
@@ -61,11 +60,13 @@ class Telephony:
         health: Callable[[float], Health],
         controls: Mapping[Carrier, Control],
         mark_down: Callable[[Carrier, float], None] | None = None,
+        limiter: OutboundLimiter | None = None,
     ) -> None:
         """Act through ``controls`` (one per configured carrier).
 
         ``mark_down(carrier, until)`` records a carrier whose API failed, so that the policy
         fails over to the next usable carrier (never across the EU residency rule).
+        ``limiter`` admits outbound calls against the tenant's limits.
         """
         self.settings = settings
         self.directory = directory
@@ -74,6 +75,7 @@ class Telephony:
         self.health = health
         self.controls = controls
         self.mark_down = mark_down
+        self.limiter = limiter
 
     def _control(self, carrier: Carrier) -> Control:
         control = self.controls.get(carrier)
@@ -98,7 +100,7 @@ class Telephony:
                 if self.mark_down is None or not e.retryable:
                     raise
                 log.warning("carrier API failing: marked down", extra={"carrier": decision.carrier})
-                self.mark_down(decision.carrier, now + DOWN_FOR_S)
+                self.mark_down(decision.carrier, now + self.settings.carrier_down_seconds)
                 tried.append(decision.carrier)
                 continue
             log.info("number search", extra={**decision.as_metadata(), "found": len(found)})
@@ -135,8 +137,14 @@ class Telephony:
         log.info("number released", extra={"number": e164, "carrier": fields["carrier"]})
         return rented
 
-    async def place_call(self, from_number: str, to: str, tenant: str = DEFAULT_TENANT) -> Placed:
-        """Call ``to`` from one of the tenant's numbers, through the carrier that holds it."""
+    async def place_call(
+        self, from_number: str, to: str, tenant: str = DEFAULT_TENANT, limits: Limits | None = None
+    ) -> Placed:
+        """Call ``to`` from one of the tenant's numbers, through the carrier that holds it.
+
+        With ``limits`` the call must first be admitted by the limiter (:class:`LimitExceeded`
+        otherwise); a call the carrier refuses gives its reservation back.
+        """
         now = time.time()
         source = await self.directory.lookup(from_number)
         if source is None or source.tenant != tenant:
@@ -150,17 +158,39 @@ class Telephony:
         decision = route(
             destination, Purpose.OUTBOUND, self.policy, self.health(now), now, holder=holder
         )
-        call_id = await self.calls.open_outbound(source, destination, now, decision.as_metadata())
-        state = {"call_id": call_id}
         control = self._control(holder)
-        media = self.settings.public_ws(MEDIA_PATHS[holder])
+        call_id = new_call_id()
+        reservation = None
+        if limits is not None and self.limiter is not None:
+            refused = await self.limiter.admit(tenant, call_id, limits, now)
+            if refused is not None:
+                log.warning("outbound call refused by a limit", extra={"limit": refused.limit})
+                raise LimitExceeded(refused)
+            reservation = Reservation(
+                self.limiter.reserve_cents(), day(now), self.limiter.cents_per_minute
+            )
+        await self.calls.open_outbound(
+            source, destination, now, decision.as_metadata(), call_id=call_id,
+            reservation=reservation,
+        )  # fmt: skip
+        try:
+            carrier_call_id = await self._dial(control, holder, source.number, destination, call_id)
+        except Exception:
+            await self.calls.advance(call_id, "failed", time.time())
+            await self.calls.settle(call_id, time.time(), 0.0)
+            raise
+        await self.calls.attach_carrier_call(call_id, str(holder), str(carrier_call_id))
+        log.info("outbound call placed", extra={"call_id": call_id, **decision.as_metadata()})
+        return Placed(call_id, str(carrier_call_id), decision)
+
+    async def _dial(
+        self, control: Control, holder: Carrier, source: str, destination: str, call_id: str
+    ) -> str:
         if isinstance(control, TwilioControl):
             # Twilio asks for the call's TwiML once answered: our stream, for this call id.
             answer = self.settings.public(f"/webhooks/twilio/outbound?call_id={call_id}")
             status = self.settings.public(STATUS_PATHS[holder])
-            carrier_call_id = await control.place_call(source.number, destination, answer, status)
-        else:  # Telnyx and Sinch stream the answered call to us directly
-            carrier_call_id = await control.place_call(source.number, destination, media, state)
-        await self.calls.attach_carrier_call(call_id, str(holder), str(carrier_call_id))
-        log.info("outbound call placed", extra={"call_id": call_id, **decision.as_metadata()})
-        return Placed(call_id, str(carrier_call_id), decision)
+            return str(await control.place_call(source, destination, answer, status))
+        # Telnyx and Sinch stream the answered call to us directly.
+        media = self.settings.public_ws(MEDIA_PATHS[holder])
+        return str(await control.place_call(source, destination, media, {"call_id": call_id}))

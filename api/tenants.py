@@ -15,9 +15,37 @@ from enum import StrEnum
 
 from redis.asyncio import Redis
 
+from api.limits import Limits
 from routing import keys
 
 _KEY = re.compile(r"^bmq_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
+
+
+_REVOKE = """
+local revoked = redis.call('HGET', KEYS[1], 'revoked_at')
+if revoked and revoked ~= '' then return 0 end
+local now = tonumber(ARGV[1])
+if redis.call('HGET', KEYS[1], 'role') == 'admin' then
+  local others = 0
+  for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+    local k = ARGV[2] .. id
+    if k ~= KEYS[1] and redis.call('HGET', k, 'role') == 'admin' then
+      local r = redis.call('HGET', k, 'revoked_at')
+      local e = redis.call('HGET', k, 'expires_at')
+      if (not r or r == '') and (not e or e == '' or tonumber(e) > now) then
+        others = others + 1
+      end
+    end
+  end
+  if others == 0 then return -1 end
+end
+redis.call('HSET', KEYS[1], 'revoked_at', ARGV[1])
+return 1
+"""
+
+
+class LastAdminKey(Exception):
+    """Revoking this key would leave the tenant with no usable admin key."""
 
 
 class Role(StrEnum):
@@ -72,6 +100,18 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def _new_key(
+    tenant_id: str, role: Role, now: float, expires_at: float | None
+) -> tuple[ApiKey, str, dict[str, str]]:
+    """A key's record, its raw value, and the hash stored for it (the secret's digest only)."""
+    key = ApiKey(secrets.token_hex(8), tenant_id, role, now, expires_at)
+    secret = secrets.token_urlsafe(32)
+    record = {"key_id": key.key_id, "tenant_id": tenant_id, "role": str(role),
+              "created_at": str(now), "digest": _digest(secret),
+              "expires_at": str(expires_at) if expires_at else ""}  # fmt: skip
+    return key, f"bmq_{key.key_id}_{secret}", record
+
+
 class TenantStore:
     """Tenants and keys in Redis (layout in :mod:`routing.keys`)."""
 
@@ -79,20 +119,40 @@ class TenantStore:
         """Use ``redis`` (decode_responses=True)."""
         self.redis = redis
 
-    async def create_tenant(self, name: str, now: float) -> tuple[Tenant, str]:
-        """A new tenant and the raw value of its first admin key (shown once)."""
+    async def create_tenant(
+        self, name: str, now: float, limits: Limits | None = None
+    ) -> tuple[Tenant, str]:
+        """A new tenant and the raw value of its first admin key (shown once).
+
+        The tenant, its listing and its first key are written in one MULTI/EXEC.
+        """
         if not name.strip() or len(name) > 200:
             raise ValueError("a tenant needs a name of 1-200 characters")
         tenant = Tenant("ten_" + secrets.token_hex(8), name.strip(), now)
-        await self.redis.hset(
-            keys.tenant(tenant.tenant_id),
-            mapping=keys.fields(
-                {"tenant_id": tenant.tenant_id, "name": tenant.name, "created_at": str(now)}
-            ),  # fmt: skip
-        )
-        await self.redis.sadd(keys.TENANTS, tenant.tenant_id)
-        _, raw = await self.create_key(tenant.tenant_id, Role.ADMIN, now)
+        record = {"tenant_id": tenant.tenant_id, "name": tenant.name, "created_at": str(now)}
+        if limits is not None:
+            record |= limits.as_fields()
+        key, raw, key_record = _new_key(tenant.tenant_id, Role.ADMIN, now, None)
+        async with self.redis.pipeline(transaction=True) as p:
+            p.hset(keys.tenant(tenant.tenant_id), mapping=keys.fields(record))
+            p.sadd(keys.TENANTS, tenant.tenant_id)
+            p.hset(keys.api_key(key.key_id), mapping=keys.fields(key_record))
+            p.sadd(keys.tenant_keys(tenant.tenant_id), key.key_id)
+            await p.execute()
         return tenant, raw
+
+    async def limits(self, tenant_id: str, default: Limits) -> Limits:
+        """The tenant's outbound limits (``default`` for any it has not been given)."""
+        return Limits.from_fields(
+            keys.strs(await self.redis.hgetall(keys.tenant(tenant_id))), default
+        )
+
+    async def set_limits(self, tenant_id: str, limits: Limits) -> bool:
+        """Give the tenant its own limits; ``False`` if there is no such tenant."""
+        if not await self.redis.exists(keys.tenant(tenant_id)):
+            return False
+        await self.redis.hset(keys.tenant(tenant_id), mapping=keys.fields(limits.as_fields()))
+        return True
 
     async def get_tenant(self, tenant_id: str) -> Tenant | None:
         """A tenant, or ``None``."""
@@ -105,16 +165,12 @@ class TenantStore:
         self, tenant_id: str, role: Role, now: float, expires_at: float | None = None
     ) -> tuple[ApiKey, str]:
         """A new key of ``role``; its record and its raw value (the only time it is seen)."""
-        key = ApiKey(secrets.token_hex(8), tenant_id, role, now, expires_at)
-        secret = secrets.token_urlsafe(32)
-        record = {"key_id": key.key_id, "tenant_id": tenant_id, "role": str(role),
-                  "created_at": str(now), "digest": _digest(secret),
-                  "expires_at": str(expires_at) if expires_at else ""}  # fmt: skip
+        key, raw, record = _new_key(tenant_id, role, now, expires_at)
         async with self.redis.pipeline(transaction=True) as p:
             p.hset(keys.api_key(key.key_id), mapping=keys.fields(record))
             p.sadd(keys.tenant_keys(tenant_id), key.key_id)
             await p.execute()
-        return key, f"bmq_{key.key_id}_{secret}"
+        return key, raw
 
     async def list_keys(self, tenant_id: str) -> list[ApiKey]:
         """The tenant's keys, oldest first."""
@@ -133,12 +189,21 @@ class TenantStore:
         return ApiKey.from_redis(raw)
 
     async def revoke_key(self, tenant_id: str, key_id: str, now: float) -> ApiKey | None:
-        """Revoke the tenant's key; ``None`` if it is not the tenant's."""
+        """Revoke the tenant's key; ``None`` if it is not the tenant's.
+
+        The tenant's last usable admin key cannot be revoked (:class:`LastAdminKey`): the
+        check and the revocation are one Lua script, so two admins revoking each other at
+        once cannot lock the tenant out.
+        """
         key = await self.get_key(tenant_id, key_id)
         if key is None:
             return None
-        if key.revoked_at is None:
-            await self.redis.hset(keys.api_key(key_id), "revoked_at", str(now))
+        done = await self.redis.eval(
+            _REVOKE, 2, keys.api_key(key_id), keys.tenant_keys(tenant_id), str(now),
+            keys.api_key(""),
+        )  # fmt: skip
+        if int(done) < 0:
+            raise LastAdminKey("this is the tenant's last usable admin key: create another first")
         return await self.get_key(tenant_id, key_id)
 
     async def authenticate(self, raw_key: str, now: float) -> ApiKey | None:

@@ -21,6 +21,10 @@ key                                              type    holds
 ``apikey:{key_id}``                              hash    a key: tenant, role, digest, expiry
 ``tenant:{tenant_id}:keys``                      set     the tenant's key ids
 ``audit:{tenant_id}``                            stream  the tenant's append-only audit log
+``limits:{tenant}:rate``                         zset    outbound call ids by placing time (60 s)
+``limits:{tenant}:open``                         zset    open outbound call ids by latest end
+``limits:{tenant}:spend:{day}``                  string  cents reserved/spent that UTC day
+``idem:{scope}:{key}``                           hash    an Idempotency-Key's first response
 ===============================================  ======  ===============================
 """
 
@@ -128,3 +132,23 @@ def audit(tenant_id: str) -> str:
 def tenant_calls(tenant: str) -> str:
     """A tenant's call ids by creation time."""
     return f"calls:{tenant}"
+
+
+def limit_rate(tenant: str) -> str:
+    """A tenant's outbound calls of the last minute, scored by when they were placed."""
+    return f"limits:{tenant}:rate"
+
+
+def limit_open(tenant: str) -> str:
+    """A tenant's open outbound calls, scored by the time they must be over by."""
+    return f"limits:{tenant}:open"
+
+
+def limit_spend(tenant: str, day: str) -> str:
+    """Cents a tenant reserved or spent on outbound calls on a UTC ``day`` (YYYY-MM-DD)."""
+    return f"limits:{tenant}:spend:{day}"
+
+
+def idempotency(scope: str, key: str) -> str:
+    """The first response to a request with ``Idempotency-Key: key`` from credentials ``scope``."""
+    return f"idem:{scope}:{key}"

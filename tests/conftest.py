@@ -97,11 +97,14 @@ class LiveServer:
     log: Path
     telnyx_api_port: int = 0
     sinch_api_port: int = 0
+    sinch_numbers_port: int = 0
+    twilio_api_port: int = 0
 
 
 def start_server(redis_url: str, var: Path, ready: str = "/readyz", **env: str) -> LiveServer:
     """`bonmoniq serve` as a child process on a free port; returns once ``ready`` answers 200."""
     port, telnyx_port, sinch_port = free_port(), free_port(), free_port()
+    sinch_numbers_port, twilio_port = free_port(), free_port()
     full_env = {
         **os.environ,
         "BONMONIQ_PORT": str(port),
@@ -122,9 +125,11 @@ def start_server(redis_url: str, var: Path, ready: str = "/readyz", **env: str) 
         "BONMONIQ_SINCH_KEY_SECRET": "e2e-key-secret",
         "BONMONIQ_SINCH_VOICE_BASE": f"http://127.0.0.1:{sinch_port}",
         # Nothing here may reach a carrier's real host: every REST API is on loopback.
-        "BONMONIQ_SINCH_NUMBERS_BASE": f"http://127.0.0.1:{sinch_port}",
-        "BONMONIQ_TWILIO_API_BASE": f"http://127.0.0.1:{free_port()}",
+        "BONMONIQ_SINCH_NUMBERS_BASE": f"http://127.0.0.1:{sinch_numbers_port}",
+        "BONMONIQ_TWILIO_API_BASE": f"http://127.0.0.1:{twilio_port}",
         "BONMONIQ_OPERATOR_TOKEN": OPERATOR_TOKEN,
+        # Tests reach unreachable carrier APIs on purpose; a failed carrier is back soon.
+        "BONMONIQ_CARRIER_DOWN_SECONDS": "2",
         **env,
     }
     log = var / "serve.log"
@@ -142,7 +147,16 @@ def start_server(redis_url: str, var: Path, ready: str = "/readyz", **env: str) 
         assert proc.poll() is None, log.read_text()[-3000:]
         try:
             if httpx.get(url + ready, timeout=2).status_code == 200:
-                return LiveServer(url, redis_url, proc, log, telnyx_port, sinch_port)
+                return LiveServer(
+                    url,
+                    redis_url,
+                    proc,
+                    log,
+                    telnyx_port,
+                    sinch_port,
+                    sinch_numbers_port,
+                    twilio_port,
+                )
         except httpx.HTTPError:
             pass
         time.sleep(0.3)

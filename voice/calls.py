@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import secrets
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -49,10 +50,41 @@ end
 return 0
 """
 
+#: Final states: the call is over (its reservation against the spend cap is settled).
+FINAL_STATES = frozenset(s for s, rank in STATE_RANK.items() if rank == 3)
+_SETTLE = """
+if redis.call('HSETNX', KEYS[1], 'settled_at', ARGV[1]) == 0 then return -1 end
+redis.call('ZREM', KEYS[2], ARGV[2])
+local reserved = tonumber(redis.call('HGET', KEYS[1], 'reserved_cents') or '0')
+local used = math.min(reserved, tonumber(ARGV[3]))
+redis.call('HSET', KEYS[1], 'cost_cents', used)
+if reserved > used and redis.call('EXISTS', KEYS[3]) == 1 then
+  redis.call('DECRBY', KEYS[3], reserved - used)
+end
+return used
+"""
+
 
 def new_call_id() -> str:
     """A fresh call id, ours (carriers' ids stay in the record)."""
     return "call_" + secrets.token_hex(12)
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """What an outbound call holds of its tenant's daily spend cap."""
+
+    cents: int
+    day: str
+    cents_per_minute: int
+
+    def as_fields(self) -> dict[str, str]:
+        """As fields of the call's hash."""
+        return {
+            "reserved_cents": str(self.cents),
+            "reserved_day": self.day,
+            "cents_per_minute": str(self.cents_per_minute),
+        }
 
 
 @dataclass(frozen=True)
@@ -108,6 +140,7 @@ class CallStore:
         self.redis = redis
         self._advance = redis.register_script(_ADVANCE)
         self._open = redis.register_script(_OPEN)
+        self._settle = redis.register_script(_SETTLE)
 
     async def open_inbound(
         self,
@@ -164,10 +197,22 @@ class CallStore:
         return str(got), bool(created)
 
     async def open_outbound(
-        self, source: Route, destination: str, now: float, routing: Mapping[str, str]
+        self,
+        source: Route,
+        destination: str,
+        now: float,
+        routing: Mapping[str, str],
+        *,
+        call_id: str | None = None,
+        reservation: Reservation | None = None,
     ) -> str:
-        """Record an outbound call before the carrier is asked to place it; its id."""
-        call_id = new_call_id()
+        """Record an outbound call before the carrier is asked to place it; its id.
+
+        ``reservation`` is what the call holds of its tenant's daily spend cap, refunded down
+        to what the call cost by :meth:`settle` when it ends.
+        """
+        call_id = call_id or new_call_id()
+        held = reservation.as_fields() if reservation else {}
         record = {
             "call_id": call_id,
             "carrier": routing["carrier"],
@@ -182,6 +227,7 @@ class CallStore:
             "created_at": str(now),
             "updated_at": str(now),
             **{f"routing_{k}": v for k, v in routing.items()},
+            **held,
         }
         event = CallEvent(
             CallEventType.OUTBOUND, call_id, now, {"to": destination, "routing": dict(routing)}
@@ -282,8 +328,34 @@ class CallStore:
         if update.duration_s is not None:
             data["duration_s"] = update.duration_s
         await self.add_event(CallEvent(CallEventType.STATUS, call_id, now, data))
-        if update.status in ("completed", "busy", "failed", "no-answer", "canceled"):
+        if update.status in FINAL_STATES:
             await self.add_event(
                 CallEvent(CallEventType.ENDED, call_id, now, {"status": update.status})
             )
+            talked = update.duration_s if update.status == "completed" else 0.0
+            await self.settle(call_id, now, talked)
         return call_id
+
+    async def settle(self, call_id: str, now: float, duration_s: float | None) -> int | None:
+        """Charge a finished outbound call and give back the rest of its reservation (once).
+
+        ``duration_s`` is the carrier's billed duration; ``None`` when it did not say (the
+        time since the call was placed is charged then). Returns the cost in cents, or
+        ``None`` if the call held no reservation or was settled already.
+        """
+        raw = keys.strs(await self.redis.hgetall(keys.call(call_id)))
+        if not raw.get("reserved_cents"):
+            return None
+        if duration_s is None:
+            duration_s = max(0.0, now - float(raw["created_at"]))
+        rate = int(raw.get("cents_per_minute") or 0)
+        used = rate * math.ceil(duration_s / 60)
+        got = await self._settle(
+            keys=[
+                keys.call(call_id),
+                keys.limit_open(raw["tenant"]),
+                keys.limit_spend(raw["tenant"], raw["reserved_day"]),
+            ],
+            args=[str(now), call_id, used],
+        )
+        return None if int(got) < 0 else int(got)

@@ -63,6 +63,8 @@ class Engines:
     llm: LLMEndpoint
     _phrases: dict[tuple[str, int], bytes] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    #: The models that have run once since loading (see :meth:`warm_up`).
+    warmed: set[str] = field(default_factory=set)
 
     @classmethod
     def load(
@@ -88,8 +90,24 @@ class Engines:
         silero = onnxruntime.InferenceSession(
             str(silero_model_path()), providers=["CPUExecutionProvider"], sess_options=opts
         )
+        engines = cls(whisper, piper, tts.spec.name, silero, llm)
+        engines.warm_up()
         log.info("speech models loaded", extra={"seconds": round(time.monotonic() - t0, 2)})
-        return cls(whisper, piper, tts.spec.name, silero, llm)
+        return engines
+
+    def warm_up(self) -> None:
+        """Run each model once, so the first call pays no lazy initialisation."""
+        segments, _ = self.whisper.transcribe(np.zeros(16000, dtype=np.float32), language="en")
+        list(segments)
+        self.warmed.add("stt")
+        if self.synthesize("Hello."):
+            self.warmed.add("tts")
+        if self.silero.get_inputs():
+            self.warmed.add("vad")
+
+    def missing(self) -> list[str]:
+        """Models not ready to serve a call (empty when all are)."""
+        return sorted({"stt", "tts", "vad"} - self.warmed)
 
     @property
     def tts_rate(self) -> int:

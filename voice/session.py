@@ -21,8 +21,11 @@ from pipecat.frames.frames import (
     ErrorFrame,
     FunctionCallResultProperties,
     InterruptionFrame,
+    MetricsFrame,
     TTSSpeakFrame,
+    VADUserStoppedSpeakingFrame,
 )
+from pipecat.metrics.metrics import ProcessingMetricsData, TTFBMetricsData
 from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
@@ -49,6 +52,7 @@ from routing.directory import Agent
 from voice.calls import CallRecord, CallStore, Turn
 from voice.engines import PHONE_RATE, Engines
 from voice.events import CallEvent, CallEventType, current_call_id
+from voice.metrics import ACTIVE_CALLS, CALLS, STAGE_SECONDS
 from voice.processors import Announcer, ClosingPhrases, is_closing
 from voice.services import SharedPiperTTS, SharedSileroVAD, SharedWhisperSTT
 
@@ -100,20 +104,57 @@ async def prepare_phrases(engines: Engines, agent: Agent) -> None:
         await engines.phrase(text.strip(), PHONE_RATE)
 
 
+def _stage(data: object) -> str | None:
+    """The stage a pipecat metric measures, from the service that reported it."""
+    name = getattr(data, "processor", "")
+    kind = "stt" if "STT" in name else "llm" if "LLM" in name else "tts" if "TTS" in name else None
+    if kind is None:
+        return None
+    if isinstance(data, TTFBMetricsData):
+        return f"{kind}_ttfb"
+    if isinstance(data, ProcessingMetricsData) and kind == "stt":
+        return "stt"
+    return None
+
+
 class _CallObserver(BaseObserver):
-    """Notices barge-ins: the caller interrupting while the agent speaks, once per interruption."""
+    """Notices barge-ins (once per interruption) and times the pipeline's stages."""
 
     def __init__(self, session: CallSession) -> None:
         super().__init__()
         self._session = session
         self.bot_speaking = False
+        #: When the caller's last utterance ended (VAD end time minus its hangover), unanswered.
+        self._speech_ended: float | None = None
+        self._seen: set[int] = set()
+
+    def _first_sight(self, frame_id: int) -> bool:
+        """A frame is pushed once per hop; count it once."""
+        if frame_id in self._seen:
+            return False
+        if len(self._seen) > 4096:
+            self._seen.clear()
+        self._seen.add(frame_id)
+        return True
 
     async def on_push_frame(self, data: FramePushed) -> None:
         frame = data.frame
         if isinstance(frame, BotStartedSpeakingFrame):
+            if not self.bot_speaking and self._speech_ended is not None:
+                STAGE_SECONDS.labels("response").observe(time.time() - self._speech_ended)
+                self._speech_ended = None
             self.bot_speaking = True
         elif isinstance(frame, BotStoppedSpeakingFrame):
             self.bot_speaking = False
+        elif isinstance(frame, VADUserStoppedSpeakingFrame):
+            if self._first_sight(frame.id):
+                self._speech_ended = frame.timestamp - frame.stop_secs
+        elif isinstance(frame, MetricsFrame):
+            if self._first_sight(frame.id):
+                for metric in frame.data:
+                    stage = _stage(metric)
+                    if isinstance(metric, TTFBMetricsData | ProcessingMetricsData) and stage:
+                        STAGE_SECONDS.labels(stage).observe(metric.value)
         elif isinstance(frame, InterruptionFrame) and self.bot_speaking:
             # One interruption travels as several frames; the first one counts.
             self.bot_speaking = False
@@ -211,7 +252,11 @@ class CallSession:
         )
         self.worker = PipelineWorker(
             self.pipeline,
-            params=PipelineParams(audio_in_sample_rate=STT_RATE, audio_out_sample_rate=PHONE_RATE),
+            params=PipelineParams(
+                audio_in_sample_rate=STT_RATE,
+                audio_out_sample_rate=PHONE_RATE,
+                enable_metrics=True,
+            ),
             enable_rtvi=False,
             idle_timeout_secs=None,
             observers=[self._observer],
@@ -315,6 +360,7 @@ class CallSession:
     async def run(self) -> None:
         """Run the call until either side hangs up."""
         token = current_call_id.set(self.call.call_id)
+        ACTIVE_CALLS.inc()
         try:
             await self.event(CallEventType.MEDIA_CONNECTED, agent=self.agent.name)
             try:
@@ -337,6 +383,8 @@ class CallSession:
                 except Exception as e:  # the carrier ends the call anyway when the socket closes
                     log.warning("carrier hang-up failed", extra={"error": str(e)})
         finally:
+            ACTIVE_CALLS.dec()
+            CALLS.labels("ended_by_platform" if self._ending else "ended_by_caller").inc()
             for task in list(self._tasks):
                 await task
             await self.event(CallEventType.MEDIA_CLOSED)

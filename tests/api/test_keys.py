@@ -35,7 +35,17 @@ async def test_cli_creates_a_tenant_whose_key_works(
         "BONMONIQ_REDIS_URL": live_server.redis_url,
         "BONMONIQ_LOG_LEVEL": "WARNING",
     }
-    cmd = [sys.executable, "-m", "api.cli", "tenants", "create", "Acme", "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "api.cli",
+        "tenants",
+        "create",
+        "Acme",
+        "--json",
+        "--concurrent-calls",
+        "2",
+    ]
     out = await asyncio.to_thread(
         subprocess.run, cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=60
     )
@@ -44,7 +54,19 @@ async def test_cli_creates_a_tenant_whose_key_works(
     assert created["tenant_id"].startswith("ten_") and created["api_key"].startswith("bmq_")
     async with httpx.AsyncClient(base_url=live_server.url) as c:
         r = await c.get("/v1/keys", headers=auth(created["api_key"]))
+        limits = (await c.get("/v1/limits", headers=auth(created["api_key"]))).json()
     assert r.status_code == 200 and [k["role"] for k in r.json()["items"]] == ["admin"]
+    assert limits["concurrent_calls"] == 2 and limits["calls_per_minute"] == 10
+    bad = await asyncio.to_thread(
+        subprocess.run,
+        [*cmd[:-1], "-1"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode != 0 and "expected a whole number" in bad.stderr
     # Stored as a hash only: the secret appears nowhere in Redis.
     secret = created["api_key"].rsplit("_", 1)[1]
     for key in await live_redis.keys("*"):
@@ -183,3 +205,27 @@ async def test_openapi_and_docs_are_served(live_server: LiveServer) -> None:
     assert not any(
         p.startswith("/webhooks") for p in schema["paths"]
     )  # carriers' doors are not API
+
+
+async def test_a_tenant_cannot_lose_its_last_admin_key(
+    live_server: LiveServer, live_redis: Redis
+) -> None:
+    async with httpx.AsyncClient(base_url=live_server.url) as c:
+        for _ in range(5):
+            _, first = await new_tenant(live_server, "A")
+            second = (await c.post("/v1/keys", json={"role": "admin"}, headers=auth(first))).json()
+            first_id = first.split("_")[1]
+            own = await c.delete(f"/v1/keys/{first_id}", headers=auth(first))
+            assert own.status_code == 409 and own.json()["code"] == "own_key"
+            # Two admins revoke each other at once: one of them stays.
+            results = await asyncio.gather(
+                c.delete(f"/v1/keys/{first_id}", headers=auth(second["api_key"])),
+                c.delete(f"/v1/keys/{second['key_id']}", headers=auth(first)),
+            )
+            codes = sorted(r.status_code for r in results)
+            assert codes in ([204, 401], [204, 409]), [r.text for r in results]
+            usable = [
+                k for k in (first, second["api_key"])
+                if (await c.get("/v1/keys", headers=auth(k))).status_code == 200
+            ]  # fmt: skip
+            assert len(usable) == 1

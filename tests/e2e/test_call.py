@@ -65,6 +65,17 @@ async def place(server: LiveServer, voice, to: str, sentences: list[str], **kw) 
     return await sim.run(lines, **kw)
 
 
+async def scrape(server: LiveServer) -> dict[str, float]:
+    """``/metrics`` parsed: each sample line's name and labels to its value."""
+    async with httpx.AsyncClient(base_url=server.url) as c:
+        text = (await c.get("/metrics")).text
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
+
+
 async def test_a_caller_asks_and_the_agent_answers(
     live_server: LiveServer, live_redis: Redis, voice, whisper
 ) -> None:  # type: ignore[no-untyped-def]
@@ -127,6 +138,14 @@ async def test_a_caller_asks_and_the_agent_answers(
         if e.type == CallEventType.STATUS
     ]
     assert sorted(statuses) == ["completed", "in-progress", "ringing"]
+
+    # The pipeline's stage latencies of this call are on /metrics, and no call is left active.
+    families = await scrape(live_server)
+    for stage in ("stt", "llm_ttfb", "tts_ttfb", "response"):
+        assert families[f'bonmoniq_pipeline_stage_seconds_count{{stage="{stage}"}}'] >= 1, stage
+        assert families[f'bonmoniq_pipeline_stage_seconds_sum{{stage="{stage}"}}'] > 0, stage
+    assert families["bonmoniq_active_calls"] == 0
+    assert families['bonmoniq_webhooks_total{carrier="twilio",result="accepted"}'] >= 4
 
 
 async def test_two_simultaneous_calls_do_not_share_state(

@@ -16,6 +16,7 @@ from api import (
     public,
     routes_agents,
     routes_calls,
+    routes_data,
     routes_keys,
     routes_numbers,
     routes_sinch,
@@ -41,6 +42,7 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(routes_agents.router(platform))
     app.include_router(routes_numbers.router(platform))
     app.include_router(routes_calls.router(platform))
+    app.include_router(routes_data.router(platform))
     app.include_router(metrics.router())
 
     @app.middleware("http")

@@ -145,6 +145,81 @@ def cmd_tenants_create(args: argparse.Namespace) -> int:
     return asyncio.run(_with_directory(settings, run))
 
 
+async def _tenant_id(client: Any, given: str) -> str:
+    """A tenant id from an id or a unique name."""
+    from routing import keys
+
+    if await client.exists(keys.tenant(given)):
+        return given
+    found = [
+        str(t) for t in await client.smembers(keys.TENANTS)
+        if await client.hget(keys.tenant(str(t)), "name") == given
+    ]  # fmt: skip
+    if len(found) != 1:
+        raise LookupError(
+            f"no tenant {given!r}"
+            if not found
+            else f"several tenants are named {given!r}: use the id"
+        )
+    return found[0]
+
+
+def _lifecycle(settings: Settings, client: Any) -> Any:
+    from api.runtime import open_objects
+    from recordings.lifecycle import Lifecycle
+
+    return Lifecycle(client, open_objects(settings, client))
+
+
+def cmd_tenants_offboard(args: argparse.Namespace) -> int:
+    """Export a tenant's data to a directory, then crypto-shred and forget the tenant."""
+    settings = _settings()
+
+    async def run(client: Any) -> int:
+        tenant = await _tenant_id(client, args.tenant)
+        report = await _lifecycle(settings, client).offboard(tenant, args.export)
+        if args.json:
+            print(json.dumps(report))
+        else:
+            print(f"tenant {tenant} exported to {report['export']} ({report['calls']} calls)")
+            print("its key is destroyed: what it stored can no longer be decrypted")
+            if report["numbers"]:
+                print("release its numbers at their carriers: " + ", ".join(report["numbers"]))
+        return 0
+
+    return asyncio.run(_with_directory(settings, run))
+
+
+def cmd_tenants_rotate_key(args: argparse.Namespace) -> int:
+    """Give a tenant a new KEK and re-wrap its data keys (no content is re-encrypted)."""
+    settings = _settings()
+
+    async def run(client: Any) -> int:
+        tenant = await _tenant_id(client, args.tenant)
+        count = await _lifecycle(settings, client).objects.rotate_tenant_key(tenant)
+        print(f"tenant {tenant}: new key, {count} data keys re-wrapped")
+        return 0
+
+    return asyncio.run(_with_directory(settings, run))
+
+
+def cmd_retention_sweep(args: argparse.Namespace) -> int:
+    """Delete every call past its agent's retention (legal holds excepted)."""
+    import time
+
+    settings = _settings()
+
+    async def run(client: Any) -> int:
+        done = await _lifecycle(settings, client).sweep(time.time())
+        if args.json:
+            print(json.dumps({"erased": done.erased, "held": done.held}))
+        else:
+            print(f"{len(done.erased)} calls erased, {len(done.held)} kept under legal hold")
+        return 0
+
+    return asyncio.run(_with_directory(settings, run))
+
+
 def cmd_agents_add(args: argparse.Namespace) -> int:
     """Create an agent."""
     from routing.directory import DEFAULT_ANNOUNCEMENT, DEFAULT_GREETING, Agent, Directory
@@ -155,6 +230,9 @@ def cmd_agents_add(args: argparse.Namespace) -> int:
         language=args.language,
         greeting=args.greeting or DEFAULT_GREETING,
         announcement=args.announcement or DEFAULT_ANNOUNCEMENT,
+        recording=args.record,
+        store_transcripts=not args.no_transcripts,
+        retention_days=args.retention_days,
     )
 
     async def run(client: Any) -> int:
@@ -257,13 +335,21 @@ def cmd_numbers_list(args: argparse.Namespace) -> int:
     return asyncio.run(_with_directory(_settings(), run))
 
 
-async def call_report(client: Any, call_id: str) -> dict[str, Any] | None:
-    """State, events and transcript of a call, as ``calls show --json`` prints them."""
+async def call_report(client: Any, call_id: str, settings: Settings) -> dict[str, Any] | None:
+    """State, events and transcript of a call, as ``calls show --json`` prints them.
+
+    The transcript is decrypted with the master key of ``settings`` (``null`` without one).
+    """
     from dataclasses import asdict
 
+    from api.runtime import open_objects
+    from api.state import PlatformError
     from voice.calls import CallStore
 
-    store = CallStore(client)
+    try:
+        store = CallStore(client, open_objects(settings, client))
+    except PlatformError:
+        store = CallStore(client)
     record = await store.get(call_id)
     if record is None:
         return None
@@ -273,15 +359,18 @@ async def call_report(client: Any, call_id: str) -> dict[str, Any] | None:
             {"type": str(e.type), "at": e.at, "data": dict(e.data)}
             for e in await store.events(call_id)
         ],
-        "transcript": [asdict(t) for t in await store.transcript(call_id)],
+        "transcript": (
+            [asdict(t) for t in await store.transcript(call_id)] if store.objects else None
+        ),
     }
 
 
 def cmd_calls_show(args: argparse.Namespace) -> int:
     """Print a call."""
+    settings = _settings()
 
     async def run(client: Any) -> int:
-        report = await call_report(client, args.call_id)
+        report = await call_report(client, args.call_id, settings)
         if report is None:
             raise LookupError(f"no call {args.call_id}")
         if args.json:
@@ -293,11 +382,11 @@ def cmd_calls_show(args: argparse.Namespace) -> int:
         )
         for e in report["events"]:
             print(f"  {e['at']:.3f} {e['type']} {json.dumps(e['data']) if e['data'] else ''}")
-        for t in report["transcript"]:
+        for t in report["transcript"] or []:
             print(f"  [{t['role']}] {t['text']}")
         return 0
 
-    return asyncio.run(_with_directory(_settings(), run))
+    return asyncio.run(_with_directory(settings, run))
 
 
 def cmd_call(args: argparse.Namespace) -> int:
@@ -344,6 +433,21 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         tc.add_argument(flag, type=_count, help=f"limit: {what} (default: BONMONIQ_* setting)")
     tc.set_defaults(fn=cmd_tenants_create)
+    to = t.add_parser("offboard", help="export a tenant, then crypto-shred and delete it")
+    to.add_argument("tenant", help="tenant id or name")
+    to.add_argument("--export", type=Path, required=True, help="directory for the export zip")
+    to.add_argument("--json", action="store_true")
+    to.set_defaults(fn=cmd_tenants_offboard)
+    tr = t.add_parser("rotate-key", help="new tenant key; data keys re-wrapped")
+    tr.add_argument("tenant", help="tenant id or name")
+    tr.set_defaults(fn=cmd_tenants_rotate_key)
+
+    rs = sub.add_parser("retention", help="data retention").add_subparsers(
+        dest="sub", required=True
+    )
+    sw = rs.add_parser("sweep", help="delete what is past retention (legal holds excepted)")
+    sw.add_argument("--json", action="store_true")
+    sw.set_defaults(fn=cmd_retention_sweep)
 
     a = sub.add_parser("agents", help="agents").add_subparsers(dest="sub", required=True)
     aa = a.add_parser("add", help="create an agent")
@@ -352,6 +456,9 @@ def build_parser() -> argparse.ArgumentParser:
     aa.add_argument("--language", default="en", help="ISO 639-1 code (default en)")
     aa.add_argument("--greeting", help="first words after the announcement")
     aa.add_argument("--announcement", help="recording notice and AI disclosure")
+    aa.add_argument("--record", action="store_true", help="record calls (after the announcement)")
+    aa.add_argument("--no-transcripts", action="store_true", help="store no transcripts")
+    aa.add_argument("--retention-days", type=_count, default=180, help="1-180 (default 180)")
     aa.set_defaults(fn=cmd_agents_add)
     a.add_parser("list", help="list agents").set_defaults(fn=cmd_agents_list)
 

@@ -28,6 +28,7 @@ HEADER = "Idempotency-Key"
 KEEP_S = 24 * 3600
 #: How long an unfinished first request holds its key (a crash frees it after this).
 IN_FLIGHT_S = 120
+_KEY_ID = re.compile(r"\bbmq_([0-9a-f]{16})_")
 _VALID = re.compile(r"^[\x21-\x7e]{1,255}$")
 _CLAIM = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
@@ -59,7 +60,11 @@ async def handle(
             "use 1-255 visible ASCII characters, e.g. a UUID",
         )  # fmt: skip
     body = await request.body()
-    scope = hashlib.sha256(request.headers.get("authorization", "").encode()).hexdigest()[:32]
+    auth = request.headers.get("authorization", "")
+    key_id = _KEY_ID.search(auth)
+    digest = hashlib.sha256(auth.encode()).hexdigest()[:32]
+    # The key id leads, so that offboarding and erasure find a tenant's stored responses.
+    scope = f"{key_id.group(1) if key_id else 'anonymous'}:{digest}"
     fingerprint = hashlib.sha256(
         request.method.encode() + b" " + request.url.path.encode() + b"\n" + body
     ).hexdigest()

@@ -184,10 +184,17 @@ async def run_stream(
             if hang_up is not None:
                 await hang_up(record.carrier_call_id)
 
+        async def objected(how: str) -> None:
+            await platform.audit.append(
+                record.tenant, at=time.time(), key_id="caller", action="recording.objected",
+                target=record.call_id, address="", request_id="", detail={"how": how},
+            )  # fmt: skip
+
         session = CallSession(
             ws, make_codec(on_invalid), record, agent, platform.engines, platform.calls,
             platform.call_config, keepalive=keepalive,
             hang_up=carrier_hang_up if hang_up else None,
+            objects=platform.objects, on_objection=objected,
         )  # fmt: skip
         await session.run()
     finally:

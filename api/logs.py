@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from contextvars import ContextVar
@@ -21,6 +22,20 @@ _STANDARD = set(vars(logging.makeLogRecord({}))) | {
     "taskName",
     "color_message",
 }
+
+
+#: Phone numbers, masked in every log line: E.164 (``+`` and 7-15 digits) anywhere, and
+#: quoted runs of 7-15 bare digits (carriers that drop the ``+``).
+_PHONE = re.compile(r'(?<![\w+])\+\d{5,13}(\d{2})(?!\d)|(?<=")\d{5,13}(\d{2})(?=")')
+
+
+def redact(text: str) -> str:
+    """``text`` with phone numbers masked to their last two digits (``+…42``).
+
+    Logs are append-only files that outlive a data subject's erasure and a tenant's
+    offboarding, so personal data never enters them: no numbers, and no words of a call.
+    """
+    return _PHONE.sub(lambda m: "+…" + (m.group(1) or m.group(2)), text)
 
 
 class JsonFormatter(logging.Formatter):
@@ -45,7 +60,7 @@ class JsonFormatter(logging.Formatter):
                 out[key] = value
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str)
+        return redact(json.dumps(out, default=str))
 
 
 def _loguru_sink(message: Any) -> None:

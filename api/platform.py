@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from redis.asyncio import Redis
@@ -17,6 +17,8 @@ from carriers.errors import CarrierUnavailable
 from carriers.sinch.control import SinchControl
 from carriers.telnyx.control import TelnyxControl
 from carriers.twilio.control import TwilioControl
+from recordings.lifecycle import Lifecycle
+from recordings.objects import EncryptedObjects
 from routing.directory import Directory
 from routing.policy import Carrier, Health, Policy
 from routing.subprocessors import Register
@@ -35,6 +37,7 @@ class Platform:
     redis: Redis
     engines: Engines
     accounts: Accounts
+    objects: EncryptedObjects = field(repr=False, kw_only=True)
 
     def __post_init__(self) -> None:
         self.directory = Directory(self.redis)
@@ -48,7 +51,8 @@ class Platform:
         self.verifiers = verifiers_for(self.accounts)
         #: Carriers marked down until a time (a carrier API failing); see :meth:`health`.
         self.down_until: dict[Carrier, float] = {}
-        self.calls = CallStore(self.redis)
+        self.calls = CallStore(self.redis, self.objects)
+        self.lifecycle = Lifecycle(self.redis, self.objects)
         self.limiter = OutboundLimiter(
             self.redis, self.settings.outbound_cents_per_minute, self.settings.call_max_seconds
         )

@@ -7,6 +7,8 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+from redis.asyncio import Redis
+
 from api.accounts import load_accounts
 from api.platform import Platform
 from api.settings import Settings
@@ -14,6 +16,9 @@ from api.state import PlatformError, connect, redis_url
 from llm.endpoint import LLMEndpoint, check_endpoint
 from llm.server import EmbeddedLLMServer
 from models import Role, verify_profile
+from recordings.keyring import MasterKeyError
+from recordings.objects import EncryptedObjects
+from recordings.setup import StorageConfigError, encrypted_objects, make_storage
 from routing.directory import Agent, AgentExists, Directory
 from voice.engines import Engines
 
@@ -49,6 +54,26 @@ def llm_endpoint(settings: Settings, gguf: Path | None) -> Iterator[LLMEndpoint]
         yield endpoint
 
 
+def open_objects(
+    settings: Settings, client: Redis, create_master: bool = False
+) -> EncryptedObjects:
+    """The encrypted store of ``settings`` (``serve`` creates the master key on first start)."""
+    s3 = {
+        "endpoint": settings.s3_endpoint, "bucket": settings.s3_bucket,
+        "access_key": settings.s3_access_key,
+        "secret_key": settings.s3_secret_key.get_secret_value() if settings.s3_secret_key else None,
+        "region": settings.s3_region,
+    }  # fmt: skip
+    try:
+        storage = make_storage(settings.storage, settings.objects_path, s3)
+        master = settings.master_key.get_secret_value() if settings.master_key else None
+        return encrypted_objects(
+            client, master, settings.master_key_path, storage, create_master=create_master
+        )
+    except (MasterKeyError, StorageConfigError) as e:
+        raise PlatformError(str(e)) from e
+
+
 @contextlib.asynccontextmanager
 async def running_platform(settings: Settings) -> AsyncIterator[Platform]:
     """Everything a serving process needs, torn down in reverse order on exit."""
@@ -64,7 +89,8 @@ async def running_platform(settings: Settings) -> AsyncIterator[Platform]:
             await client.ping()
             device = "cuda" if settings.profile == "gpu" else "cpu"
             engines = Engines.load(models, endpoint, settings.cpu_threads, device)
-            yield Platform(settings, client, engines, accounts)
+            objects = open_objects(settings, client, create_master=True)
+            yield Platform(settings, client, engines, accounts, objects=objects)
         finally:
             await client.aclose()
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import uvicorn
 
 from api.app import create_app
 from api.runtime import DEMO_AGENT, DEMO_EU_NUMBER, DEMO_NUMBER, running_platform, seed_demo
 from api.settings import Settings
+from recordings.lifecycle import Lifecycle
 
 log = logging.getLogger(__name__)
 
@@ -64,5 +66,19 @@ async def serve(settings: Settings, demo: bool = False) -> int:
         if server.started:
             log.info("platform ready", extra={"host": settings.host, "port": settings.port})
             print(banner(settings, demo_number), flush=True)
-        await task
+        sweeper = asyncio.create_task(sweep_forever(platform.lifecycle, settings))
+        try:
+            await task
+        finally:
+            sweeper.cancel()
     return 0
+
+
+async def sweep_forever(lifecycle: Lifecycle, settings: Settings) -> None:
+    """Delete what is past retention now, then every ``BONMONIQ_RETENTION_SWEEP_SECONDS``."""
+    while True:
+        try:
+            await lifecycle.sweep(time.time())
+        except Exception:  # Redis or storage away: the next sweep tries again
+            log.exception("retention sweep failed")
+        await asyncio.sleep(settings.retention_sweep_seconds)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
@@ -60,6 +61,22 @@ class Settings(BaseSettings):
     vad_stop_secs: float = 0.4
     turn_timeout_secs: float = 0.3
     call_max_seconds: int = 900
+    master_key: SecretStr | None = Field(
+        default=None, description="Master key, base64 of 32 bytes (else BONMONIQ_MASTER_KEY_FILE)."
+    )
+    master_key_file: Path | None = Field(
+        default=None, description="Master key file, mode 0600 (default var/secrets/master.key)."
+    )
+    storage: Literal["local", "s3"] = "local"
+    objects_dir: Path | None = Field(default=None, description="Local storage (var/objects).")
+    s3_endpoint: str | None = None
+    s3_bucket: str | None = None
+    s3_access_key: str | None = None
+    s3_secret_key: SecretStr | None = None
+    s3_region: str = "us-east-1"
+    retention_sweep_seconds: float = Field(
+        default=3600.0, gt=0, description="How often `serve` deletes what is past retention."
+    )
     carrier_down_seconds: float = Field(
         default=60.0,
         gt=0,
@@ -99,6 +116,16 @@ class Settings(BaseSettings):
         parts = urlsplit(self.public_url)
         scheme = "wss" if parts.scheme == "https" else "ws"
         return f"{scheme}://{parts.netloc}{parts.path}{path}"
+
+    @property
+    def master_key_path(self) -> Path:
+        """Where the master key file is (created there on first ``serve`` if no key is set)."""
+        return self.master_key_file or self.var_dir / "secrets" / "master.key"
+
+    @property
+    def objects_path(self) -> Path:
+        """Where the local storage backend keeps encrypted objects."""
+        return self.objects_dir or self.var_dir / "objects"
 
     @property
     def models_cache(self) -> Path:

@@ -48,7 +48,7 @@ async def _report(settings: Settings, call_id: str) -> dict[str, Any] | None:
     try:
         deadline = time.monotonic() + 10
         while True:
-            report = await call_report(client, call_id)
+            report = await call_report(client, call_id, settings)
             closed = report and any(e["type"] == "media_closed" for e in report["events"])
             if closed or time.monotonic() > deadline:
                 return report
@@ -110,7 +110,7 @@ async def simulate(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     print(f"call {result.call_id} ({result.call_sid}); agent audio written to {args.out}")
     if report:
-        for t in report["transcript"]:
+        for t in report["transcript"] or []:
             print(f"  [{t['role']:6}] {t['text']}")
     else:
         print("  (transcript not available: the platform's Redis is not reachable from here)")

@@ -6,11 +6,14 @@ import asyncio
 import json
 import sys
 
-from bench import call_latency
+from bench import call_latency, encryption
 
 
 def main() -> int:
-    results = {"call_latency": asyncio.run(call_latency.run())}
+    results = {
+        "encryption": encryption.run(),
+        "call_latency": asyncio.run(call_latency.run()),
+    }
     json.dump(results, sys.stdout, indent=2)
     print()
     return 0

@@ -24,7 +24,13 @@ key                                              type    holds
 ``limits:{tenant}:rate``                         zset    outbound call ids by placing time (60 s)
 ``limits:{tenant}:open``                         zset    open outbound call ids by latest end
 ``limits:{tenant}:spend:{day}``                  string  cents reserved/spent that UTC day
-``idem:{scope}:{key}``                           hash    an Idempotency-Key's first response
+``idem:{key_id}:{digest}:{key}``                 hash    an Idempotency-Key's first response
+``kek:{tenant}``                                 hash    the tenant's KEKs, wrapped (master key)
+``obj:{object_id}``                              hash    an encrypted object: identity, wrapped DEK
+``call:{call_id}:objects``                       set     the call's encrypted object ids
+``objects:{tenant}``                             set     the tenant's encrypted object ids
+``retention``                                    zset    call ids by the time they expire
+``call:{call_id}`` field ``legal_hold``          hash    set while a legal hold blocks deletion
 ===============================================  ======  ===============================
 """
 
@@ -152,3 +158,26 @@ def limit_spend(tenant: str, day: str) -> str:
 def idempotency(scope: str, key: str) -> str:
     """The first response to a request with ``Idempotency-Key: key`` from credentials ``scope``."""
     return f"idem:{scope}:{key}"
+
+
+def kek(tenant: str) -> str:
+    """A tenant's key-encryption keys (``current`` and ``v{n}``, each wrapped)."""
+    return f"kek:{tenant}"
+
+
+def obj(object_id: str) -> str:
+    """An encrypted object's metadata."""
+    return f"obj:{object_id}"
+
+
+def call_objects(call_id: str) -> str:
+    """The set of a call's encrypted object ids."""
+    return f"call:{call_id}:objects"
+
+
+def tenant_objects(tenant: str) -> str:
+    """The set of a tenant's encrypted object ids."""
+    return f"objects:{tenant}"
+
+
+RETENTION = "retention"

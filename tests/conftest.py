@@ -21,6 +21,12 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from redis.asyncio import Redis
 
 from llm.server import free_port
+from recordings.crypto import Identity
+from recordings.keyring import KeyRing
+from recordings.objects import EncryptedObjects
+from recordings.storage import LocalStorage
+from recordings.transcripts import TranscriptLog, TurnRecord
+from voice.calls import CallStore
 
 REPO = Path(__file__).resolve().parents[1]
 ACCOUNT_SID = "AC" + "e2e0" * 8
@@ -35,6 +41,8 @@ TELNYX_API_KEY = "KEYe2e0123456789"
 SINCH_APP_KEY = "669E367E-6BBA-48AB-AF15-266871C28135"  # the documented test application
 SINCH_APP_SECRET = "BeIukql3pTKJ8RGL5zo0DA=="
 OPERATOR_TOKEN = "operator-e2e-token"
+#: The platform's master key in tests (a fresh one per test session).
+MASTER_KEY = os.urandom(32)
 __all__ = [
     "ACCOUNT_SID",
     "AUTH_TOKEN",
@@ -45,6 +53,10 @@ __all__ = [
     "TELNYX_PRIVATE_KEY",
     "REPO",
     "LiveServer",
+    "MASTER_KEY",
+    "call_store",
+    "encrypted_store",
+    "write_transcript",
     "free_port",
     "start_redis",
     "start_server",
@@ -128,6 +140,7 @@ def start_server(redis_url: str, var: Path, ready: str = "/readyz", **env: str) 
         "BONMONIQ_SINCH_NUMBERS_BASE": f"http://127.0.0.1:{sinch_numbers_port}",
         "BONMONIQ_TWILIO_API_BASE": f"http://127.0.0.1:{twilio_port}",
         "BONMONIQ_OPERATOR_TOKEN": OPERATOR_TOKEN,
+        "BONMONIQ_MASTER_KEY": base64.b64encode(MASTER_KEY).decode(),
         # Tests reach unreachable carrier APIs on purpose; a failed carrier is back soon.
         "BONMONIQ_CARRIER_DOWN_SECONDS": "2",
         **env,
@@ -162,6 +175,28 @@ def start_server(redis_url: str, var: Path, ready: str = "/readyz", **env: str) 
         time.sleep(0.3)
     proc.kill()
     raise AssertionError("platform not ready: " + log.read_text()[-3000:])
+
+
+def encrypted_store(server: LiveServer, client: Redis) -> EncryptedObjects:
+    """The running platform's encrypted store, opened with its master key."""
+    return EncryptedObjects(
+        client, KeyRing(client, MASTER_KEY), LocalStorage(server.log.parent / "objects")
+    )
+
+
+def call_store(server: LiveServer, client: Redis) -> CallStore:
+    """A call store that reads the running platform's (encrypted) transcripts."""
+    return CallStore(client, encrypted_store(server, client))
+
+
+async def write_transcript(
+    objects: EncryptedObjects, tenant: str, call_id: str, turns: list[tuple[str, str, float]]
+) -> None:
+    """Seed an encrypted transcript as a call would have written it."""
+    log = TranscriptLog(objects, Identity(tenant, call_id, "transcript"), 1e12)
+    for role, text, at in turns:
+        await log.add(TurnRecord(role, text, at))
+    await log.finish()
 
 
 def stop_server(server: LiveServer) -> None:

@@ -6,14 +6,16 @@ import json
 import math
 import secrets
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
 
 from carriers.base import InboundCall, StatusUpdate
+from recordings.objects import EncryptedObjects
+from recordings.transcripts import read_turns
 from routing import keys
-from routing.directory import Route
+from routing.directory import MAX_RETENTION_DAYS, Route
 from voice.events import CallEvent, CallEventType
 
 #: Progress of a call; a state only ever moves to a higher rank (status callbacks arrive
@@ -31,10 +33,11 @@ STATE_RANK = {
 }
 _OPEN = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX') then
-  redis.call('HSET', KEYS[2], unpack(ARGV, 4))
+  redis.call('HSET', KEYS[2], unpack(ARGV, 5))
   redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
   redis.call('RPUSH', KEYS[4], ARGV[3])
-  if KEYS[5] then redis.call('ZADD', KEYS[5], ARGV[2], ARGV[1]) end
+  redis.call('ZADD', KEYS[5], ARGV[4], ARGV[1])
+  if KEYS[6] then redis.call('ZADD', KEYS[6], ARGV[2], ARGV[1]) end
   return {ARGV[1], 1}
 end
 return {redis.call('GET', KEYS[1]), 0}
@@ -63,6 +66,11 @@ if reserved > used and redis.call('EXISTS', KEYS[3]) == 1 then
 end
 return used
 """
+
+
+def expiry(created_at: float, retention_days: int | None) -> float:
+    """When a call and everything recorded of it must be gone (the agent's retention)."""
+    return created_at + (retention_days or MAX_RETENTION_DAYS) * 86400
 
 
 def new_call_id() -> str:
@@ -135,9 +143,10 @@ class Turn:
 class CallStore:
     """Reads and writes calls; every multi-key write is one MULTI/EXEC."""
 
-    def __init__(self, redis: Redis) -> None:
-        """Use ``redis`` (decode_responses=True)."""
+    def __init__(self, redis: Redis, objects: EncryptedObjects | None = None) -> None:
+        """Use ``redis`` (decode_responses=True); transcripts are read from ``objects``."""
         self.redis = redis
+        self.objects = objects
         self._advance = redis.register_script(_ADVANCE)
         self._open = redis.register_script(_OPEN)
         self._settle = redis.register_script(_SETTLE)
@@ -175,6 +184,7 @@ class CallStore:
             "state": state,
             "created_at": str(now),
             "updated_at": str(now),
+            "expires_at": repr(expiry(now, route.agent.retention_days if route else None)),
         }
         record.update({f"routing_{k}": v for k, v in (routing or {}).items()})
         answered = state == "ringing"
@@ -191,8 +201,15 @@ class CallStore:
         fields = [x for kv in record.items() for x in kv]
         index = [keys.tenant_calls(route.tenant)] if route else []
         got, created = await self._open(
-            keys=[mapping, keys.call(call_id), keys.CALLS, keys.call_events(call_id), *index],
-            args=[call_id, str(now), event.to_json(), *fields],
+            keys=[
+                mapping,
+                keys.call(call_id),
+                keys.CALLS,
+                keys.call_events(call_id),
+                keys.RETENTION,
+                *index,
+            ],
+            args=[call_id, str(now), event.to_json(), record["expires_at"], *fields],
         )
         return str(got), bool(created)
 
@@ -226,6 +243,7 @@ class CallStore:
             "state": "queued",
             "created_at": str(now),
             "updated_at": str(now),
+            "expires_at": repr(expiry(now, source.agent.retention_days)),
             **{f"routing_{k}": v for k, v in routing.items()},
             **held,
         }
@@ -236,6 +254,7 @@ class CallStore:
             p.hset(keys.call(call_id), mapping=keys.fields(record))
             p.zadd(keys.CALLS, {call_id: now})
             p.zadd(keys.tenant_calls(source.tenant), {call_id: now})
+            p.zadd(keys.RETENTION, {call_id: float(record["expires_at"])})
             p.rpush(keys.call_events(call_id), event.to_json())
             await p.execute()
         return call_id
@@ -278,24 +297,22 @@ class CallStore:
         ]
 
     async def add_turn(self, call_id: str, turn: Turn) -> None:
-        """Append a turn to the transcript, and the matching event."""
+        """Record that a turn was spoken: an event with its length, never its words.
+
+        The words go only to the encrypted transcript (:class:`voice.recorder.TranscriptLog`).
+        """
         kind = CallEventType.CALLER_TURN if turn.role == "caller" else CallEventType.AGENT_TURN
-        data: dict[str, Any] = {"text": turn.text}
+        data: dict[str, Any] = {"chars": len(turn.text)}
         if turn.interrupted:
             data["interrupted"] = True
-        event = CallEvent(kind, call_id, turn.at, data)
-        async with self.redis.pipeline(transaction=True) as p:
-            p.rpush(
-                keys.call_transcript(call_id),
-                json.dumps(asdict(turn)),
-            )
-            p.rpush(keys.call_events(call_id), event.to_json())
-            await p.execute()
+        await self.add_event(CallEvent(kind, call_id, turn.at, data))
 
     async def transcript(self, call_id: str) -> list[Turn]:
-        """The call's turns in order."""
-        raw = await self.redis.lrange(keys.call_transcript(call_id), 0, -1)
-        return [Turn(**json.loads(r)) for r in raw]
+        """The call's turns in order, decrypted."""
+        if self.objects is None:
+            raise RuntimeError("this call store has no encrypted store to read transcripts from")
+        turns, _ = await read_turns(self.objects, call_id)
+        return [Turn(t.role, t.text, t.at, t.interrupted) for t in turns]
 
     async def advance(self, call_id: str, state: str, now: float) -> bool:
         """Move the call to ``state`` if that is progress; ``True`` if it moved."""

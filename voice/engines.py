@@ -97,7 +97,10 @@ class Engines:
 
     def warm_up(self) -> None:
         """Run each model once, so the first call pays no lazy initialisation."""
-        segments, _ = self.whisper.transcribe(np.zeros(16000, dtype=np.float32), language="en")
+        segments, _ = self.whisper.transcribe(
+            np.zeros(16000, dtype=np.float32), language="en", beam_size=1, temperature=0.0,
+            without_timestamps=True, max_new_tokens=1,
+        )  # fmt: skip
         list(segments)
         self.warmed.add("stt")
         if self.synthesize("Hello."):

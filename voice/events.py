@@ -23,8 +23,10 @@ class CallEventType(StrEnum):
     MEDIA_CONNECTED = "media_connected"  # media WebSocket started
     ANNOUNCEMENT_STARTED = "announcement_started"
     ANNOUNCEMENT_PLAYED = "announcement_played"  # last announcement audio left the transport
-    CALLER_TURN = "caller_turn"  # the caller said something (text in data)
-    AGENT_TURN = "agent_turn"  # the agent answered (text in data)
+    RECORDING_STARTED = "recording_started"  # the consent gate opened the recorder
+    CALLER_TURN = "caller_turn"  # the caller said something (its length; words: transcript)
+    AGENT_TURN = "agent_turn"  # the agent answered (its length; words: transcript)
+    RECORDING_OBJECTED = "recording_objected"  # caller objected: recording stopped, deleted
     BARGE_IN = "barge_in"  # caller spoke over the agent: playback cleared
     MEDIA_REJECTED = "media_rejected"  # a malformed media message was dropped
     HANGUP_REQUESTED = "hangup_requested"  # the agent ends the call
@@ -41,6 +43,7 @@ STAGE_ORDER: tuple[CallEventType, ...] = (
     CallEventType.MEDIA_CONNECTED,
     CallEventType.ANNOUNCEMENT_STARTED,
     CallEventType.ANNOUNCEMENT_PLAYED,
+    CallEventType.RECORDING_STARTED,
     CallEventType.MEDIA_CLOSED,
 )
 _CONVERSATION = {CallEventType.CALLER_TURN, CallEventType.AGENT_TURN}

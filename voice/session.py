@@ -48,12 +48,16 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from pipecat.workers.runner import WorkerRunner
 
 from llm.client import create_llm_service
+from recordings.crypto import Identity
+from recordings.objects import EncryptedObjects
+from recordings.transcripts import TranscriptLog, TurnRecord
 from routing.directory import Agent
 from voice.calls import CallRecord, CallStore, Turn
 from voice.engines import PHONE_RATE, Engines
 from voice.events import CallEvent, CallEventType, current_call_id
 from voice.metrics import ACTIVE_CALLS, CALLS, STAGE_SECONDS
 from voice.processors import Announcer, ClosingPhrases, is_closing
+from voice.recorder import CallRecorder, ConsentGate, RefusalPhrases
 from voice.services import SharedPiperTTS, SharedSileroVAD, SharedWhisperSTT
 
 log = logging.getLogger(__name__)
@@ -62,6 +66,7 @@ log = logging.getLogger(__name__)
 STT_RATE = 16000
 FAREWELL = "Thank you for calling. Goodbye."
 APOLOGY = "I'm sorry, I'm having technical trouble and have to end this call. Goodbye."
+NOT_RECORDED = "Understood. This call is no longer recorded."
 _MAX_REJECTED_EVENTS = 20
 #: How often a carrier that needs it hears that a silent call is still alive.
 KEEPALIVE_S = 10.0
@@ -74,7 +79,13 @@ END_CALL_TOOLS = ToolsSchema(
             description="Hang up once the caller has said goodbye or needs nothing more.",
             properties={},
             required=[],
-        )
+        ),
+        FunctionSchema(
+            name="stop_recording",
+            description="The caller refuses to be recorded: stop and delete the recording.",
+            properties={},
+            required=[],
+        ),
     ]
 )
 
@@ -100,7 +111,7 @@ def system_prompt(agent: Agent) -> str:
 
 async def prepare_phrases(engines: Engines, agent: Agent) -> None:
     """Synthesize an agent's fixed phrases into the cache (once per process)."""
-    for text in (agent.announcement, agent.greeting, FAREWELL, APOLOGY):
+    for text in (agent.announcement, agent.greeting, FAREWELL, APOLOGY, NOT_RECORDED):
         await engines.phrase(text.strip(), PHONE_RATE)
 
 
@@ -176,12 +187,16 @@ class CallSession:
         *,
         keepalive: str | None = None,
         hang_up: Callable[[], Awaitable[None]] | None = None,
+        objects: EncryptedObjects | None = None,
+        on_objection: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         """Prepare the pipeline of ``call`` answered by ``agent``.
 
         ``keepalive`` is a text message the carrier needs while the agent is silent (Sinch's
         heartbeat); ``hang_up`` ends the call through the carrier's REST API when the platform
-        hangs up (where closing the media socket is not enough).
+        hangs up (where closing the media socket is not enough). ``objects`` stores the
+        encrypted recording and transcript (per the agent's settings, once the consent gate
+        opens); ``on_objection(how)`` is told when the caller refuses the recording.
         """
         self.call = call
         self.websocket = websocket
@@ -193,6 +208,19 @@ class CallSession:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._rejected = 0
         self._observer = _CallObserver(self)
+        self._on_objection = on_objection
+        self.gate = ConsentGate(self._objection)
+        expires = call.created_at + agent.retention_days * 86400
+        self.recorder = (
+            CallRecorder(objects, Identity(call.tenant, call.call_id, "recording"), expires)
+            if objects is not None and agent.recording
+            else None
+        )
+        self.transcript = (
+            TranscriptLog(objects, Identity(call.tenant, call.call_id, "transcript"), expires)
+            if objects is not None and agent.store_transcripts
+            else None
+        )
         self.transport = FastAPIWebsocketTransport(
             websocket,
             FastAPIWebsocketParams(
@@ -214,6 +242,7 @@ class CallSession:
         tts = SharedPiperTTS(engines)
         context = LLMContext(tools=END_CALL_TOOLS)
         llm.register_function("end_call", self._end_call_tool)
+        llm.register_function("stop_recording", self._stop_recording_tool)
         aggregators = LLMContextAggregatorPair(
             context,
             user_params=LLMUserAggregatorParams(
@@ -241,12 +270,15 @@ class CallSession:
                 self.transport.input(),
                 vad,
                 stt,
+                RefusalPhrases(self.gate),
                 ClosingPhrases(self._caller_goodbye),
                 aggregators.user(),
                 llm,
                 tts,
                 self.announcer,
                 self.transport.output(),
+                self.gate,
+                *([self.recorder.buffer] if self.recorder else []),
                 aggregators.assistant(),
             ]
         )
@@ -299,8 +331,12 @@ class CallSession:
 
     async def _turn(self, role: str, text: str, interrupted: bool = False) -> None:
         log.info("turn", extra={"role": role, "chars": len(text), "interrupted": interrupted})
+        now = time.time()
         try:
-            await self.store.add_turn(self.call.call_id, Turn(role, text, time.time(), interrupted))
+            await self.store.add_turn(self.call.call_id, Turn(role, text, now, interrupted))
+            # Nothing is written to the transcript before the announcement has played.
+            if self.transcript is not None and self.gate.is_open:
+                await self.transcript.add(TurnRecord(role, text, now, interrupted))
         except Exception:
             log.exception("could not store transcript turn")
 
@@ -333,7 +369,37 @@ class CallSession:
 
     async def _announcement_played(self) -> None:
         await self.event(CallEventType.ANNOUNCEMENT_PLAYED)
+        self.gate.open()
+        if self.recorder is not None and self.gate.is_open:
+            try:
+                await self.recorder.start()
+                await self.event(CallEventType.RECORDING_STARTED)
+            except Exception:  # the call goes on unrecorded
+                log.exception("recording could not start")
         await self.worker.queue_frame(TTSSpeakFrame(self.agent.greeting.strip()))
+
+    async def _objection(self, how: str) -> None:
+        """The caller refused the recording: stop, delete what was captured, say so."""
+        for kept in (self.recorder, self.transcript):
+            if kept is not None:
+                try:
+                    await kept.discard()
+                except Exception:
+                    log.exception("captured data could not be deleted")
+        await self.event(CallEventType.RECORDING_OBJECTED, how=how)
+        if self._on_objection is not None:
+            try:
+                await self._on_objection(how)
+            except Exception:
+                log.exception("objection could not be audited")
+        if self.recorder is not None and not self._ending:
+            await self.worker.queue_frame(TTSSpeakFrame(NOT_RECORDED))
+
+    async def _stop_recording_tool(self, params: FunctionCallParams) -> None:
+        await params.result_callback(
+            {"ok": True}, properties=FunctionCallResultProperties(run_llm=False)
+        )
+        await self.gate.object("tool")
 
     async def _end_call_tool(self, params: FunctionCallParams) -> None:
         await params.result_callback(
@@ -383,6 +449,12 @@ class CallSession:
                 except Exception as e:  # the carrier ends the call anyway when the socket closes
                     log.warning("carrier hang-up failed", extra={"error": str(e)})
         finally:
+            for kept in (self.recorder, self.transcript):
+                if kept is not None:
+                    try:
+                        await kept.finish()
+                    except Exception:
+                        log.exception("recording or transcript could not be finalized")
             ACTIVE_CALLS.dec()
             CALLS.labels("ended_by_platform" if self._ending else "ended_by_caller").inc()
             for task in list(self._tasks):

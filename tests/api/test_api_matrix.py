@@ -17,8 +17,8 @@ from redis.asyncio import Redis
 from carriers.base import InboundCall
 from routing import Directory
 from tests.api.test_keys import auth, new_tenant
-from tests.conftest import OPERATOR_TOKEN, LiveServer
-from voice.calls import CallStore, Turn
+from tests.conftest import OPERATOR_TOKEN, LiveServer, encrypted_store, write_transcript
+from voice.calls import CallStore
 
 #: The least role each tenant operation needs.
 MIN_ROLE = {
@@ -42,6 +42,11 @@ MIN_ROLE = {
     ("GET", "/v1/calls"): "viewer",
     ("GET", "/v1/calls/{call_id}"): "viewer",
     ("GET", "/v1/calls/{call_id}/transcript"): "viewer",
+    ("GET", "/v1/calls/{call_id}/recording"): "viewer",
+    ("DELETE", "/v1/calls/{call_id}/recording"): "editor",
+    ("PUT", "/v1/calls/{call_id}/legal-hold"): "admin",
+    ("POST", "/v1/data-subjects/export"): "admin",
+    ("POST", "/v1/data-subjects/erase"): "admin",
 }
 #: Open to anyone, tenant or not.
 PUBLIC = {
@@ -99,7 +104,12 @@ async def seed(server: LiveServer, redis: Redis, name: str, number: str) -> dict
         time.time(),
         {"carrier": "twilio", "region": "international", "country": "US", "reason": "r"},
     )
-    await store.add_turn(call_id, Turn("caller", f"secret of {name}", time.time()))
+    await write_transcript(
+        encrypted_store(server, redis),
+        tenant_id,
+        call_id,
+        [("caller", f"secret of {name}", time.time())],
+    )
     return ids | {
         "agent_id": agent["agent_id"],
         "number": number,
@@ -113,6 +123,7 @@ def body_for(method: str, path: str, a: dict[str, str]) -> dict[str, Any] | None
     return {
         ("PATCH", "/v1/agents/{agent_id}"): {"greeting": "Hello from A"},
         ("PATCH", "/v1/numbers/{number}"): {"agent_id": a["agent_id"]},
+        ("PUT", "/v1/calls/{call_id}/legal-hold"): {"hold": True},
     }.get((method, path))
 
 

@@ -8,11 +8,12 @@ from redis.asyncio import Redis
 from carriers.base import InboundCall
 from routing import Agent, Directory
 from tests.api.test_keys import auth, new_tenant
-from tests.conftest import LiveServer
-from voice.calls import CallStore, Turn
+from tests.conftest import LiveServer, encrypted_store, write_transcript
+from voice.calls import CallStore
 
 
-async def seed(live_redis: Redis, tenant_id: str, n: int) -> list[str]:
+async def seed(live_redis: Redis, tenant_id: str, n: int, server: LiveServer) -> list[str]:
+    objects = encrypted_store(server, live_redis)
     d = Directory(live_redis)
     agent = await d.add_agent(Agent(name="desk", prompt="p", tenant=tenant_id))
     route = await d.attach("+15555550500", agent)
@@ -31,7 +32,7 @@ async def seed(live_redis: Redis, tenant_id: str, n: int) -> list[str]:
         if i % 2:
             await store.advance(call_id, "completed", 1_800_000_100.0 + i)
         ids.append(call_id)
-    await store.add_turn(ids[0], Turn("caller", "hello there", 1_800_000_001.0))
+    await write_transcript(objects, tenant_id, ids[0], [("caller", "hello there", 1_800_000_001.0)])
     return ids
 
 
@@ -39,7 +40,7 @@ async def test_list_filter_paginate_read_and_audited_transcript(
     live_server: LiveServer, live_redis: Redis
 ) -> None:
     tenant_id, admin = await new_tenant(live_server, "A")
-    ids = await seed(live_redis, tenant_id, 7)
+    ids = await seed(live_redis, tenant_id, 7, live_server)
     async with httpx.AsyncClient(base_url=live_server.url, headers=auth(admin)) as c:
         pages, cursor = [], None
         while True:
@@ -69,7 +70,7 @@ async def test_list_filter_paginate_read_and_audited_transcript(
 
 async def test_another_tenants_calls_are_404(live_server: LiveServer, live_redis: Redis) -> None:
     tenant_id, _ = await new_tenant(live_server, "A")
-    ids = await seed(live_redis, tenant_id, 1)
+    ids = await seed(live_redis, tenant_id, 1, live_server)
     _, other = await new_tenant(live_server, "B")
     async with httpx.AsyncClient(base_url=live_server.url, headers=auth(other)) as c:
         for path in (f"/v1/calls/{ids[0]}", f"/v1/calls/{ids[0]}/transcript"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import MASTER_KEY, REPO
 
 
 def bonmoniq(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -34,6 +35,7 @@ def env(redis_server: str, tmp_path: Path) -> dict[str, str]:
         "BONMONIQ_REDIS_URL": url,
         "BONMONIQ_VAR_DIR": str(tmp_path),
         "BONMONIQ_LOG_LEVEL": "WARNING",
+        "BONMONIQ_MASTER_KEY": base64.b64encode(MASTER_KEY).decode(),
     }
 
 
@@ -74,6 +76,10 @@ def test_calls_show_json(env: dict[str, str]) -> None:
     from redis.asyncio import Redis
 
     from carriers.base import InboundCall
+    from recordings.keyring import KeyRing
+    from recordings.objects import EncryptedObjects
+    from recordings.storage import LocalStorage
+    from tests.conftest import write_transcript
     from voice.calls import CallStore, Turn
 
     async def seed() -> str:
@@ -85,6 +91,12 @@ def test_calls_show_json(env: dict[str, str]) -> None:
             1.0,
         )
         await store.add_turn(call_id, Turn("caller", "hello", 2.0))
+        objects = EncryptedObjects(
+            client,
+            KeyRing(client, MASTER_KEY),
+            LocalStorage(Path(env["BONMONIQ_VAR_DIR"]) / "objects"),
+        )
+        await write_transcript(objects, "default", call_id, [("caller", "hello", 2.0)])
         await client.aclose()
         return call_id
 

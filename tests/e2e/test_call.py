@@ -18,7 +18,7 @@ from carriers.simulation import SimulationResult, trim_silence
 from carriers.twilio.signature import compute_signature
 from carriers.twilio.simulator import TwilioSimulator
 from routing import Agent, Directory
-from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, LiveServer
+from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, LiveServer, call_store
 from voice.calls import CallStore
 from voice.engines import PHONE_RATE, synthesize
 from voice.events import CallEventType, order_violations
@@ -40,12 +40,12 @@ def hear(whisper, pcm8k: bytes) -> str:  # type: ignore[no-untyped-def]
     return " ".join(s.text for s in segments)
 
 
-async def bakery(client: Redis, prompt: str = BAKERY) -> CallStore:
+async def bakery(client: Redis, server: LiveServer, prompt: str = BAKERY) -> CallStore:
     """The bakery agent on +15555550100; the call store of the same Redis."""
     d = Directory(client)
     await d.add_agent(Agent(name="bakery", prompt=prompt))
     await d.add_number("+15555550100", "bakery")
-    return CallStore(client)
+    return call_store(server, client)
 
 
 async def wait_closed(store: CallStore, call_id: str) -> None:
@@ -79,7 +79,7 @@ async def scrape(server: LiveServer) -> dict[str, float]:
 async def test_a_caller_asks_and_the_agent_answers(
     live_server: LiveServer, live_redis: Redis, voice, whisper
 ) -> None:  # type: ignore[no-untyped-def]
-    store = await bakery(live_redis)
+    store = await bakery(live_redis, live_server)
 
     sim = TwilioSimulator(live_server.url, ACCOUNT_SID, AUTH_TOKEN, to="+15555550100")
     line = trim_silence(synthesize(voice, "What time do you open on Saturday?", PHONE_RATE))
@@ -156,7 +156,7 @@ async def test_two_simultaneous_calls_do_not_share_state(
     await d.add_agent(Agent(name="garage", prompt=GARAGE, greeting="Bike shop, how can I help?"))
     await d.add_number("+15555550100", "bakery")
     await d.add_number("+15555550200", "garage")
-    store = CallStore(live_redis)
+    store = call_store(live_server, live_redis)
 
     a, b = await asyncio.gather(
         place(live_server, voice, "+15555550100", ["Do you sell birthday cakes?"]),
@@ -184,7 +184,7 @@ async def test_two_simultaneous_calls_do_not_share_state(
 async def test_malformed_media_is_dropped_and_the_call_goes_on(
     live_server: LiveServer, live_redis: Redis, voice
 ) -> None:  # type: ignore[no-untyped-def]
-    store = await bakery(live_redis)
+    store = await bakery(live_redis, live_server)
     bad = (
         "{not json",
         json.dumps({"event": "dance"}),
@@ -231,7 +231,7 @@ async def barrage(server: LiveServer, rounds: int = 10) -> set[int]:
 async def test_caller_goodbye_ends_the_call(
     live_server: LiveServer, live_redis: Redis, voice
 ) -> None:  # type: ignore[no-untyped-def]
-    store = await bakery(live_redis)
+    store = await bakery(live_redis, live_server)
     result = await place(live_server, voice, "+15555550100", ["Goodbye.", "Are you still there?"])
     await wait_closed(store, result.call_id)
     assert result.closed_by_platform  # the platform hung up; the second line was never said
@@ -255,7 +255,7 @@ async def test_failing_llm_and_redis_never_crash_the_platform(tmp_path, voice) -
         async with httpx.AsyncClient() as c:
             ready = await c.get(server.url + "/readyz")
         assert ready.status_code == 503 and ready.json()["code"] == "not_ready"
-        store = await bakery(client)
+        store = await bakery(client, server)
         result = await place(server, voice, "+15555550100", ["What time do you open on Saturday?"])
         await wait_closed(store, result.call_id)
         assert result.closed_by_platform and result.turns[0].latency_s is not None  # it said sorry
@@ -285,7 +285,7 @@ async def test_failing_llm_and_redis_never_crash_the_platform(tmp_path, voice) -
 
 
 async def test_barge_in_clears_playback(live_server: LiveServer, live_redis: Redis, voice) -> None:  # type: ignore[no-untyped-def]
-    store = await bakery(live_redis, BAKERY + " Describe every product at length.")
+    store = await bakery(live_redis, live_server, BAKERY + " Describe every product at length.")
     result = await place(
         live_server,
         voice,

@@ -9,9 +9,8 @@ from redis.asyncio import Redis
 
 from carriers.simulation import trim_silence
 from routing import Agent, Directory
-from tests.conftest import LiveServer, sinch_sim, telnyx_sim
+from tests.conftest import LiveServer, call_store, sinch_sim, telnyx_sim
 from tests.e2e.test_call import BAKERY, wait_closed, words
-from voice.calls import CallStore
 from voice.engines import PHONE_RATE, synthesize
 from voice.events import CallEventType, order_violations
 
@@ -28,7 +27,7 @@ async def test_a_question_over_each_carrier(
     d = Directory(live_redis)
     await d.add_agent(Agent(name="bakery", prompt=BAKERY))
     await d.add_number(number, "bakery")
-    store = CallStore(live_redis)
+    store = call_store(live_server, live_redis)
     sim = (telnyx_sim if carrier == "telnyx" else sinch_sim)(live_server, number)
     lines = [
         (s, trim_silence(await asyncio.to_thread(synthesize, voice, s, PHONE_RATE)))
@@ -112,7 +111,7 @@ async def test_an_outbound_call_through_telnyx(
     await d.add_agent(Agent(name="bakery", prompt=BAKERY))
     ours = "+13125550142"
     await d.add_number(ours, "bakery", holding={"carrier": "telnyx", "carrier_id": "pn-1"})
-    store = CallStore(live_redis)
+    store = call_store(live_server, live_redis)
     control = TelnyxControl(
         TelnyxAccount(
             TELNYX_API_KEY,

@@ -5,7 +5,12 @@ from __future__ import annotations
 import asyncio
 
 from carriers.base import InboundCall, StatusUpdate
+from recordings.crypto import new_key
+from recordings.keyring import KeyRing
+from recordings.objects import EncryptedObjects
+from recordings.storage import LocalStorage
 from routing import Agent, Route
+from tests.conftest import write_transcript
 from voice.calls import CallStore, Turn
 from voice.events import CallEventType
 
@@ -59,7 +64,7 @@ async def test_status_callbacks_apply_once_and_never_go_back(redis) -> None:  # 
     )
 
 
-async def test_rejected_call_and_transcript(redis) -> None:  # type: ignore[no-untyped-def]
+async def test_rejected_call_and_transcript(redis, tmp_path) -> None:  # type: ignore[no-untyped-def]
     store = CallStore(redis)
     call_id, created = await store.open_inbound(INBOUND, None, 100.0)
     assert created
@@ -68,8 +73,14 @@ async def test_rejected_call_and_transcript(redis) -> None:  # type: ignore[no-u
     assert not await store.advance(call_id, "in-progress", 101.0)  # a rejected call stays over
     await store.add_turn(call_id, Turn("caller", "hello", 102.0))
     await store.add_turn(call_id, Turn("agent", "hi there", 103.0))
-    assert [t.text for t in await store.transcript(call_id)] == ["hello", "hi there"]
-    assert [e.type for e in await store.events(call_id)][-2:] == [
-        CallEventType.CALLER_TURN,
-        CallEventType.AGENT_TURN,
-    ]
+    events = await store.events(call_id)
+    assert [e.type for e in events][-2:] == [CallEventType.CALLER_TURN, CallEventType.AGENT_TURN]
+    # Events carry a turn's length, never its words: those are only in the encrypted transcript.
+    assert [e.data for e in events][-2:] == [{"chars": 5}, {"chars": 8}]
+    objects = EncryptedObjects(redis, KeyRing(redis, new_key()), LocalStorage(tmp_path))
+    await write_transcript(
+        objects, "t1", call_id, [("caller", "hello", 102.0), ("agent", "hi there", 103.0)]
+    )
+    reader = CallStore(redis, objects)
+    assert [t.text for t in await reader.transcript(call_id)] == ["hello", "hi there"]
+    assert b"hello" not in b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())

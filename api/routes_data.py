@@ -1,0 +1,161 @@
+"""Recordings (``/v1/calls/{id}/recording``), legal holds, and data-subject requests.
+
+Every read of a recording, every deletion, hold and data-subject request is audited. Phone
+numbers never enter the audit log: a data subject is named by a keyed digest.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Response
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from starlette.exceptions import HTTPException
+
+from api.auth import Caller, tenant_key
+from api.platform import Platform
+from api.problems import API_ERRORS, ApiProblem
+from api.tenants import Role
+from recordings.crypto import DecryptionError
+from recordings.keyring import NoTenantKey
+from recordings.lifecycle import subject_ref, wav
+from routing.directory import normalise_number
+from voice.calls import CallRecord
+
+WAV = "audio/wav"
+ZIP = "application/zip"
+
+
+class HoldIn(BaseModel):
+    """Place (``hold: true``) or lift a legal hold."""
+
+    model_config = ConfigDict(extra="ignore")
+    hold: StrictBool
+    reason: str = Field(default="", max_length=500)
+
+
+class HoldOut(BaseModel):
+    """A call's legal hold."""
+
+    call_id: str
+    legal_hold: bool
+    reason: str
+
+
+class SubjectIn(BaseModel):
+    """A data subject, by phone number (E.164)."""
+
+    model_config = ConfigDict(extra="ignore")
+    phone_number: str = Field(max_length=32)
+
+
+class ErasureOut(BaseModel):
+    """What an erasure did."""
+
+    erased_calls: int
+    kept_under_legal_hold: list[str]
+
+
+def router(platform: Platform) -> APIRouter:
+    """Routes bound to ``platform``."""
+    r = APIRouter(prefix="/v1", responses=API_ERRORS)
+    viewer = Depends(tenant_key(platform.tenants, Role.VIEWER))
+    editor = Depends(tenant_key(platform.tenants, Role.EDITOR))
+    admin = Depends(tenant_key(platform.tenants, Role.ADMIN))
+
+    async def find(caller: Caller, call_id: str) -> CallRecord:
+        record = await platform.calls.get(call_id)
+        if record is None or record.tenant != caller.tenant_id:
+            raise HTTPException(404, "no such call")
+        return record
+
+    @r.get(
+        "/calls/{call_id}/recording",
+        tags=["calls"],
+        response_class=Response,
+        responses={200: {"content": {WAV: {"schema": {"type": "string", "format": "binary"}}},
+                         "description": "WAV, 8 kHz, 16-bit, stereo (caller left, agent right)"}},
+    )  # fmt: skip
+    async def recording(call_id: str, caller: Caller = viewer) -> Response:
+        """The call's recording, decrypted (each read audited); 404 if it was not recorded.
+
+        ``X-Recording-Complete: false`` marks a recording cut short by a crash: the audio that
+        authenticates is served, the rest is missing.
+        """
+        await find(caller, call_id)
+        found = await platform.objects.of_call(call_id, "recording")
+        if not found:
+            raise HTTPException(404, "this call has no recording")
+        try:
+            opened = await platform.objects.open(found[0])
+        except (DecryptionError, NoTenantKey) as e:
+            raise ApiProblem(409, "recording_unreadable", str(e)) from e
+        await platform.audit.record(caller, "recording.read", call_id)
+        return Response(
+            wav(opened.plaintext),
+            media_type=WAV,
+            headers={"X-Recording-Complete": "true" if opened.complete else "false"},
+        )
+
+    @r.delete("/calls/{call_id}/recording", status_code=204, tags=["calls"])
+    async def delete_recording(call_id: str, caller: Caller = editor) -> Response:
+        """Delete the call's recording (refused while the call is under legal hold)."""
+        await find(caller, call_id)
+        if (await platform.lifecycle.call(call_id)).get("legal_hold"):
+            raise ApiProblem(409, "legal_hold", "the call is under legal hold")
+        found = await platform.objects.of_call(call_id, "recording")
+        if not found:
+            raise HTTPException(404, "this call has no recording")
+        for info in found:
+            await platform.objects.delete(info.object_id)
+        await platform.audit.record(caller, "recording.delete", call_id)
+        return Response(status_code=204)
+
+    @r.put("/calls/{call_id}/legal-hold", response_model=HoldOut, tags=["calls"])
+    async def legal_hold(call_id: str, body: HoldIn, caller: Caller = admin) -> HoldOut:
+        """Place or lift a legal hold: a held call survives retention and erasure."""
+        await find(caller, call_id)
+        await platform.lifecycle.set_hold(call_id, body.hold, body.reason)
+        await platform.audit.record(
+            caller, "call.hold" if body.hold else "call.release_hold", call_id, reason=body.reason
+        )
+        return HoldOut(
+            call_id=call_id, legal_hold=body.hold, reason=body.reason if body.hold else ""
+        )
+
+    @r.post(
+        "/data-subjects/export",
+        tags=["data subjects"],
+        response_class=Response,
+        responses={200: {"content": {ZIP: {"schema": {"type": "string", "format": "binary"}}},
+                         "description": "manifest.json, transcripts and recordings (WAV)"}},
+    )  # fmt: skip
+    async def export(body: SubjectIn, caller: Caller = admin) -> Response:
+        """Everything of your tenant involving a phone number (GDPR Art. 15/20), as a zip."""
+        number = normalise_number(body.phone_number)
+        calls = await platform.lifecycle.calls_of(caller.tenant_id, number)
+        archive = await platform.lifecycle.export(
+            caller.tenant_id, calls, {"kind": "data subject export", "subject": number}
+        )
+        await platform.audit.record(
+            caller, "data_subject.export", subject_ref(caller.tenant_id, number), calls=len(calls)
+        )
+        return Response(
+            archive,
+            media_type=ZIP,
+            headers={"Content-Disposition": 'attachment; filename="data-subject-export.zip"'},
+        )
+
+    @r.post("/data-subjects/erase", response_model=ErasureOut, tags=["data subjects"])
+    async def erase(body: SubjectIn, caller: Caller = admin) -> ErasureOut:
+        """Erase every call of your tenant involving a phone number (GDPR Art. 17).
+
+        Calls under legal hold are kept and listed.
+        """
+        number = normalise_number(body.phone_number)
+        done = await platform.lifecycle.erase_subject(caller.tenant_id, number)
+        await platform.audit.record(
+            caller, "data_subject.erase", subject_ref(caller.tenant_id, number),
+            erased=len(done.erased), held=len(done.held),
+        )  # fmt: skip
+        return ErasureOut(erased_calls=len(done.erased), kept_under_legal_hold=done.held)
+
+    return r

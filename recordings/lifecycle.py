@@ -1,0 +1,246 @@
+"""The data lifecycle: retention, legal hold, data-subject export and erasure, offboarding.
+
+Every function takes the clock (``now``) from its caller. Erasing a call removes its encrypted
+objects (content, then metadata), its record, events and every index that names it. The Redis
+key layout is in ``routing/keys.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import io
+import json
+import logging
+import wave
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+
+from recordings.crypto import DecryptionError
+from recordings.keyring import NoTenantKey
+from recordings.objects import EncryptedObjects
+from recordings.transcripts import read_turns
+from routing import keys
+
+log = logging.getLogger(__name__)
+#: How many expired calls one sweep looks at, at most (the next sweep goes on).
+SWEEP_BATCH = 1000
+
+
+@dataclass
+class Erasure:
+    """What an erasure did: calls erased, and calls kept because of a legal hold."""
+
+    erased: list[str] = field(default_factory=list)
+    held: list[str] = field(default_factory=list)
+
+
+def subject_ref(tenant: str, number: str) -> str:
+    """How the audit log names a data subject: never the number itself."""
+    return "subject:" + hashlib.sha256(f"{tenant}|{number}".encode()).hexdigest()[:16]
+
+
+def wav(pcm: bytes, rate: int = 8000, channels: int = 2) -> bytes:
+    """16-bit PCM as a WAV file (in memory)."""
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm)
+    return out.getvalue()
+
+
+class Lifecycle:
+    """Deletes and exports what the platform holds about calls."""
+
+    def __init__(self, redis: Redis, objects: EncryptedObjects) -> None:
+        """Act on ``redis`` and ``objects``."""
+        self.redis, self.objects = redis, objects
+
+    async def call(self, call_id: str) -> dict[str, str]:
+        """A call's record (empty if none)."""
+        return keys.strs(await self.redis.hgetall(keys.call(call_id)))
+
+    async def set_hold(self, call_id: str, hold: bool, reason: str = "") -> None:
+        """Place or lift a legal hold: a held call survives retention and erasure."""
+        if hold:
+            await self.redis.hset(keys.call(call_id), mapping={"legal_hold": reason or "held"})
+        else:
+            await self.redis.hdel(keys.call(call_id), "legal_hold")
+
+    async def erase_call(self, call_id: str, *, force: bool = False) -> bool:
+        """Erase a call and all it holds; ``False`` (nothing done) if it is under legal hold.
+
+        ``force`` ignores the hold (offboarding: the tenant's data is exported first).
+        """
+        record = await self.call(call_id)
+        if record.get("legal_hold") and not force:
+            return False
+        for info in await self.objects.of_call(call_id):
+            await self.objects.delete(info.object_id)
+        async with self.redis.pipeline(transaction=True) as p:
+            p.delete(keys.call(call_id), keys.call_events(call_id))
+            p.delete(keys.call_transcript(call_id), keys.call_objects(call_id))
+            if record.get("carrier") and record.get("carrier_call_id"):
+                p.delete(keys.carrier_call(record["carrier"], record["carrier_call_id"]))
+            p.zrem(keys.CALLS, call_id)
+            p.zrem(keys.RETENTION, call_id)
+            if record.get("tenant"):
+                p.zrem(keys.tenant_calls(record["tenant"]), call_id)
+            await p.execute()
+        log.info("call erased", extra={"call_id": call_id})
+        return True
+
+    async def sweep(self, now: float) -> Erasure:
+        """Erase every call past its retention at ``now``, except those under legal hold."""
+        done = Erasure()
+        due = await self.redis.zrangebyscore(keys.RETENTION, "-inf", repr(now), 0, SWEEP_BATCH)
+        for call_id in map(str, due):
+            if await self.erase_call(call_id):
+                done.erased.append(call_id)
+            else:
+                done.held.append(call_id)
+        log.info("retention sweep", extra={"erased": len(done.erased), "held": len(done.held)})
+        return done
+
+    async def calls_of(self, tenant: str, number: str | None = None) -> list[str]:
+        """The tenant's calls (involving ``number`` as either party), oldest first."""
+        out = []
+        for call_id in map(str, await self.redis.zrange(keys.tenant_calls(tenant), 0, -1)):
+            if number is None:
+                out.append(call_id)
+                continue
+            parties = await self.redis.hmget(keys.call(call_id), "from_number", "to_number")
+            if number in parties:
+                out.append(call_id)
+        return out
+
+    async def export(self, tenant: str, call_ids: list[str], about: dict[str, Any]) -> bytes:
+        """A zip of the calls: ``manifest.json``, and per call its transcript and recording."""
+        now = dt.datetime.now(dt.UTC).isoformat()
+        manifest: dict[str, Any] = {**about, "tenant": tenant, "calls": [], "generated_at": now}
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+            for call_id in call_ids:
+                record = await self.call(call_id)
+                if record.get("tenant") != tenant:
+                    continue
+                events = [
+                    json.loads(e) for e in await self.redis.lrange(keys.call_events(call_id), 0, -1)
+                ]
+                entry: dict[str, Any] = {
+                    "call": record,
+                    "events": events,
+                    "files": [],
+                    "problems": [],
+                }
+                try:
+                    turns, complete = await read_turns(self.objects, call_id)
+                    if turns:
+                        name = f"calls/{call_id}/transcript.json"
+                        z.writestr(
+                            name,
+                            json.dumps(
+                                {"complete": complete, "turns": [t.__dict__ for t in turns]},
+                                indent=2,
+                            ),
+                        )
+                        entry["files"].append(name)
+                    for info in await self.objects.of_call(call_id, "recording"):
+                        opened = await self.objects.open(info)
+                        name = f"calls/{call_id}/{info.object_id}.wav"
+                        z.writestr(name, wav(opened.plaintext))
+                        entry["files"].append(name)
+                        if not opened.complete:
+                            entry["problems"].append(f"{name}: truncated ({opened.reason})")
+                except (DecryptionError, NoTenantKey) as e:
+                    entry["problems"].append(str(e))
+                manifest["calls"].append(entry)
+            z.writestr("manifest.json", json.dumps(manifest, indent=2))
+        return out.getvalue()
+
+    async def erase_subject(self, tenant: str, number: str) -> Erasure:
+        """Erase every call of the tenant involving ``number`` (held calls are kept)."""
+        done = Erasure()
+        for call_id in await self.calls_of(tenant, number):
+            (done.erased if await self.erase_call(call_id) else done.held).append(call_id)
+        await self._forget_responses(tenant, number)
+        return done
+
+    async def _forget_responses(self, tenant: str, needle: str | None) -> None:
+        """Drop stored idempotent responses of the tenant's keys (those naming ``needle``)."""
+        for key_id in map(str, await self.redis.smembers(keys.tenant_keys(tenant))):
+            async for slot in self.redis.scan_iter(match=f"idem:{key_id}:*", count=500):
+                body = await self.redis.hget(slot, "body")
+                if needle is None or (body and needle.encode() in bytes.fromhex(str(body))):
+                    await self.redis.delete(slot)
+
+    async def offboard(self, tenant: str, export_dir: Path) -> dict[str, Any]:
+        """End of contract: export everything, then crypto-shred the tenant and forget it.
+
+        Writes ``{tenant}-export.zip`` into ``export_dir`` first (refusing to go on if that
+        fails); then erases every call (holds included: they are in the export), destroys the
+        tenant's KEK, deletes its agents, numbers, keys, limits and audit log, and has Redis
+        rewrite its append-only file so that no deleted value survives in it.
+        """
+        calls = await self.calls_of(tenant)
+        entries: list[Any] = await self.redis.xrange(keys.audit(tenant)) or []
+        audit = [{"id": i, **f} for i, f in entries]
+        numbers = sorted(map(str, await self.redis.smembers(keys.numbers(tenant))))
+        archive = await self.export(tenant, calls, {"kind": "tenant export", "audit": audit,
+                                                    "numbers": numbers})  # fmt: skip
+        target = await asyncio.to_thread(_write_export, export_dir, tenant, archive)
+        for call_id in calls:
+            await self.erase_call(call_id, force=True)
+        for object_id in map(str, await self.redis.smembers(keys.tenant_objects(tenant))):
+            await self.objects.delete(object_id)
+        await self.objects.keyring.destroy(tenant)
+        await self._forget_responses(tenant, None)
+        doomed = [keys.tenant(tenant), keys.tenant_keys(tenant), keys.audit(tenant),
+                  keys.agents(tenant), keys.agent_names(tenant), keys.numbers(tenant),
+                  keys.tenant_calls(tenant), keys.tenant_objects(tenant), keys.kek(tenant),
+                  keys.limit_rate(tenant), keys.limit_open(tenant)]  # fmt: skip
+        doomed += [
+            keys.api_key(str(k)) for k in await self.redis.smembers(keys.tenant_keys(tenant))
+        ]
+        doomed += [
+            keys.agent(tenant, str(a)) for a in await self.redis.smembers(keys.agents(tenant))
+        ]
+        doomed += [keys.number(n) for n in numbers]
+        doomed += [str(k) async for k in self.redis.scan_iter(match=f"limits:{tenant}:*")]
+        await self.redis.delete(*doomed)
+        await self.redis.srem(keys.TENANTS, tenant)
+        await compact(self.redis)
+        log.warning("tenant offboarded", extra={"tenant": tenant, "calls": len(calls)})
+        return {"tenant": tenant, "export": str(target), "calls": len(calls), "numbers": numbers}
+
+
+def _write_export(export_dir: Path, tenant: str, archive: bytes) -> Path:
+    export_dir.mkdir(parents=True, exist_ok=True)
+    target = export_dir / f"{tenant}-export.zip"
+    partial = target.with_suffix(".partial")
+    partial.write_bytes(archive)
+    partial.replace(target)
+    return target
+
+
+async def compact(redis: Redis) -> None:
+    """Make Redis rewrite its persistence files, so deleted values leave no trace on disk."""
+    config = keys.strs(await redis.config_get("appendonly")) | keys.strs(
+        await redis.config_get("save")
+    )
+    if config.get("appendonly") == "yes":
+        await redis.bgrewriteaof()
+        for _ in range(600):
+            info = await redis.info("persistence")
+            if not info.get("aof_rewrite_in_progress") and not info.get("aof_rewrite_scheduled"):
+                break
+            await asyncio.sleep(0.1)
+    if config.get("save"):
+        await redis.save()

@@ -101,6 +101,14 @@ class Transcript(BaseModel):
     turns: list[TurnOut]
 
 
+async def tenant_call(platform: Platform, caller: Caller, call_id: str) -> CallRecord:
+    """The caller's tenant's call ``call_id``; another tenant's is the same 404 as none."""
+    record = await platform.calls.get(call_id)
+    if record is None or record.tenant != caller.tenant_id:
+        raise HTTPException(404, "no such call")
+    return record
+
+
 def router(platform: Platform) -> APIRouter:
     """Routes bound to ``platform``."""
     r = APIRouter(prefix="/v1/calls", tags=["calls"], responses=API_ERRORS)
@@ -109,10 +117,7 @@ def router(platform: Platform) -> APIRouter:
     editor = Depends(tenant_key(platform.tenants, Role.EDITOR))
 
     async def find(caller: Caller, call_id: str) -> CallRecord:
-        record = await platform.calls.get(call_id)
-        if record is None or record.tenant != caller.tenant_id:
-            raise HTTPException(404, "no such call")
-        return record
+        return await tenant_call(platform, caller, call_id)
 
     @r.post("", status_code=201, response_model=CallOut)
     async def place(body: CallCreate, response: Response, caller: Caller = editor) -> CallOut:

@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException
 from api.auth import Caller, tenant_key
 from api.platform import Platform
 from api.problems import API_ERRORS, ApiProblem
+from api.routes_calls import tenant_call
 from api.tenants import Role
 from recordings.crypto import DecryptionError
 from recordings.keyring import NoTenantKey
@@ -62,10 +63,7 @@ def router(platform: Platform) -> APIRouter:
     admin = Depends(tenant_key(platform.tenants, Role.ADMIN))
 
     async def find(caller: Caller, call_id: str) -> CallRecord:
-        record = await platform.calls.get(call_id)
-        if record is None or record.tenant != caller.tenant_id:
-            raise HTTPException(404, "no such call")
-        return record
+        return await tenant_call(platform, caller, call_id)
 
     @r.get(
         "/calls/{call_id}/recording",

@@ -257,3 +257,51 @@ async def test_offboarding_crypto_shreds_and_leaves_no_canary(
 async def c_get(server: LiveServer, key: str) -> httpx.Response:
     async with httpx.AsyncClient(base_url=server.url) as c:
         return await c.get("/v1/agents", headers=auth(key))
+
+
+async def test_the_platform_on_s3_storage(redis_server: str, tmp_path: Path) -> None:
+    """``BONMONIQ_STORAGE=s3``: the same objects, served back through the API and erased."""
+    from moto.server import ThreadedMotoServer
+
+    from recordings.storage import S3Storage
+    from tests.conftest import free_port, start_server, stop_server
+
+    port = free_port()
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    moto.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    storage = S3Storage(endpoint, "bonmoniq", "key", "secret")
+    await storage._call("create_bucket")
+    url = redis_server.rsplit("/", 1)[0] + "/6"
+    client = Redis.from_url(url, decode_responses=True)
+    await client.flushdb()
+    server = start_server(url, tmp_path, BONMONIQ_STORAGE="s3", BONMONIQ_S3_ENDPOINT=endpoint,
+                          BONMONIQ_S3_BUCKET="bonmoniq", BONMONIQ_S3_ACCESS_KEY="key",
+                          BONMONIQ_S3_SECRET_KEY="secret")  # fmt: skip
+    try:
+        tenant, admin = await new_tenant(server, "S3 Co")
+        objects = EncryptedObjects(client, KeyRing(client, MASTER_KEY), storage)
+        route = await agent_with_number(client, tenant, "desk", "+15555550341", 180)
+        call_id = await a_call(
+            client, objects, route, "+15555554001", time.time(), audio=b"\x05\x00" * 8000
+        )
+        names = await storage.names()
+        assert len(names) == 2 and all(n.startswith(f"{tenant}/{call_id}/") for n in names)
+        async with httpx.AsyncClient(base_url=server.url) as c:
+            r = await c.get(f"/v1/calls/{call_id}/recording", headers=auth(admin))
+            assert r.status_code == 200, r.text
+            with wave.open(io.BytesIO(r.content)) as w:
+                assert w.readframes(w.getnframes()) == b"\x05\x00" * 8000
+            t = await c.get(f"/v1/calls/{call_id}/transcript", headers=auth(admin))
+            assert [x["text"] for x in t.json()["turns"]] == ["hello"]
+            erased = await c.post(
+                "/v1/data-subjects/erase",
+                json={"phone_number": "+15555554001"},
+                headers=auth(admin),
+            )
+            assert erased.json()["erased_calls"] == 1
+        assert await storage.names() == []
+    finally:
+        stop_server(server)
+        moto.stop()
+        await client.aclose()

@@ -17,6 +17,7 @@ from llm.endpoint import LLMEndpoint, check_endpoint
 from llm.server import EmbeddedLLMServer
 from models import Role, verify_profile
 from recordings.keyring import MasterKeyError
+from recordings.migrate import migrate_clear_transcripts
 from recordings.objects import EncryptedObjects
 from recordings.setup import StorageConfigError, encrypted_objects, make_storage
 from routing.directory import Agent, AgentExists, Directory
@@ -90,6 +91,7 @@ async def running_platform(settings: Settings) -> AsyncIterator[Platform]:
             device = "cuda" if settings.profile == "gpu" else "cpu"
             engines = Engines.load(models, endpoint, settings.cpu_threads, device)
             objects = open_objects(settings, client, create_master=True)
+            await migrate_clear_transcripts(client, objects)
             yield Platform(settings, client, engines, accounts, objects=objects)
         finally:
             await client.aclose()

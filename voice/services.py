@@ -6,7 +6,9 @@ pipecat's stock services load their model in ``__init__``, once per call; these 
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from pipecat.audio.vad.silero import SileroOnnxModel, SileroVADAnalyzer
@@ -19,9 +21,107 @@ from pipecat.transcriptions.language import Language
 
 from voice.engines import Engines
 
+#: Seconds of audio beyond the utterance kept in Whisper's window (a margin for the decoder).
+WINDOW_MARGIN_S = 3.0
+#: Whisper's own window: faster-whisper pads every input to it.
+FULL_WINDOW_FRAMES = 3000
+_FRAMES_PER_S = 100  # 10 ms hop
+
+
+def window_frames(duration_s: float) -> int:
+    """Feature frames given to Whisper's encoder for an utterance of ``duration_s``.
+
+    faster-whisper pads every input to a 30 s window (3000 frames), and on CPU the encoder's
+    cost follows the window, not the speech. CTranslate2's encoder accepts shorter windows:
+    the utterance and a margin of silence (with less, the decoder tends to say the utterance
+    twice), at least 6 s, at most 30 s, an even count (the encoder's convolution has stride
+    2). ``bench/stt_window.py`` measures the word error rate against the full window on 150
+    phone-quality utterances: 5.44 % against 4.82 %, 4.2 times faster (BENCHMARKS.md).
+    """
+    frames = math.ceil((duration_s + WINDOW_MARGIN_S) * _FRAMES_PER_S)
+    frames = min(FULL_WINDOW_FRAMES, max(6 * _FRAMES_PER_S, frames))
+    return frames + frames % 2
+
+
+def _spoken(tokens: list[int], tokenizer: Any, duration_s: float) -> list[int]:
+    """The text tokens of the segments that start within the speech.
+
+    Whisper marks each segment with start and end times; a segment that starts in the silent
+    margin after the utterance is the decoder repeating itself, not something said.
+    """
+    keep: list[int] = []
+    start = 0.0
+    for t in tokens:
+        if t >= tokenizer.timestamp_begin:
+            if not keep or keep[-1] < tokenizer.eot:  # a segment's start (or end then start)
+                start = (t - tokenizer.timestamp_begin) * 0.02
+            continue
+        if t < tokenizer.eot and start < duration_s - 0.2:
+            keep.append(t)
+    return keep
+
+
+def _without_restart(text: str, least: int = 3) -> str:
+    """``text`` cut where it starts over (its first ``least`` words said again)."""
+    words = text.split()
+    head = [w.strip(",.?!").lower() for w in words[:least]]
+    if len(words) < 2 * least:
+        return text
+    for k in range(least, len(words) - least + 1):
+        if [w.strip(",.?!").lower() for w in words[k : k + least]] == head:
+            return " ".join(words[:k]).rstrip(",")
+    return text
+
+
+@dataclass(frozen=True)
+class _Segment:
+    text: str
+    no_speech_prob: float
+
+
+class TrimmedWhisper:
+    """The shared faster-whisper model, its encoder given a window fitted to each utterance.
+
+    Same features, same beam search (5) and the same prompt (language fixed, no timestamps) as
+    ``WhisperModel.transcribe`` for one short utterance, without the padding to 30 s. Safe to
+    call from several threads at once (CTranslate2 models are; nothing here is shared state).
+    """
+
+    def __init__(self, model: Any, beam_size: int = 5) -> None:
+        """Transcribe with ``model`` (a ``faster_whisper.WhisperModel``)."""
+        self._model = model
+        self.beam_size = beam_size
+
+    def transcribe(self, audio: Any, language: str | None = None, **_: Any) -> Any:
+        """``([segment], None)`` for 16 kHz float ``audio``, like ``WhisperModel.transcribe``."""
+        from faster_whisper.audio import pad_or_trim
+        from faster_whisper.tokenizer import Tokenizer
+
+        model = self._model
+        features = model.feature_extractor(audio)
+        features = pad_or_trim(features, window_frames(len(audio) / 16000))
+        encoded = model.encode(features)
+        tokenizer = Tokenizer(
+            model.hf_tokenizer, model.model.is_multilingual, task="transcribe",
+            language=str(language or "en"),
+        )  # fmt: skip
+        # With timestamps, as faster-whisper decodes by default: the model then closes the
+        # utterance with an end time instead of saying it again.
+        prompt = list(tokenizer.sot_sequence)
+        # Speech runs at most ~6 tokens a second: a longer output is a hallucinated repeat.
+        most = len(prompt) + 8 + math.ceil(8 * len(audio) / 16000)
+        result = model.model.generate(
+            encoded, [prompt], beam_size=self.beam_size, max_length=min(model.max_length, most),
+            return_no_speech_prob=True, suppress_blank=True, suppress_tokens=[-1],
+            max_initial_timestamp_index=50,
+        )[0]  # fmt: skip
+        spoken = _spoken(result.sequences_ids[0], tokenizer, len(audio) / 16000)
+        text = _without_restart(tokenizer.decode(spoken).strip())
+        return [_Segment(" " + text if text else "", result.no_speech_prob)], None
+
 
 class SharedWhisperSTT(WhisperSTTService):
-    """Whisper STT on the shared model, language fixed by the agent (no detection)."""
+    """Whisper STT on the shared model: language fixed, window trimmed to the utterance."""
 
     def __init__(self, engines: Engines, language: str, **kwargs: Any) -> None:
         """Transcribe in ``language`` (an ISO 639-1 code) with the shared model."""
@@ -33,7 +133,7 @@ class SharedWhisperSTT(WhisperSTTService):
         )
 
     def _load(self) -> None:
-        self._model = self._shared_model
+        self._model = TrimmedWhisper(self._shared_model)
 
 
 class SharedPiperTTS(PiperTTSService):

@@ -167,3 +167,32 @@ async def test_objects_round_trip_rotate_and_shred(redis: Redis, storage: Object
         shutil.copy(path, storage.root / b.info.name)
         with pytest.raises(DecryptionError):
             await objects.open(b_info)
+
+
+async def test_clear_transcripts_of_earlier_versions_are_encrypted(
+    redis: Redis, tmp_path: Path
+) -> None:
+    import json
+
+    from recordings.migrate import migrate_clear_transcripts
+    from recordings.transcripts import read_turns
+
+    await redis.hset("call:call_old", mapping={"tenant": "ten_a", "created_at": "1.0"})
+    turn = {"role": "caller", "text": "my secret order", "at": 2.0, "interrupted": False}
+    await redis.rpush("call:call_old:transcript", json.dumps(turn))
+    event = {
+        "type": "caller_turn",
+        "call_id": "call_old",
+        "at": 2.0,
+        "data": {"text": "my secret order"},
+    }
+    await redis.rpush("call:call_old:events", json.dumps(event))
+    objects = EncryptedObjects(redis, KeyRing(redis, new_key()), LocalStorage(tmp_path))
+    assert await migrate_clear_transcripts(redis, objects) == 1
+    turns, complete = await read_turns(objects, "call_old")
+    assert complete and [t.text for t in turns] == ["my secret order"]
+    assert not await redis.exists("call:call_old:transcript")
+    assert json.loads((await redis.lrange("call:call_old:events", 0, -1))[0])["data"] == {
+        "chars": 15
+    }
+    assert await migrate_clear_transcripts(redis, objects) == 0

@@ -1,0 +1,276 @@
+"""Voice-to-voice latency and call capacity: the platform against a stock pipecat bot, same run.
+
+Both systems run as processes on this machine, on the same three models and the same
+llama.cpp server, and are driven by the same Twilio simulator with the same spoken questions
+(``bench/utterances.txt``, spoken once by the local Piper voice). Per system:
+
+- sequential calls until at least ``TURNS`` turns: voice-to-voice latency per turn (the
+  caller's last speech frame sent -> the first agent audio frame received) and the time from
+  the call being answered (the media stream started) to the first audio;
+- a concurrency sweep (1, 2, 4, 8 calls at once): latency, CPU use and resident memory of the
+  system's process; capacity is the largest level whose p95 stays under twice the single-call
+  p50;
+- for the platform, the stage breakdown from its ``/metrics`` and signed voice webhooks per
+  second on one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.encryption import machine
+from llm.server import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+TURNS = 20
+QUESTIONS_PER_CALL = 4
+LEVELS = (1, 2, 4, 8)
+ACCOUNT_SID = "AC" + "c" * 32
+AUTH_TOKEN = "bench-voice-token"
+NUMBER = "+15555550100"
+
+
+@dataclass
+class System:
+    """A running system under test."""
+
+    name: str
+    url: str
+    proc: subprocess.Popen[bytes]
+    others: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def stop(self) -> None:
+        for p in (self.proc, *self.others):
+            p.terminate()
+        for p in (self.proc, *self.others):
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def _wait(url: str, proc: subprocess.Popen[bytes], path: str, log: Path) -> None:
+    for _ in range(900):
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url} exited: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(url + path, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not start")
+
+
+def start_ours(var: Path, llm_v1: str) -> System:
+    port, rport = free_port(), free_port()
+    redis = subprocess.Popen(
+        [shutil.which("redis-server") or "redis-server", "--port", str(rport), "--save", "",
+         "--appendonly", "no", "--dir", str(var)],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "BONMONIQ_PORT": str(port), "BONMONIQ_PUBLIC_URL": url,
+           "BONMONIQ_REDIS_URL": f"redis://127.0.0.1:{rport}/0", "BONMONIQ_VAR_DIR": str(var),
+           "BONMONIQ_TWILIO_ACCOUNT_SID": ACCOUNT_SID, "BONMONIQ_TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+           "BONMONIQ_LLM_URL": llm_v1, "BONMONIQ_LOG_LEVEL": "WARNING"}  # fmt: skip
+    log = var / "serve.log"
+    proc = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--demo"], cwd=REPO,
+                            env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)  # fmt: skip
+    _wait(url, proc, "/readyz", log)
+    return System("ours", url, proc, [redis])
+
+
+def start_baseline(var: Path, llm_v1: str) -> System:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = var / "baseline.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.baseline_bot", "--port", str(port), "--llm-url", llm_v1],
+        cwd=REPO, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    _wait(url, proc, "/docs", log)
+    return System("baseline", url, proc)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+async def one_call(
+    system: System, lines: list[tuple[str, bytes]]
+) -> tuple[list[float], float | None]:
+    from carriers.twilio.simulator import TwilioSimulator
+
+    sim = TwilioSimulator(system.url, ACCOUNT_SID, AUTH_TOKEN, to=NUMBER)
+    result = await sim.run(lines, greeting_timeout=60, reply_timeout=60)
+    latencies = [t.latency_s for t in result.turns if t.latency_s is not None]
+    announce = (result.first_audio_at - result.started_at) if result.first_audio_at else None
+    return latencies, announce
+
+
+async def sweep(system: System, lines: list[tuple[str, bytes]],
+                sample: Callable[[], Awaitable[None]] | None = None) -> dict[str, Any]:  # fmt: skip
+    out: dict[str, Any] = {}
+    idle = rss_mb(system.proc.pid)
+    for level in LEVELS:
+        cpu0, t0, peak = cpu_s(system.proc.pid), time.monotonic(), idle
+        calls = [asyncio.create_task(one_call(system, lines[i % len(lines):][:3] or lines[:3]))
+                 for i in range(level)]  # fmt: skip
+        while not all(c.done() for c in calls):
+            peak = max(peak, rss_mb(system.proc.pid))
+            await asyncio.sleep(0.25)
+        results = [c.result() for c in calls]
+        lat = [x for r, _ in results for x in r]
+        used = (cpu_s(system.proc.pid) - cpu0) / (time.monotonic() - t0)
+        out[str(level)] = {
+            "turns": len(lat), "p50_s": round(statistics.median(lat), 3) if lat else None,
+            "p95_s": round(pct(lat, 0.95), 3) if lat else None,
+            "cpu_cores": round(used, 2), "rss_peak_mb": round(peak, 1),
+            "rss_per_call_mb": round((peak - idle) / level, 1),
+        }  # fmt: skip
+        idle = min(idle, rss_mb(system.proc.pid))
+    return out
+
+
+def capacity(levels: dict[str, Any], single_p50: float) -> int:
+    best = 0
+    for level, r in levels.items():
+        if r["p95_s"] is not None and r["p95_s"] < 2 * single_p50 and r["turns"]:
+            best = max(best, int(level))
+    return best
+
+
+async def measure(system: System, lines: list[tuple[str, bytes]]) -> dict[str, Any]:
+    latencies: list[float] = []
+    announce: list[float] = []
+    i = 0
+    while len(latencies) < TURNS:
+        chunk = [lines[(i + k) % len(lines)] for k in range(QUESTIONS_PER_CALL)]
+        i += QUESTIONS_PER_CALL
+        got, first = await one_call(system, chunk)
+        latencies += got
+        if first is not None:
+            announce.append(first)
+    p50 = statistics.median(latencies)
+    levels = await sweep(system, lines)
+    return {
+        "turns": len(latencies),
+        "v2v_p50_s": round(p50, 3),
+        "v2v_p95_s": round(pct(latencies, 0.95), 3),
+        "v2v_max_s": round(max(latencies), 3),
+        "announce_start_s": round(statistics.median(announce), 3),
+        "concurrency": levels,
+        "capacity_calls": capacity(levels, p50),
+        "mem_per_call_mb": max(r["rss_per_call_mb"] for r in levels.values()),
+    }
+
+
+async def stages(url: str) -> dict[str, float]:
+    async with httpx.AsyncClient() as c:
+        text = (await c.get(url + "/metrics")).text
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("bonmoniq_pipeline_stage_seconds_sum"):
+            sums[line.split('"')[1]] = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("bonmoniq_pipeline_stage_seconds_count"):
+            counts[line.split('"')[1]] = float(line.rsplit(" ", 1)[1])
+    return {k: round(sums[k] / counts[k], 3) for k in sums if counts.get(k)}
+
+
+async def webhooks_per_s(url: str, seconds: float = 5.0, concurrency: int = 32) -> float:
+    from carriers.twilio.signature import compute_signature
+
+    done = 0
+    deadline = time.monotonic() + seconds
+    target = url + "/webhooks/twilio/voice"
+
+    async def worker(c: httpx.AsyncClient, n: int) -> None:
+        nonlocal done
+        k = 0
+        while time.monotonic() < deadline:
+            k += 1
+            params = {"CallSid": f"CA{n:08d}{k:024d}", "AccountSid": ACCOUNT_SID,
+                      "From": "+15555559999", "To": NUMBER, "CallStatus": "ringing"}  # fmt: skip
+            sig = compute_signature(target, sorted(params.items()), AUTH_TOKEN)
+            r = await c.post(target, data=params, headers={"X-Twilio-Signature": sig})
+            if r.status_code == 200:
+                done += 1
+
+    t0 = time.monotonic()
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as c:
+        await asyncio.gather(*(worker(c, n) for n in range(concurrency)))
+    return round(done / (time.monotonic() - t0), 1)
+
+
+async def run() -> dict[str, Any]:
+    from carriers.simulation import trim_silence
+    from llm import EmbeddedLLMServer
+    from models import Role, profile_models, verify_model
+    from voice.engines import PHONE_RATE, load_voice, synthesize
+
+    texts = [t for t in (REPO / "bench" / "utterances.txt").read_text().splitlines() if t][:12]
+    voice = load_voice(verify_model(profile_models("cpu")[Role.TTS], REPO / "var" / "models"))
+    lines = [(t, trim_silence(synthesize(voice, t, PHONE_RATE))) for t in texts]
+    gguf = verify_model(profile_models("cpu")[Role.LLM], REPO / "var" / "models").files[0].path
+    var = Path(tempfile.mkdtemp(prefix="bonmoniq-bench-voice-"))
+    report: dict[str, Any] = {"machine": machine(), "questions": len(lines)}
+    with EmbeddedLLMServer(gguf, "smollm2-135m-instruct", var / "llm.log") as llm:
+        for start in (start_baseline, start_ours):
+            system = start(var, llm.v1)
+            try:
+                report[system.name] = await measure(system, lines)
+                if system.name == "ours":
+                    report["ours"]["stages_s"] = await stages(system.url)
+                    report["ours"]["webhooks_per_s"] = await webhooks_per_s(system.url)
+            finally:
+                system.stop()
+    ours, base = report["ours"], report["baseline"]
+    report |= {
+        "v2v_p50_s": ours["v2v_p50_s"],
+        "v2v_p95_s": ours["v2v_p95_s"],
+        "v2v_p50_ratio": round(ours["v2v_p50_s"] / base["v2v_p50_s"], 3),
+        "announce_start_s": ours["announce_start_s"],
+        "announce_start_ratio": round(ours["announce_start_s"] / base["announce_start_s"], 3),
+        "capacity_calls": ours["capacity_calls"],
+        "capacity_ratio": round(ours["capacity_calls"] / max(1, base["capacity_calls"]), 2),
+        "mem_per_call_mb": ours["mem_per_call_mb"],
+        "mem_per_call_ratio": round(ours["mem_per_call_mb"] / max(0.1, base["mem_per_call_mb"]), 2),
+        "webhooks_per_s": ours["webhooks_per_s"],
+    }
+    shutil.rmtree(var, ignore_errors=True)
+    return report
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(asyncio.run(run()), indent=2))

@@ -22,14 +22,13 @@ from routing.errors import AgentNotFound, InvalidNumber, RouteRefused
 from routing.policy import Carrier, Decision, Purpose, route
 from voice.calls import STATE_RANK
 from voice.events import current_call_id
-from voice.session import CallSession, prepare_phrases
+from voice.session import CallSession
 
 log = logging.getLogger(__name__)
 #: WebSocket close codes: policy violation (unknown or unauthorised stream), bad data.
 CLOSE_POLICY = 1008
 CLOSE_BAD_DATA = 1007
 START_TIMEOUT_S = 10.0
-_background: set[asyncio.Task[Any]] = set()
 T = TypeVar("T")
 
 
@@ -89,9 +88,7 @@ async def accept(platform: Platform, inbound: InboundCall, now: float) -> Accept
         elif created and answer and decision:
             log.info("inbound call", extra={"agent": found.agent.name, **decision.as_metadata()})
             # Synthesize the fixed phrases now, without holding up the carrier's webhook.
-            task = asyncio.create_task(prepare_phrases(platform.engines, found.agent))
-            _background.add(task)
-            task.add_done_callback(_background.discard)
+            platform.prepare(found.agent)
         elif not created:
             log.info("duplicate inbound webhook: same answer, nothing new stored")
     finally:
@@ -171,7 +168,9 @@ async def run_stream(
             log.error("agent of the call disappeared", extra={"agent": record.agent})
             await ws.close(code=CLOSE_POLICY, reason="agent unavailable")
             return
-        await prepare_phrases(platform.engines, agent)
+        # The announcement plays at once; the other phrases are needed only after it.
+        await platform.engines.phrase(agent.announcement.strip())
+        platform.prepare(agent)
         if on_attached is not None:
             await on_attached()
         session: CallSession | None = None

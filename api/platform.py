@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -19,12 +20,13 @@ from carriers.telnyx.control import TelnyxControl
 from carriers.twilio.control import TwilioControl
 from recordings.lifecycle import Lifecycle
 from recordings.objects import EncryptedObjects
-from routing.directory import Directory
+from routing import keys
+from routing.directory import DEFAULT_TENANT, Agent, Directory
 from routing.policy import Carrier, Health, Policy
 from routing.subprocessors import Register
 from voice.calls import CallStore
 from voice.engines import Engines
-from voice.session import CallConfig
+from voice.session import CallConfig, prepare_phrases
 
 C = TypeVar("C", TwilioControl, TelnyxControl, SinchControl)
 
@@ -51,6 +53,7 @@ class Platform:
         self.verifiers = verifiers_for(self.accounts)
         #: Carriers marked down until a time (a carrier API failing); see :meth:`health`.
         self.down_until: dict[Carrier, float] = {}
+        self._background: set[asyncio.Task[None]] = set()
         self.calls = CallStore(self.redis, self.objects)
         self.lifecycle = Lifecycle(self.redis, self.objects)
         self.limiter = OutboundLimiter(
@@ -90,6 +93,22 @@ class Platform:
             self.settings, self.directory, self.calls, self.policy, self.health, self.controls,
             self.mark_down, self.limiter,
         )  # fmt: skip
+
+    def prepare(self, agent: Agent) -> None:
+        """Synthesize ``agent``'s fixed phrases in the background (before its first call)."""
+        task = asyncio.get_running_loop().create_task(prepare_phrases(self.engines, agent))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def prepare_all(self) -> int:
+        """Synthesize the fixed phrases of every agent of every tenant; how many agents."""
+        tenants = {DEFAULT_TENANT, *map(str, await self.redis.smembers(keys.TENANTS))}
+        count = 0
+        for tenant in sorted(tenants):
+            for agent in await self.directory.list_agents(tenant):
+                await prepare_phrases(self.engines, agent)
+                count += 1
+        return count
 
     def mark_down(self, carrier: Carrier, until: float) -> None:
         """Leave ``carrier`` out of routing decisions until ``until`` (its API is failing)."""

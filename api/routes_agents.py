@@ -128,6 +128,7 @@ def router(platform: Platform) -> APIRouter:
         """Create an agent."""
         agent = _build(caller.tenant_id, body.model_dump(), voices)
         await platform.directory.add_agent(agent)
+        platform.prepare(agent)  # its announcement is ready before its first call
         await platform.audit.record(caller, "agent.create", agent.agent_id, name=agent.name)
         return AgentOut.of(agent)
 
@@ -160,6 +161,7 @@ def router(platform: Platform) -> APIRouter:
         agent = _build(caller.tenant_id, fields, voices, agent_id=current.agent_id,
                        created_at=current.created_at, updated_at=time.time())  # fmt: skip
         await platform.directory.update_agent(agent, current.name)
+        platform.prepare(agent)
         await platform.audit.record(caller, "agent.update", agent.agent_id, fields=sorted(changes))
         return AgentOut.of(agent)
 

@@ -49,6 +49,11 @@ async def serve(settings: Settings, demo: bool = False) -> int:
             await seed_demo(platform.directory)
             if await platform.directory.lookup(DEMO_NUMBER):
                 demo_number = DEMO_NUMBER
+        # Every agent's announcement and greeting are synthesized before the first call.
+        t0 = time.monotonic()
+        agents = await platform.prepare_all()
+        took = round(time.monotonic() - t0, 2)
+        log.info("fixed phrases ready", extra={"agents": agents, "seconds": took})
         config = uvicorn.Config(
             create_app(platform),
             host=settings.host,

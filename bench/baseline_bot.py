@@ -27,7 +27,7 @@ PROMPT = (
     "from 7 am to 6 pm, Monday to Saturday, and closed on Sunday. It sells bread, "
     "croissants and birthday cakes; cakes must be ordered two days ahead. Your output will be "
     "converted to audio so don't include special characters in your answers. Respond to what "
-    "the user said in a creative and helpful way."
+    "the user said in a creative and helpful way. Start by briefly introducing yourself."
 )
 
 
@@ -113,9 +113,6 @@ def create_app(llm_url: str, model: str, public_ws: str) -> FastAPI:
 
         @transport.event_handler("on_client_connected")
         async def _connected(_t: object, _c: object) -> None:
-            context.add_message(
-                {"role": "system", "content": "Say hello and briefly introduce yourself."}
-            )
             await worker.queue_frames([LLMRunFrame()])
 
         @transport.event_handler("on_client_disconnected")

@@ -63,6 +63,7 @@ class Engines:
     llm: LLMEndpoint
     _phrases: dict[tuple[str, int], bytes] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _pending: dict[tuple[str, int], asyncio.Future[bytes]] = field(default_factory=dict)
     #: The models that have run once since loading (see :meth:`warm_up`).
     warmed: set[str] = field(default_factory=set)
 
@@ -126,11 +127,22 @@ class Engines:
         return self._phrases.get((text, rate))
 
     async def phrase(self, text: str, rate: int = PHONE_RATE) -> bytes:
-        """Audio of a fixed phrase (announcement, greeting, farewell): synthesized once."""
+        """Audio of a fixed phrase (announcement, greeting, farewell): synthesized once.
+
+        Concurrent requests for a phrase being synthesized wait for that one synthesis.
+        """
         hit = self._phrases.get((text, rate))
         if hit is not None:
             return hit
-        pcm = await asyncio.to_thread(self.synthesize, text, rate)
+        pending = self._pending.get((text, rate))
+        if pending is None:
+            pending = asyncio.ensure_future(asyncio.to_thread(self.synthesize, text, rate))
+            self._pending[(text, rate)] = pending
+        try:
+            pcm = await asyncio.shield(pending)
+        finally:
+            if pending.done():
+                self._pending.pop((text, rate), None)
         with self._lock:
             self._phrases[(text, rate)] = pcm
         return pcm

@@ -25,7 +25,8 @@ redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
   local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
   local wait = 1
-  if oldest[2] then wait = math.max(1, math.ceil(tonumber(oldest[2]) + 60 - now)) end
+  -- clamped: a concurrent request may have counted a call stamped a moment after `now`
+  if oldest[2] then wait = math.min(60, math.max(1, math.ceil(tonumber(oldest[2]) + 60 - now))) end
   return {'calls_per_minute', wait}
 end
 if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then

@@ -24,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,8 +141,7 @@ async def one_call(
     return latencies, announce
 
 
-async def sweep(system: System, lines: list[tuple[str, bytes]],
-                sample: Callable[[], Awaitable[None]] | None = None) -> dict[str, Any]:  # fmt: skip
+async def sweep(system: System, lines: list[tuple[str, bytes]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     idle = rss_mb(system.proc.pid)
     for level in LEVELS:

@@ -91,20 +91,29 @@ class TrimmedWhisper:
         """Transcribe with ``model`` (a ``faster_whisper.WhisperModel``)."""
         self._model = model
         self.beam_size = beam_size
+        self._tokenizers: dict[str, Any] = {}
+
+    def _tokenizer(self, language: str) -> Any:
+        """The tokenizer of ``language``, built once per language, not per utterance."""
+        from faster_whisper.tokenizer import Tokenizer
+
+        found = self._tokenizers.get(language)
+        if found is None:
+            found = self._tokenizers[language] = Tokenizer(
+                self._model.hf_tokenizer, self._model.model.is_multilingual,
+                task="transcribe", language=language,
+            )  # fmt: skip
+        return found
 
     def transcribe(self, audio: Any, language: str | None = None, **_: Any) -> Any:
         """``([segment], None)`` for 16 kHz float ``audio``, like ``WhisperModel.transcribe``."""
         from faster_whisper.audio import pad_or_trim
-        from faster_whisper.tokenizer import Tokenizer
 
         model = self._model
         features = model.feature_extractor(audio)
         features = pad_or_trim(features, window_frames(len(audio) / 16000))
         encoded = model.encode(features)
-        tokenizer = Tokenizer(
-            model.hf_tokenizer, model.model.is_multilingual, task="transcribe",
-            language=str(language or "en"),
-        )  # fmt: skip
+        tokenizer = self._tokenizer(str(language or "en"))
         # With timestamps, as faster-whisper decodes by default: the model then closes the
         # utterance with an end time instead of saying it again.
         prompt = list(tokenizer.sot_sequence)

@@ -112,6 +112,10 @@ class LiveServer:
     sinch_numbers_port: int = 0
     twilio_api_port: int = 0
 
+    def tail(self, lines: int = 40) -> str:
+        """The end of the platform's log, for an assertion's message."""
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
 
 def start_server(redis_url: str, var: Path, ready: str = "/readyz", **env: str) -> LiveServer:
     """`bonmoniq serve` as a child process on a free port; returns once ``ready`` answers 200."""

@@ -76,7 +76,7 @@ async def test_recording_starts_after_the_announcement_and_nothing_is_plaintext(
 
     # At rest: no WAV header, no window of the recorded audio, no transcript turn in clear.
     turns = await store.transcript(result.call_id)
-    assert len(turns) >= 2
+    assert len(turns) >= 2, live_server.tail()
     at_rest = await everything_stored(live_server, live_redis)
     assert b"RIFF" not in at_rest and b"WAVE" not in at_rest
     loud = [i for i in range(0, len(opened.plaintext) - 64, 4000)

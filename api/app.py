@@ -8,6 +8,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from redis.asyncio import Redis
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import (
     idempotency,
@@ -29,6 +32,60 @@ from llm.client import probe
 from llm.errors import LLMUnavailable
 
 
+def _request_id(given: str) -> str:
+    """The caller's ``X-Request-ID`` if it is a sane token, else a new one."""
+    if not given or len(given) > 100 or not given.replace("-", "").isalnum():
+        return uuid.uuid4().hex
+    return given
+
+
+class Conventions:
+    """Request ids, webhook counts and idempotency keys, for every HTTP request.
+
+    A request id goes on the response (``X-Request-ID``), on each log line and into
+    ``request.state``; webhook results are counted for ``/metrics``; the customer API's POSTs
+    with an ``Idempotency-Key`` run once (api/idempotency.py). Plain ASGI: Starlette's
+    ``BaseHTTPMiddleware`` runs each request in a task and copies the response through a
+    stream; only requests with an idempotency key, whose body and response must be kept, take
+    that path.
+    """
+
+    def __init__(self, app: ASGIApp, redis: Redis) -> None:
+        """Wrap ``app``; idempotency records live in ``redis``."""
+        self.app = app
+
+        async def once(request: Request, call_next: Any) -> Any:
+            return await idempotency.handle(redis, request, call_next)
+
+        self.idempotent = BaseHTTPMiddleware(app, dispatch=once)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one request (anything but HTTP passes through)."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        rid = _request_id(request.headers.get("x-request-id", ""))
+        request.state.request_id = rid
+        status = 500
+
+        async def stamped(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", rid.encode())]
+            await send(message)
+
+        inner = self.idempotent if idempotency.applies(request) else self.app
+        token = current_request_id.set(rid)
+        try:
+            await inner(scope, receive, stamped)
+        finally:
+            current_request_id.reset(token)
+            if scope["path"].startswith("/webhooks/"):
+                metrics.count_webhook(scope["path"], status)
+
+
 def create_app(platform: Platform) -> FastAPI:
     """The ASGI app serving ``platform``."""
     app = FastAPI(title="Bonmoniq Voice", version="0.1.0")
@@ -45,30 +102,7 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(routes_data.router(platform))
     app.include_router(metrics.router())
 
-    @app.middleware("http")
-    async def idempotent(request: Request, call_next: Any) -> Any:
-        """Creating POSTs with an ``Idempotency-Key`` run once (api/idempotency.py)."""
-        if idempotency.applies(request):
-            return await idempotency.handle(platform.redis, request, call_next)
-        response = await call_next(request)
-        if request.url.path.startswith("/webhooks/"):
-            metrics.count_webhook(request.url.path, response.status_code)
-        return response
-
-    @app.middleware("http")
-    async def request_id(request: Request, call_next: Any) -> Any:
-        """A request id on every response and every log line of the request."""
-        rid = request.headers.get("x-request-id", "")
-        if not rid or len(rid) > 100 or not rid.replace("-", "").isalnum():
-            rid = uuid.uuid4().hex
-        request.state.request_id = rid
-        token = current_request_id.set(rid)
-        try:
-            response = await call_next(request)
-        finally:
-            current_request_id.reset(token)
-        response.headers["X-Request-ID"] = rid
-        return response
+    app.add_middleware(Conventions, redis=platform.redis)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:

@@ -76,6 +76,8 @@ async def _with_telephony(settings: Settings, fn: Callable[[Any], Awaitable[int]
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the platform until interrupted."""
+    import uvloop
+
     from api.serve import serve
 
     settings = _settings()
@@ -83,7 +85,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings.host = args.host
     if args.port:
         settings.port = args.port
-    return asyncio.run(serve(settings, demo=args.demo))
+    # uvloop (uvicorn's own choice when it owns the loop): carrier webhooks and media sockets
+    # are socket-bound work.
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(serve(settings, demo=args.demo))
 
 
 def cmd_models_verify(args: argparse.Namespace) -> int:

@@ -9,7 +9,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from fastapi import Request, WebSocket
+from fastapi import APIRouter, Request, WebSocket
+from fastapi.responses import Response
 from pipecat.serializers.base_serializer import FrameSerializer
 from starlette.websockets import WebSocketDisconnect
 
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 CLOSE_POLICY = 1008
 CLOSE_BAD_DATA = 1007
 START_TIMEOUT_S = 10.0
+Endpoint = Callable[[Request], Awaitable[Response]]
 T = TypeVar("T")
 
 
@@ -43,20 +45,34 @@ class Accepted:
     refusal: str | None
 
 
+def webhook_route(r: APIRouter, path: str) -> Callable[[Endpoint], Endpoint]:
+    """Register a carrier's webhook on ``r`` as a plain Starlette route (``POST path``).
+
+    A webhook reads its own signed body and needs none of FastAPI's parameter injection, which
+    took a tenth of the time of each request; it stays out of the OpenAPI schema.
+    """
+
+    def add(endpoint: Endpoint) -> Endpoint:
+        r.add_route(path, endpoint, methods=["POST"], include_in_schema=False)
+        return endpoint
+
+    return add
+
+
 async def verified(platform: Platform, carrier: Carrier, request: Request) -> WebhookRequest:
     """The request, if the carrier signed it (for the public URL); :class:`SignatureInvalid`."""
     verifier = platform.verifiers.get(carrier)
     if verifier is None:
         raise CarrierUnavailable(f"{carrier} is not configured on this platform")
-    url = platform.settings.public(request.url.path)
-    if request.url.query:
-        url += "?" + request.url.query
+    # From the ASGI scope: building ``request.url`` cost 8% of a webhook's time.
+    path, query = request.scope["path"], request.scope["query_string"].decode("latin-1")
+    url = platform.settings.public(path) + (f"?{query}" if query else "")
     req = WebhookRequest(request.method, url, await request.body(), dict(request.headers))
     verdict = verifier.verify(req, time.time())
     if not verdict:
         log.warning(
             "webhook refused",
-            extra={"carrier": str(carrier), "path": request.url.path, "reason": verdict.reason},
+            extra={"carrier": str(carrier), "path": path, "reason": verdict.reason},
         )
         raise SignatureInvalid(verdict.reason)
     return req
@@ -74,11 +90,10 @@ async def accept(platform: Platform, inbound: InboundCall, now: float) -> Accept
         )  # fmt: skip
     except (RouteRefused, InvalidNumber) as e:
         refusal = str(e)
-    call_id, created = await platform.calls.open_inbound(
+    call_id, created, state = await platform.calls.open_inbound(
         inbound, found, now, decision.as_metadata() if decision else None, refusal
     )
-    record = await platform.calls.get(call_id)
-    answer = found is not None and record is not None and record.state == "ringing"
+    answer = found is not None and state == "ringing"
     token = current_call_id.set(call_id)
     try:
         if refusal:

@@ -25,8 +25,8 @@ from routing.directory import DEFAULT_TENANT, Agent, Directory
 from routing.policy import Carrier, Health, Policy
 from routing.subprocessors import Register
 from voice.calls import CallStore
-from voice.engines import Engines
-from voice.session import CallConfig, prepare_phrases
+from voice.engines import PHONE_RATE, Engines
+from voice.session import CallConfig, fixed_phrases, prepare_phrases
 
 C = TypeVar("C", TwilioControl, TelnyxControl, SinchControl)
 
@@ -96,6 +96,8 @@ class Platform:
 
     def prepare(self, agent: Agent) -> None:
         """Synthesize ``agent``'s fixed phrases in the background (before its first call)."""
+        if all(self.engines.cached(t, PHONE_RATE) is not None for t in fixed_phrases(agent)):
+            return  # the usual case: prepared at start or when the agent was saved
         task = asyncio.get_running_loop().create_task(prepare_phrases(self.engines, agent))
         self._background.add(task)
         task.add_done_callback(self._background.discard)

@@ -8,7 +8,7 @@ import time
 from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import JSONResponse, Response
 
-from api.inbound import CLOSE_POLICY, accept, first_message, run_stream, verified
+from api.inbound import CLOSE_POLICY, accept, first_message, run_stream, verified, webhook_route
 from api.platform import Platform
 from carriers.base import StreamStart
 from carriers.errors import CarrierUnavailable
@@ -26,7 +26,7 @@ def router(platform: Platform) -> APIRouter:
     """Routes bound to ``platform``."""
     r = APIRouter(tags=["carrier: sinch"])
 
-    @r.post(CALLBACK_PATH, include_in_schema=False)
+    @webhook_route(r, CALLBACK_PATH)
     async def callback(request: Request) -> Response:
         platform.control(Carrier.SINCH, SinchControl)
         # Sinch signs the path it called: the public one, whatever a proxy rewrote.

@@ -8,7 +8,15 @@ import time
 from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import Response
 
-from api.inbound import CLOSE_POLICY, accept, first_message, run_stream, start_reader, verified
+from api.inbound import (
+    CLOSE_POLICY,
+    accept,
+    first_message,
+    run_stream,
+    start_reader,
+    verified,
+    webhook_route,
+)
 from api.platform import Platform
 from carriers.errors import CarrierUnavailable
 from carriers.telnyx import media, webhook
@@ -25,7 +33,7 @@ def router(platform: Platform) -> APIRouter:
     """Routes bound to ``platform``."""
     r = APIRouter(tags=["carrier: telnyx"])
 
-    @r.post(WEBHOOK_PATH, include_in_schema=False)
+    @webhook_route(r, WEBHOOK_PATH)
     async def events(request: Request) -> Response:
         control = platform.control(Carrier.TELNYX, TelnyxControl)
         req = await verified(platform, Carrier.TELNYX, request)

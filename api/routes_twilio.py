@@ -9,7 +9,15 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import Response
 
-from api.inbound import CLOSE_POLICY, accept, first_message, run_stream, start_reader, verified
+from api.inbound import (
+    CLOSE_POLICY,
+    accept,
+    first_message,
+    run_stream,
+    start_reader,
+    verified,
+    webhook_route,
+)
 from api.platform import Platform
 from carriers.errors import CarrierUnavailable, SignatureInvalid, WebhookMalformed
 from carriers.twilio import media, signature, webhook
@@ -54,7 +62,7 @@ def router(platform: Platform) -> APIRouter:
     """Routes bound to ``platform``."""
     r = APIRouter(tags=["carrier: twilio"])
 
-    @r.post(VOICE_PATH, include_in_schema=False)
+    @webhook_route(r, VOICE_PATH)
     async def voice(request: Request) -> Response:
         form = await _verified_form(platform, request)
         inbound = webhook.parse_voice(form)
@@ -85,7 +93,7 @@ def router(platform: Platform) -> APIRouter:
             )
         )
 
-    @r.post(STATUS_PATH, include_in_schema=False)
+    @webhook_route(r, STATUS_PATH)
     async def status(request: Request) -> Response:
         form = await _verified_form(platform, request)
         if "StreamEvent" in form:

@@ -11,7 +11,7 @@ llama.cpp server, and are driven by the same Twilio simulator with the same spok
   system's process; capacity is the largest level whose p95 stays under twice the single-call
   p50;
 - for the platform, the stage breakdown from its ``/metrics`` and signed voice webhooks per
-  second on one process.
+  second on one process (``bench/webhooks.py``).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from typing import Any
 
 import httpx
 
+from bench import webhooks
 from bench.encryption import machine
 from llm.server import free_port
 
@@ -75,7 +76,7 @@ def _wait(url: str, proc: subprocess.Popen[bytes], path: str, log: Path) -> None
     raise RuntimeError(f"{url} did not start")
 
 
-def start_ours(var: Path, llm_v1: str) -> System:
+def start_ours(var: Path, llm_v1: str, log_level: str = "INFO") -> System:
     port, rport = free_port(), free_port()
     redis = subprocess.Popen(
         [shutil.which("redis-server") or "redis-server", "--port", str(rport), "--save", "",
@@ -86,7 +87,7 @@ def start_ours(var: Path, llm_v1: str) -> System:
     env = {**os.environ, "BONMONIQ_PORT": str(port), "BONMONIQ_PUBLIC_URL": url,
            "BONMONIQ_REDIS_URL": f"redis://127.0.0.1:{rport}/0", "BONMONIQ_VAR_DIR": str(var),
            "BONMONIQ_TWILIO_ACCOUNT_SID": ACCOUNT_SID, "BONMONIQ_TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-           "BONMONIQ_LLM_URL": llm_v1, "BONMONIQ_LOG_LEVEL": "WARNING"}  # fmt: skip
+           "BONMONIQ_LLM_URL": llm_v1, "BONMONIQ_LOG_LEVEL": log_level}  # fmt: skip
     log = var / "serve.log"
     proc = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--demo"], cwd=REPO,
                             env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)  # fmt: skip
@@ -213,32 +214,6 @@ async def stages(url: str) -> dict[str, float]:
     return {k: round(sums[k] / counts[k], 3) for k in sums if counts.get(k)}
 
 
-async def webhooks_per_s(url: str, seconds: float = 5.0, concurrency: int = 32) -> float:
-    from carriers.twilio.signature import compute_signature
-
-    done = 0
-    deadline = time.monotonic() + seconds
-    target = url + "/webhooks/twilio/voice"
-
-    async def worker(c: httpx.AsyncClient, n: int) -> None:
-        nonlocal done
-        k = 0
-        while time.monotonic() < deadline:
-            k += 1
-            params = {"CallSid": f"CA{n:08d}{k:024d}", "AccountSid": ACCOUNT_SID,
-                      "From": "+15555559999", "To": NUMBER, "CallStatus": "ringing"}  # fmt: skip
-            sig = compute_signature(target, sorted(params.items()), AUTH_TOKEN)
-            r = await c.post(target, data=params, headers={"X-Twilio-Signature": sig})
-            if r.status_code == 200:
-                done += 1
-
-    t0 = time.monotonic()
-    limits = httpx.Limits(max_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as c:
-        await asyncio.gather(*(worker(c, n) for n in range(concurrency)))
-    return round(done / (time.monotonic() - t0), 1)
-
-
 async def run() -> dict[str, Any]:
     from carriers.simulation import trim_silence
     from llm import EmbeddedLLMServer
@@ -259,7 +234,8 @@ async def run() -> dict[str, Any]:
                 report[system.name] = await measure(system, lines)
                 if system.name == "ours":
                     report["ours"]["stages_s"] = await stages(system.url)
-                    report["ours"]["webhooks_per_s"] = await webhooks_per_s(system.url)
+                    hooks = await webhooks.run(system.url, ACCOUNT_SID, AUTH_TOKEN, NUMBER)
+                    report["ours"] |= hooks
             finally:
                 system.stop()
     if "ours" not in report or "baseline" not in report:

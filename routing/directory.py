@@ -7,6 +7,7 @@ import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -126,12 +127,27 @@ class Route:
     carrier: str | None = None  # the carrier holding the number, when rented through us
 
 
+#: A number's hash and its agent's, in one round trip (every inbound webhook asks).
+_LOOKUP = """
+local number = redis.call('HGETALL', KEYS[1])
+local f = {}
+for i = 1, #number, 2 do f[number[i]] = number[i + 1] end
+if not f['agent'] or not f['tenant'] then return {number, {}} end
+return {number, redis.call('HGETALL', ARGV[1] .. f['tenant'] .. ':' .. f['agent'])}
+"""
+
+
+def _pairs(flat: list[Any]) -> dict[str, str]:
+    return {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat) - 1, 2)}
+
+
 class Directory:
     """Agents and numbers of every tenant."""
 
     def __init__(self, redis: Redis) -> None:
         """Use ``redis`` (decode_responses=True)."""
         self.redis = redis
+        self._lookup = redis.register_script(_LOOKUP)
 
     async def add_agent(self, agent: Agent) -> Agent:
         """Store a new agent; :class:`AgentExists` if the name is taken in its tenant."""
@@ -253,14 +269,11 @@ class Directory:
             e164 = normalise_number(raw_number)
         except InvalidNumber:
             return None
-        raw = keys.strs(await self.redis.hgetall(keys.number(e164)))
-        if not raw:
+        number, agent = await self._lookup(keys=[keys.number(e164)], args=[keys.AGENT_PREFIX])
+        raw, fields = _pairs(number), _pairs(agent)
+        if not raw or "prompt" not in fields:
             return None
-        try:
-            agent = await self.get_agent_by_id(raw["agent"], raw["tenant"])
-        except AgentNotFound:
-            return None
-        return Route(e164, raw["tenant"], agent, raw.get("carrier") or None)
+        return Route(e164, raw["tenant"], Agent.from_redis(fields), raw.get("carrier") or None)
 
     async def list_numbers(self, tenant: str = DEFAULT_TENANT) -> list[tuple[str, str]]:
         """(number, agent name) of every number of the tenant."""

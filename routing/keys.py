@@ -54,9 +54,14 @@ def fields(record: Mapping[str, str]) -> Mapping[Any, Any]:
 DEDUPE_TTL_S = 7 * 24 * 3600
 
 
+#: Agents' hashes are ``AGENT_PREFIX{tenant}:{agent_id}`` (the number lookup script builds the
+#: name of a number's agent from it: a key named inside Lua, fine on the one Redis deployed).
+AGENT_PREFIX = "agent:"
+
+
 def agent(tenant: str, agent_id: str) -> str:
     """An agent's hash."""
-    return f"agent:{tenant}:{agent_id}"
+    return f"{AGENT_PREFIX}{tenant}:{agent_id}"
 
 
 def agents(tenant: str) -> str:
@@ -79,9 +84,14 @@ def numbers(tenant: str) -> str:
     return f"numbers:{tenant}"
 
 
+#: Calls' hashes are ``CALL_PREFIX{call_id}`` (the call-opening script reads a repeated call's
+#: state by this name).
+CALL_PREFIX = "call:"
+
+
 def call(call_id: str) -> str:
     """A call's hash."""
-    return f"call:{call_id}"
+    return f"{CALL_PREFIX}{call_id}"
 
 
 def call_events(call_id: str) -> str:

@@ -14,6 +14,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -136,8 +137,12 @@ class Decision:
         }
 
 
+@lru_cache(maxsize=65536)
 def country_of(number: str) -> str:
-    """ISO country of an E.164 number, via ``phonenumbers``; :class:`InvalidNumber` otherwise."""
+    """ISO country of an E.164 number, via ``phonenumbers``; :class:`InvalidNumber` otherwise.
+
+    Remembered per number (a pure function; every webhook asks it of the called number).
+    """
     try:
         parsed = phonenumbers.parse(number, None)
     except phonenumbers.NumberParseException as e:

@@ -7,7 +7,7 @@ import math
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
 
@@ -32,15 +32,25 @@ STATE_RANK = {
     "rejected": 3,
 }
 _OPEN = """
+local early = redis.call('GET', KEYS[6])
+if early and early ~= ARGV[8] and redis.call('EXISTS', KEYS[1]) == 0 then
+  return {'', 0, early}
+end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX') then
-  redis.call('HSET', KEYS[2], unpack(ARGV, 5))
+  local fields = {}
+  for k, v in pairs(cjson.decode(ARGV[7])) do
+    fields[#fields + 1] = k
+    fields[#fields + 1] = v
+  end
+  redis.call('HSET', KEYS[2], unpack(fields))
   redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
   redis.call('RPUSH', KEYS[4], ARGV[3])
   redis.call('ZADD', KEYS[5], ARGV[4], ARGV[1])
-  if KEYS[6] then redis.call('ZADD', KEYS[6], ARGV[2], ARGV[1]) end
-  return {ARGV[1], 1}
+  if KEYS[7] then redis.call('ZADD', KEYS[7], ARGV[2], ARGV[1]) end
+  return {ARGV[1], 1, ARGV[6]}
 end
-return {redis.call('GET', KEYS[1]), 0}
+local first = redis.call('GET', KEYS[1])
+return {first, 0, redis.call('HGET', ARGV[5] .. first, 'state') or ''}
 """
 _ADVANCE = """
 local cur = redis.call('HGET', KEYS[1], 'state')
@@ -140,6 +150,55 @@ class Turn:
             raise ValueError(f"unknown role {self.role!r}")
 
 
+class Opened(NamedTuple):
+    """An inbound call as recorded: its id, whether this delivery created it, its state."""
+
+    call_id: str
+    created: bool
+    state: str
+
+
+def _inbound_record(
+    call_id: str,
+    inbound: InboundCall,
+    route: Route | None,
+    now: float,
+    routing: Mapping[str, str] | None,
+    refusal: str | None,
+    early: str,
+) -> tuple[dict[str, str], CallEvent]:
+    """A new inbound call's hash and first event (``early``: a final status heard before it)."""
+    state = "ringing" if route and not refusal else "rejected"
+    if STATE_RANK.get(early, 0) >= 3:
+        state = early
+    record = {
+        "call_id": call_id,
+        "carrier": inbound.carrier,
+        "carrier_call_id": inbound.carrier_call_id,
+        "tenant": route.tenant if route else "",
+        "agent": route.agent.agent_id if route else "",
+        "agent_name": route.agent.name if route else "",
+        "from_number": inbound.from_number,
+        "to_number": inbound.to_number,
+        "direction": "inbound",
+        "state": state,
+        "created_at": str(now),
+        "updated_at": str(now),
+        "expires_at": repr(expiry(now, route.agent.retention_days if route else None)),
+    }
+    record.update({f"routing_{k}": v for k, v in (routing or {}).items()})
+    answered = state == "ringing"
+    data: dict[str, Any] = {"carrier": inbound.carrier, "to": inbound.to_number}
+    if routing:
+        data["routing"] = dict(routing)
+    if not answered:
+        data["reason"] = refusal or (
+            f"the call was already {state}" if route else "no agent answers this number"
+        )
+    kind = CallEventType.INBOUND if answered else CallEventType.REJECTED
+    return record, CallEvent(kind, call_id, now, data)
+
+
 class CallStore:
     """Reads and writes calls; every multi-key write is one MULTI/EXEC."""
 
@@ -158,8 +217,8 @@ class CallStore:
         now: float,
         routing: Mapping[str, str] | None = None,
         refusal: str | None = None,
-    ) -> tuple[str, bool]:
-        """Record an inbound call once: ``(call_id, created)``; a repeat returns the first id.
+    ) -> Opened:
+        """Record an inbound call once; a repeat returns the first call's id and state.
 
         ``routing`` is the router's decision (stored with the call); ``refusal`` why the call is
         not answered. A terminal status that arrived before the call itself (carriers do not
@@ -167,51 +226,23 @@ class CallStore:
         """
         call_id = new_call_id()
         mapping = keys.carrier_call(inbound.carrier, inbound.carrier_call_id)
-        early = await self.redis.get(keys.early_status(inbound.carrier, inbound.carrier_call_id))
-        state = "ringing" if route and not refusal else "rejected"
-        if early and STATE_RANK.get(str(early), 0) >= 3:
-            state = str(early)
-        record = {
-            "call_id": call_id,
-            "carrier": inbound.carrier,
-            "carrier_call_id": inbound.carrier_call_id,
-            "tenant": route.tenant if route else "",
-            "agent": route.agent.agent_id if route else "",
-            "agent_name": route.agent.name if route else "",
-            "from_number": inbound.from_number,
-            "to_number": inbound.to_number,
-            "direction": "inbound",
-            "state": state,
-            "created_at": str(now),
-            "updated_at": str(now),
-            "expires_at": repr(expiry(now, route.agent.retention_days if route else None)),
-        }
-        record.update({f"routing_{k}": v for k, v in (routing or {}).items()})
-        answered = state == "ringing"
-        event_type = CallEventType.INBOUND if answered else CallEventType.REJECTED
-        data: dict[str, Any] = {"carrier": inbound.carrier, "to": inbound.to_number}
-        if routing:
-            data["routing"] = dict(routing)
-        if not answered:
-            data["reason"] = refusal or (
-                f"the call was already {state}" if route else "no agent answers this number"
-            )
-        event = CallEvent(event_type, call_id, now, data)
-        # One script: a concurrent repeat either creates the call or sees it complete.
-        fields = [x for kv in record.items() for x in kv]
         index = [keys.tenant_calls(route.tenant)] if route else []
-        got, created = await self._open(
-            keys=[
-                mapping,
-                keys.call(call_id),
-                keys.CALLS,
-                keys.call_events(call_id),
-                keys.RETENTION,
-                *index,
-            ],
-            args=[call_id, str(now), event.to_json(), record["expires_at"], *fields],
-        )
-        return str(got), bool(created)
+        # One script: a concurrent repeat either creates the call or sees it complete. It reads
+        # the early status too: when there is one the record did not account for, it creates
+        # nothing and says which, and the record is made again (rare: one more round trip).
+        early = ""
+        while True:
+            record, event = _inbound_record(call_id, inbound, route, now, routing, refusal, early)
+            got, created, current = await self._open(
+                keys=[mapping, keys.call(call_id), keys.CALLS, keys.call_events(call_id),
+                      keys.RETENTION, keys.early_status(inbound.carrier, inbound.carrier_call_id),
+                      *index],
+                args=[call_id, str(now), event.to_json(), record["expires_at"], keys.CALL_PREFIX,
+                      record["state"], json.dumps(record), early],
+            )  # fmt: skip
+            if got:
+                return Opened(str(got), bool(created), str(current))
+            early = str(current)
 
     async def open_outbound(
         self,

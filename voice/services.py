@@ -7,19 +7,21 @@ pipecat's stock services load their model in ``__init__``, once per call; these 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from pipecat.audio.vad.silero import SileroOnnxModel, SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams
-from pipecat.frames.frames import Frame
+from pipecat.frames.frames import Frame, TTSAudioRawFrame
 from pipecat.services.piper.tts import PiperTTSService
 from pipecat.services.tts_service import TTSService
 from pipecat.services.whisper.stt import WhisperSTTService
 from pipecat.transcriptions.language import Language
 
 from voice.engines import Engines
+from voice.metrics import TurnTimeline
 
 #: Seconds of audio beyond the utterance kept in Whisper's window (a margin for the decoder).
 WINDOW_MARGIN_S = 3.0
@@ -159,8 +161,10 @@ class SharedWhisperSTT(WhisperSTTService):
 class SharedPiperTTS(PiperTTSService):
     """Piper TTS on the shared voice; fixed phrases come from the engines' cache."""
 
-    def __init__(self, engines: Engines, **kwargs: Any) -> None:
-        """Speak with the shared voice."""
+    def __init__(
+        self, engines: Engines, timeline: TurnTimeline | None = None, **kwargs: Any
+    ) -> None:
+        """Speak with the shared voice; mark each turn's first sentence and audio."""
         # PiperTTSService.__init__ would load the voice again: skip it, keep the rest.
         TTSService.__init__(
             self,
@@ -171,9 +175,17 @@ class SharedPiperTTS(PiperTTSService):
         )
         self._voice = engines.piper
         self._engines = engines
+        self._timeline = timeline or TurnTimeline()
 
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame, None]:
         """Cached audio for a fixed phrase at the pipeline's rate, else synthesize."""
+        self._timeline.mark("first_sentence", time.time())
+        async for frame in self._run_tts(text, context_id):
+            if isinstance(frame, TTSAudioRawFrame):
+                self._timeline.mark("tts_first_audio", time.time())
+            yield frame
+
+    async def _run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame, None]:
         cached = self._engines.cached(text.strip(), self.sample_rate)
         if cached is None:
             async for frame in super().run_tts(text, context_id):

@@ -21,11 +21,12 @@ from pipecat.frames.frames import (
     ErrorFrame,
     FunctionCallResultProperties,
     InterruptionFrame,
-    MetricsFrame,
+    LLMContextFrame,
+    LLMTextFrame,
+    TranscriptionFrame,
     TTSSpeakFrame,
     VADUserStoppedSpeakingFrame,
 )
-from pipecat.metrics.metrics import ProcessingMetricsData, TTFBMetricsData
 from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
@@ -55,7 +56,7 @@ from routing.directory import Agent
 from voice.calls import CallRecord, CallStore, Turn
 from voice.engines import PHONE_RATE, Engines
 from voice.events import CallEvent, CallEventType, current_call_id
-from voice.metrics import ACTIVE_CALLS, CALLS, STAGE_SECONDS
+from voice.metrics import ACTIVE_CALLS, CALLS, TurnTimeline
 from voice.processors import Announcer, ClosingPhrases, is_closing
 from voice.recorder import CallRecorder, ConsentGate, RefusalPhrases
 from voice.services import SharedPiperTTS, SharedSileroVAD, SharedWhisperSTT
@@ -109,63 +110,45 @@ def system_prompt(agent: Agent) -> str:
     )
 
 
+def fixed_phrases(agent: Agent) -> tuple[str, ...]:
+    """What an agent may say without its LLM: announcement, greeting, farewell, apologies."""
+    return tuple(
+        t.strip() for t in (agent.announcement, agent.greeting, FAREWELL, APOLOGY, NOT_RECORDED)
+    )
+
+
 async def prepare_phrases(engines: Engines, agent: Agent) -> None:
     """Synthesize an agent's fixed phrases into the cache (once per process)."""
-    for text in (agent.announcement, agent.greeting, FAREWELL, APOLOGY, NOT_RECORDED):
-        await engines.phrase(text.strip(), PHONE_RATE)
-
-
-def _stage(data: object) -> str | None:
-    """The stage a pipecat metric measures, from the service that reported it."""
-    name = getattr(data, "processor", "")
-    kind = "stt" if "STT" in name else "llm" if "LLM" in name else "tts" if "TTS" in name else None
-    if kind is None:
-        return None
-    if isinstance(data, TTFBMetricsData):
-        return f"{kind}_ttfb"
-    if isinstance(data, ProcessingMetricsData) and kind == "stt":
-        return "stt"
-    return None
+    for text in fixed_phrases(agent):
+        await engines.phrase(text, PHONE_RATE)
 
 
 class _CallObserver(BaseObserver):
-    """Notices barge-ins (once per interruption) and times the pipeline's stages."""
+    """Notices barge-ins (once per interruption) and times each caller turn's stages."""
 
-    def __init__(self, session: CallSession) -> None:
+    def __init__(self, session: CallSession, timeline: TurnTimeline) -> None:
         super().__init__()
         self._session = session
+        self._timeline = timeline
         self.bot_speaking = False
-        #: When the caller's last utterance ended (VAD end time minus its hangover), unanswered.
-        self._speech_ended: float | None = None
-        self._seen: set[int] = set()
-
-    def _first_sight(self, frame_id: int) -> bool:
-        """A frame is pushed once per hop; count it once."""
-        if frame_id in self._seen:
-            return False
-        if len(self._seen) > 4096:
-            self._seen.clear()
-        self._seen.add(frame_id)
-        return True
 
     async def on_push_frame(self, data: FramePushed) -> None:
         frame = data.frame
+        now = time.time()
         if isinstance(frame, BotStartedSpeakingFrame):
-            if not self.bot_speaking and self._speech_ended is not None:
-                STAGE_SECONDS.labels("response").observe(time.time() - self._speech_ended)
-                self._speech_ended = None
+            if not self.bot_speaking:
+                self._timeline.answered(now)
             self.bot_speaking = True
         elif isinstance(frame, BotStoppedSpeakingFrame):
             self.bot_speaking = False
         elif isinstance(frame, VADUserStoppedSpeakingFrame):
-            if self._first_sight(frame.id):
-                self._speech_ended = frame.timestamp - frame.stop_secs
-        elif isinstance(frame, MetricsFrame):
-            if self._first_sight(frame.id):
-                for metric in frame.data:
-                    stage = _stage(metric)
-                    if isinstance(metric, TTFBMetricsData | ProcessingMetricsData) and stage:
-                        STAGE_SECONDS.labels(stage).observe(metric.value)
+            self._timeline.speech_ended(frame.timestamp, frame.stop_secs)
+        elif isinstance(frame, TranscriptionFrame):
+            self._timeline.mark("stt", now)
+        elif isinstance(frame, LLMContextFrame):
+            self._timeline.mark("turn_end", now)
+        elif isinstance(frame, LLMTextFrame):
+            self._timeline.mark("llm_first_token", now)
         elif isinstance(frame, InterruptionFrame) and self.bot_speaking:
             # One interruption travels as several frames; the first one counts.
             self.bot_speaking = False
@@ -207,7 +190,8 @@ class CallSession:
         self._ending = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._rejected = 0
-        self._observer = _CallObserver(self)
+        self.timeline = TurnTimeline()
+        self._observer = _CallObserver(self, self.timeline)
         self._on_objection = on_objection
         self.gate = ConsentGate(self._objection)
         expires = call.created_at + agent.retention_days * 86400
@@ -239,7 +223,7 @@ class CallSession:
             max_tokens=config.max_tokens,
             temperature=config.temperature,
         )
-        tts = SharedPiperTTS(engines)
+        tts = SharedPiperTTS(engines, timeline=self.timeline)
         context = LLMContext(tools=END_CALL_TOOLS)
         llm.register_function("end_call", self._end_call_tool)
         llm.register_function("stop_recording", self._stop_recording_tool)
@@ -287,7 +271,6 @@ class CallSession:
             params=PipelineParams(
                 audio_in_sample_rate=STT_RATE,
                 audio_out_sample_rate=PHONE_RATE,
-                enable_metrics=True,
             ),
             enable_rtvi=False,
             idle_timeout_secs=None,

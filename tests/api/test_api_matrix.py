@@ -96,7 +96,7 @@ async def seed(server: LiveServer, redis: Redis, name: str, number: str) -> dict
         {"carrier": "telnyx", "carrier_id": "x"},
     )
     store = CallStore(redis)
-    call_id, _ = await store.open_inbound(
+    call_id, _, _ = await store.open_inbound(
         InboundCall(
             "twilio", "CA" + secrets.token_hex(16), "AC1", "+15555551234", number, "ringing"
         ),

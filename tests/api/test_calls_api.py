@@ -23,7 +23,7 @@ async def seed(live_redis: Redis, tenant_id: str, n: int, server: LiveServer) ->
         inbound = InboundCall(
             "twilio", f"CA{i:032d}", "AC1", f"+1555555{1000 + i}", "+15555550500", "ringing"
         )
-        call_id, _ = await store.open_inbound(
+        call_id, _, _ = await store.open_inbound(
             inbound,
             route,
             1_800_000_000.0 + i,

@@ -85,7 +85,7 @@ def test_calls_show_json(env: dict[str, str]) -> None:
     async def seed() -> str:
         client = Redis.from_url(env["BONMONIQ_REDIS_URL"], decode_responses=True)
         store = CallStore(client)
-        call_id, _ = await store.open_inbound(
+        call_id, _, _ = await store.open_inbound(
             InboundCall("twilio", "CA" + "5" * 32, "AC1", "+1555", "+15555550100", "ringing"),
             None,
             1.0,

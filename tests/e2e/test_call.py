@@ -141,9 +141,14 @@ async def test_a_caller_asks_and_the_agent_answers(
 
     # The pipeline's stage latencies of this call are on /metrics, and no call is left active.
     families = await scrape(live_server)
-    for stage in ("stt", "llm_ttfb", "tts_ttfb", "response"):
+    from voice.metrics import STAGES
+
+    for stage in (*STAGES, "response"):
         assert families[f'bonmoniq_pipeline_stage_seconds_count{{stage="{stage}"}}'] >= 1, stage
         assert families[f'bonmoniq_pipeline_stage_seconds_sum{{stage="{stage}"}}'] > 0, stage
+    # The stages partition each turn: together they are the response time.
+    total = sum(families[f'bonmoniq_pipeline_stage_seconds_sum{{stage="{s}"}}'] for s in STAGES)
+    assert abs(total - families['bonmoniq_pipeline_stage_seconds_sum{stage="response"}']) < 1e-3
     assert families["bonmoniq_active_calls"] == 0
     assert families['bonmoniq_webhooks_total{carrier="twilio",result="accepted"}'] >= 4
 

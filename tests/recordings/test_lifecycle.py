@@ -39,7 +39,7 @@ async def a_call(redis: Redis, objects: EncryptedObjects, route: Route, caller: 
                  words: str = "hello", audio: bytes = b"\x01\x02" * 8000) -> str:  # fmt: skip
     """A call to ``route`` from ``caller`` with a transcript and a recording."""
     sid = "CA" + os.urandom(16).hex()
-    call_id, _ = await CallStore(redis).open_inbound(
+    call_id, _, _ = await CallStore(redis).open_inbound(
         InboundCall("twilio", sid, "AC1", caller, route.number, "ringing"), route, now, ROUTING
     )
     await write_transcript(objects, route.tenant, call_id, [("caller", words, now)])

@@ -21,8 +21,9 @@ ROUTE = Route("+15555550100", "default", Agent(name="bakery", prompt="p"))
 async def test_concurrent_duplicate_deliveries_create_one_call(redis) -> None:  # type: ignore[no-untyped-def]
     store = CallStore(redis)
     results = await asyncio.gather(*(store.open_inbound(INBOUND, ROUTE, 100.0) for _ in range(8)))
-    ids = {call_id for call_id, _ in results}
-    assert len(ids) == 1 and sum(created for _, created in results) == 1
+    ids = {call_id for call_id, _, _ in results}
+    assert len(ids) == 1 and sum(created for _, created, _ in results) == 1
+    assert {state for _, _, state in results} == {"ringing"}  # the repeats read the first one
     call_id = ids.pop()
     assert await redis.zcard("calls") == 1
     assert [e.type for e in await store.events(call_id)] == [CallEventType.INBOUND]
@@ -38,7 +39,7 @@ async def test_concurrent_duplicate_deliveries_create_one_call(redis) -> None:  
 
 async def test_status_callbacks_apply_once_and_never_go_back(redis) -> None:  # type: ignore[no-untyped-def]
     store = CallStore(redis)
-    call_id, _ = await store.open_inbound(INBOUND, ROUTE, 100.0)
+    call_id, _, _ = await store.open_inbound(INBOUND, ROUTE, 100.0)
     sid = INBOUND.carrier_call_id
     assert (
         await store.apply_status("twilio", StatusUpdate(sid, "completed", 3, 42), 103.0) == call_id
@@ -66,8 +67,8 @@ async def test_status_callbacks_apply_once_and_never_go_back(redis) -> None:  # 
 
 async def test_rejected_call_and_transcript(redis, tmp_path) -> None:  # type: ignore[no-untyped-def]
     store = CallStore(redis)
-    call_id, created = await store.open_inbound(INBOUND, None, 100.0)
-    assert created
+    call_id, created, state = await store.open_inbound(INBOUND, None, 100.0)
+    assert created and state == "rejected"
     record = await store.get(call_id)
     assert record is not None and record.state == "rejected" and record.agent == ""
     assert not await store.advance(call_id, "in-progress", 101.0)  # a rejected call stays over

@@ -49,8 +49,9 @@ def llm_endpoint(settings: Settings, gguf: Path | None) -> Iterator[LLMEndpoint]
             f"profile {settings.profile!r} has no embedded LLM: set BONMONIQ_LLM_URL"
         )
     server = EmbeddedLLMServer(
-        gguf, settings.llm_model, settings.var_dir / "log" / "llm-server.log", settings.cpu_threads
-    )
+        gguf, settings.llm_model, settings.var_dir / "log" / "llm-server.log", settings.cpu_threads,
+        generation_threads=settings.llm_generation_threads,
+    )  # fmt: skip
     with server as endpoint:
         yield endpoint
 

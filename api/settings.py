@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     llm_max_tokens: int = 60
     llm_temperature: float = 0.3
     cpu_threads: int = 2
+    llm_generation_threads: int | None = Field(
+        default=None,
+        description="Threads of the embedded LLM while it writes an answer (it reads the prompt "
+        "with cpu_threads). Unset: half of cpu_threads, so that Piper speaking the first "
+        "sentence and the LLM writing the next one each have a core.",
+    )
     twilio_account_sid: str | None = None
     twilio_auth_token: SecretStr | None = None
     twilio_api_base: str = "https://api.twilio.com"
@@ -58,8 +64,11 @@ class Settings(BaseSettings):
         default=None, description="Bearer token of the operator endpoints (/v1/operator/...)."
     )
     log_level: str = "INFO"
-    vad_stop_secs: float = 0.4
-    turn_timeout_secs: float = 0.3
+    # End of turn (README "Voice latency"): the VAD declares silence after vad_stop_secs; the
+    # turn ends turn_timeout_secs later, a wait that runs while Whisper transcribes (~0.4 s on
+    # 2 cores), so a caller may pause 0.6 s mid-sentence without being answered.
+    vad_stop_secs: float = 0.25
+    turn_timeout_secs: float = 0.35
     call_max_seconds: int = 900
     master_key: SecretStr | None = Field(
         default=None, description="Master key, base64 of 32 bytes (else BONMONIQ_MASTER_KEY_FILE)."

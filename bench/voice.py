@@ -30,6 +30,7 @@ from typing import Any
 
 import httpx
 
+from api.settings import Settings
 from bench import webhooks
 from bench.encryption import machine
 from llm.server import free_port
@@ -226,7 +227,16 @@ async def run() -> dict[str, Any]:
     gguf = verify_model(profile_models("cpu")[Role.LLM], REPO / "var" / "models").files[0].path
     var = Path(tempfile.mkdtemp(prefix="bonmoniq-bench-voice-"))
     report: dict[str, Any] = {"machine": machine(), "questions": len(lines)}
-    with EmbeddedLLMServer(gguf, "smollm2-135m-instruct", var / "llm.log") as llm:
+    settings = Settings()  # the LLM server's threads as the platform's own
+    llm_server = EmbeddedLLMServer(
+        gguf, "smollm2-135m-instruct", var / "llm.log", settings.cpu_threads,
+        generation_threads=settings.llm_generation_threads,
+    )  # fmt: skip
+    report["llm_threads"] = {
+        "prompt": llm_server.threads,
+        "generation": llm_server.generation_threads,
+    }
+    with llm_server as llm:
         systems = os.environ.get("BONMONIQ_BENCH_SYSTEMS", "baseline,ours").split(",")
         for start in [s for s in (start_baseline, start_ours) if s.__name__[6:] in systems]:
             system = start(var, llm.v1)

@@ -38,13 +38,24 @@ class EmbeddedLLMServer:
     """Starts ``python -m llama_cpp.server`` on loopback, waits until ready, stops it on exit."""
 
     def __init__(
-        self, model_path: Path, alias: str, log_path: Path, threads: int = 2, n_ctx: int = 2048
+        self,
+        model_path: Path,
+        alias: str,
+        log_path: Path,
+        threads: int = 2,
+        n_ctx: int = 2048,
+        generation_threads: int | None = None,
     ) -> None:
-        """Prepare a server for the GGUF at ``model_path``, answering as model ``alias``."""
+        """Prepare a server for the GGUF at ``model_path``, answering as model ``alias``.
+
+        ``threads`` read the prompt; ``generation_threads`` write the answer (default: half as
+        many, at least one: while the LLM writes, the TTS speaks what it wrote first).
+        """
         self.model_path = model_path
         self.alias = alias
         self.log_path = log_path
         self.threads = threads
+        self.generation_threads = generation_threads or max(1, threads // 2)
         self.n_ctx = n_ctx
         self.port = 0
         self._proc: subprocess.Popen[bytes] | None = None
@@ -65,7 +76,8 @@ class EmbeddedLLMServer:
             "--host", "127.0.0.1",
             "--port", str(self.port),
             "--n_ctx", str(self.n_ctx),
-            "--n_threads", str(self.threads),
+            "--n_threads", str(self.generation_threads),
+            "--n_threads_batch", str(self.threads),
             "--verbose", "False",
             # Calls share the server: a new request must queue, not cut off another call's answer.
             "--interrupt_requests", "False",

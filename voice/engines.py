@@ -35,7 +35,20 @@ def silero_model_path() -> Path:
 def load_voice(model: VerifiedModel, use_cuda: bool = False) -> PiperVoice:
     """The Piper voice of a verified TTS model."""
     onnx = next(f.path for f in model.files if f.path.name.endswith(".onnx"))
-    return PiperVoice.load(str(model.directory / onnx.name), use_cuda=use_cuda)
+    voice = PiperVoice.load(str(model.directory / onnx.name), use_cuda=use_cuda)
+    if not use_cuda:
+        # onnxruntime's threads spin between operators by default, taking the cores from the
+        # LLM that is still writing the rest of the answer while Piper speaks its beginning:
+        # without spinning, a first sentence synthesized during generation took 0.57 s instead
+        # of 0.65 s, and the LLM wrote 54 tokens/s instead of 45 (2 cores).
+        opts = onnxruntime.SessionOptions()
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        voice.session = onnxruntime.InferenceSession(
+            str(model.directory / onnx.name), sess_options=opts,
+            providers=["CPUExecutionProvider"],
+        )  # fmt: skip
+    return voice
 
 
 def synthesize(voice: PiperVoice, text: str, rate: int = PHONE_RATE) -> bytes:

@@ -19,6 +19,8 @@ from pipecat.services.piper.tts import PiperTTSService
 from pipecat.services.tts_service import TTSService
 from pipecat.services.whisper.stt import WhisperSTTService
 from pipecat.transcriptions.language import Language
+from pipecat.utils.text.base_text_aggregator import Aggregation, TextType
+from pipecat.utils.text.simple_text_aggregator import SimpleTextAggregator
 
 from voice.engines import Engines
 from voice.metrics import TurnTimeline
@@ -75,6 +77,8 @@ def _without_restart(text: str, least: int = 3) -> str:
     return text
 
 
+#: Where a first clause ends (followed by a space).
+CLAUSE_ENDS = (",", ";", ":")
 SILENCE_LOGPROB = -1.0  # faster-whisper's log_prob_threshold
 
 
@@ -158,6 +162,50 @@ class SharedWhisperSTT(WhisperSTTService):
         self._model = TrimmedWhisper(self._shared_model)
 
 
+class FirstClauseAggregator(SimpleTextAggregator):
+    """Sentences for the TTS, except that a response's first clause goes as soon as it ends.
+
+    Piper speaks nothing until it has synthesized a whole chunk, and the first chunk is what
+    the caller waits for: "Yes, we open at eight on Saturday." starts with "Yes," (0.06 s to
+    synthesize on the 2-core machine; a 12-word sentence takes 0.25 s). A clause ends at a
+    comma, semicolon or colon followed by a space ("1,000" does not split); later chunks are
+    whole sentences.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        """As :class:`SimpleTextAggregator`."""
+        super().__init__(**kwargs)
+        self._first = True
+
+    async def aggregate(self, text: str) -> AsyncIterator[Aggregation]:
+        """Yield complete sentences, and the first clause of a response on its own."""
+        for char in text:
+            async for sentence in super().aggregate(char):
+                self._first = False
+                yield sentence
+            if self._first and char.isspace() and self._text.rstrip().endswith(CLAUSE_ENDS):
+                clause = self._text.strip()
+                await super().reset()
+                self._first = False
+                if clause:
+                    yield Aggregation(text=clause, type=TextType.SENTENCE)
+
+    async def flush(self) -> Aggregation | None:
+        """The rest of the response; the next one starts with its first clause again."""
+        self._first = True
+        return await super().flush()
+
+    async def handle_interruption(self) -> None:
+        """Drop what was collected; the next response starts afresh."""
+        self._first = True
+        await super().handle_interruption()
+
+    async def reset(self) -> None:
+        """Empty, at the start of a response."""
+        self._first = True
+        await super().reset()
+
+
 class SharedPiperTTS(PiperTTSService):
     """Piper TTS on the shared voice; fixed phrases come from the engines' cache."""
 
@@ -176,6 +224,10 @@ class SharedPiperTTS(PiperTTSService):
         self._voice = engines.piper
         self._engines = engines
         self._timeline = timeline or TurnTimeline()
+        # pipecat takes no aggregator argument: replace its sentence aggregator in place.
+        self._text_aggregator = FirstClauseAggregator(
+            aggregation_type=self._text_aggregation_mode, language=self._text_aggregator.language
+        )
 
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame, None]:
         """Cached audio for a fixed phrase at the pipeline's rate, else synthesize."""

@@ -95,8 +95,8 @@ END_CALL_TOOLS = ToolsSchema(
 class CallConfig:
     """Per-process settings of the call pipeline."""
 
-    vad_stop_secs: float = 0.4
-    turn_timeout_secs: float = 0.3
+    vad_stop_secs: float = 0.25
+    turn_timeout_secs: float = 0.35
     max_tokens: int = 60
     temperature: float = 0.3
     max_seconds: int = 900

@@ -64,7 +64,7 @@ class Settings(BaseSettings):
         default=None, description="Bearer token of the operator endpoints (/v1/operator/...)."
     )
     log_level: str = "INFO"
-    # End of turn (README "Voice latency"): the VAD declares silence after vad_stop_secs; the
+    # End of turn (BENCHMARKS.md): the VAD declares silence after vad_stop_secs; the
     # turn ends turn_timeout_secs later, a wait that runs while Whisper transcribes (~0.4 s on
     # 2 cores), so a caller may pause 0.6 s mid-sentence without being answered.
     vad_stop_secs: float = 0.25

@@ -14,8 +14,6 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,7 +23,8 @@ import httpx
 import numpy as np
 import soxr
 
-from llm.server import free_port
+from api.settings import Settings
+from bench.voice import ACCOUNT_SID, AUTH_TOKEN, NUMBER, start_ours
 
 REPO = Path(__file__).resolve().parents[1]
 QUESTIONS = [
@@ -33,42 +32,6 @@ QUESTIONS = [
     "Do you sell birthday cakes?",
     "Can I order croissants for tomorrow morning?",
 ]
-ACCOUNT_SID = "AC" + "b" * 32
-AUTH_TOKEN = "bench-token"
-
-
-def _start(var: Path) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes], str]:
-    port, rport = free_port(), free_port()
-    redis = subprocess.Popen(
-        [shutil.which("redis-server") or "redis-server", "--port", str(rport), "--save", "",
-         "--appendonly", "no", "--dir", str(var)],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "BONMONIQ_PORT": str(port),
-        "BONMONIQ_PUBLIC_URL": url,
-        "BONMONIQ_REDIS_URL": f"redis://127.0.0.1:{rport}/0",
-        "BONMONIQ_VAR_DIR": str(var),
-        "BONMONIQ_TWILIO_ACCOUNT_SID": ACCOUNT_SID,
-        "BONMONIQ_TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-    }
-    log = (var / "serve.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "serve", "--demo"],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=log,
-    )
-    for _ in range(600):
-        try:
-            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                return proc, redis, url
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    raise RuntimeError("platform did not start")
 
 
 async def _components(lines: list[bytes], llm_url: str | None) -> dict[str, float]:
@@ -78,11 +41,14 @@ async def _components(lines: list[bytes], llm_url: str | None) -> dict[str, floa
     from api.runtime import DEMO_PROMPT
     from models import Role, verify_profile
     from voice.engines import load_voice
+    from voice.services import TrimmedWhisper
     from voice.session import system_prompt
 
     models = verify_profile("cpu", REPO / "var" / "models")
-    whisper = WhisperModel(
-        str(models[Role.STT].directory), device="cpu", compute_type="int8", cpu_threads=2
+    whisper = TrimmedWhisper(  # as the platform runs it: window fitted to the utterance
+        WhisperModel(
+            str(models[Role.STT].directory), device="cpu", compute_type="int8", cpu_threads=2
+        )
     )
     stt = []
     for pcm in lines:
@@ -90,7 +56,7 @@ async def _components(lines: list[bytes], llm_url: str | None) -> dict[str, floa
             np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768, 8000, 16000
         )
         t = time.perf_counter()
-        list(whisper.transcribe(audio, language="en")[0])
+        whisper.transcribe(audio, language="en")
         stt.append(time.perf_counter() - t)
     voice = load_voice(models[Role.TTS])
     tts = []
@@ -137,9 +103,9 @@ async def run() -> dict[str, Any]:
     voice = load_voice(verify_model(profile_models("cpu")[Role.TTS], REPO / "var" / "models"))
     lines = [trim_silence(synthesize(voice, q, PHONE_RATE)) for q in QUESTIONS]
     var = Path(tempfile.mkdtemp(prefix="bonmoniq-bench-"))
-    proc, redis, url = _start(var)
+    system = start_ours(var)  # with its own embedded LLM, as `make run` starts it
     try:
-        sim = TwilioSimulator(url, ACCOUNT_SID, AUTH_TOKEN, to="+15555550100")
+        sim = TwilioSimulator(system.url, ACCOUNT_SID, AUTH_TOKEN, to=NUMBER)
         result = await sim.run(list(zip(QUESTIONS, lines, strict=True)))
         llm_url = None
         for line in (var / "serve.log").read_text().splitlines():
@@ -147,12 +113,10 @@ async def run() -> dict[str, Any]:
                 llm_url = f"http://127.0.0.1:{json.loads(line)['port']}"
         components = await _components(lines, llm_url)
     finally:
-        for child in (proc, redis):
-            child.terminate()
-            child.wait(timeout=30)
+        system.stop()
         shutil.rmtree(var, ignore_errors=True)
     latencies = [t.latency_s for t in result.turns if t.latency_s is not None]
-    vad_hangover = float(os.environ.get("BONMONIQ_VAD_STOP_SECS", "0.4"))
+    vad_hangover = Settings().vad_stop_secs  # what the platform was started with
     baseline = vad_hangover + sum(components.values())
     median = statistics.median(latencies) if latencies else None
     return {

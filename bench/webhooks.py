@@ -103,29 +103,20 @@ async def run(
 
 
 async def main() -> dict[str, object]:
-    """Start the platform (its Redis, the embedded LLM idle) and measure it."""
+    """Start the platform (its Redis, its embedded LLM idle) and measure it."""
     import shutil
     import tempfile
     from pathlib import Path
 
     from bench.encryption import machine
-    from bench.voice import ACCOUNT_SID, AUTH_TOKEN, NUMBER, REPO, start_ours
-    from llm import EmbeddedLLMServer
-    from models import Role, profile_models, verify_model
+    from bench.voice import ACCOUNT_SID, AUTH_TOKEN, NUMBER, start_ours
 
-    gguf = verify_model(profile_models("cpu")[Role.LLM], REPO / "var" / "models").files[0].path
     var = Path(tempfile.mkdtemp(prefix="bonmoniq-bench-webhooks-"))
+    system = start_ours(var)  # logging at INFO, as operators run it
     try:
-        with EmbeddedLLMServer(gguf, "smollm2-135m-instruct", var / "llm.log") as llm:
-            system = start_ours(var, llm.v1)  # logging at INFO, as operators run it
-            try:
-                return {
-                    "machine": machine(),
-                    **await run(system.url, ACCOUNT_SID, AUTH_TOKEN, NUMBER),
-                }
-            finally:
-                system.stop()
+        return {"machine": machine(), **await run(system.url, ACCOUNT_SID, AUTH_TOKEN, NUMBER)}
     finally:
+        system.stop()
         shutil.rmtree(var, ignore_errors=True)
 
 

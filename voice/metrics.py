@@ -44,8 +44,12 @@ class TurnTimeline:
         self._marks: dict[str, float] = {}
 
     def speech_ended(self, vad_at: float, hangover_s: float) -> None:
-        """The VAD declared the end of speech at ``vad_at``, ``hangover_s`` after it ended."""
-        self._marks = {"speech_end": vad_at - hangover_s, "vad": vad_at}
+        """The VAD declared the end of speech at ``vad_at``, ``hangover_s`` after it ended.
+
+        The same report seen again (observers see a frame at every hop) changes nothing.
+        """
+        if self._marks.get("vad") != vad_at:
+            self._marks = {"speech_end": vad_at - hangover_s, "vad": vad_at}
 
     def mark(self, stage: str, at: float) -> None:
         """``stage`` ended at ``at`` (ignored outside a turn, and after its first time)."""

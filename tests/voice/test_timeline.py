@@ -40,6 +40,7 @@ def test_missing_marks_fold_into_the_next_stage_and_restarts_reset() -> None:
     t.mark("stt", 5.2)
     t.speech_ended(6.0, 0.4)  # the caller went on talking: the turn starts again
     t.mark("stt", 6.3)
+    t.speech_ended(6.0, 0.4)  # the same report at the next hop of the pipeline: no restart
     t.mark("first_sentence", 6.5)  # a cached phrase: no LLM
     out = t.answered(6.9)
     assert out == pytest.approx({"vad": 0.4, "stt": 0.3, "first_sentence": 0.2, "transport": 0.4,

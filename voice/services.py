@@ -6,7 +6,6 @@ pipecat's stock services load their model in ``__init__``, once per call; these 
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -92,10 +91,9 @@ class _Segment:
 class TrimmedWhisper:
     """The shared faster-whisper model, its encoder given a window fitted to each utterance.
 
-    Same features, same beam search (5) and the same prompt (language fixed, timestamps on) as
+    Same features, same beam search (5) and the same prompt (language fixed, no timestamps) as
     ``WhisperModel.transcribe`` for one short utterance, without the padding to 30 s. Safe to
-    call from several threads at once (CTranslate2 models are; two threads meeting a new
-    language at once build its tokenizer twice, and one is kept).
+    call from several threads at once (CTranslate2 models are; nothing here is shared state).
     """
 
     def __init__(self, model: Any, beam_size: int = 5) -> None:
@@ -148,12 +146,6 @@ class TrimmedWhisper:
         return [_Segment(" " + text if text else "", silent)], None
 
 
-@functools.cache
-def trimmed(model: Any) -> TrimmedWhisper:
-    """The one :class:`TrimmedWhisper` over the process's ``model`` (its tokenizers with it)."""
-    return TrimmedWhisper(model)
-
-
 class SharedWhisperSTT(WhisperSTTService):
     """Whisper STT on the shared model: language fixed, window trimmed to the utterance."""
 
@@ -167,7 +159,7 @@ class SharedWhisperSTT(WhisperSTTService):
         )
 
     def _load(self) -> None:
-        self._model = trimmed(self._shared_model)
+        self._model = TrimmedWhisper(self._shared_model)
 
 
 class FirstClauseAggregator(SimpleTextAggregator):

@@ -91,7 +91,7 @@ class _Segment:
 class TrimmedWhisper:
     """The shared faster-whisper model, its encoder given a window fitted to each utterance.
 
-    Same features, same beam search (5) and the same prompt (language fixed, no timestamps) as
+    Same features, same beam search (5) and the same prompt (language fixed, timestamps on) as
     ``WhisperModel.transcribe`` for one short utterance, without the padding to 30 s. Safe to
     call from several threads at once (CTranslate2 models are; nothing here is shared state).
     """

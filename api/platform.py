@@ -66,7 +66,9 @@ class Platform:
             self.settings.daily_spend_cents,
         )
         self.call_config = CallConfig(
+            vad_start_secs=self.settings.vad_start_secs,
             vad_stop_secs=self.settings.vad_stop_secs,
+            vad_min_volume=self.settings.vad_min_volume,
             turn_timeout_secs=self.settings.turn_timeout_secs,
             max_tokens=self.settings.llm_max_tokens,
             temperature=self.settings.llm_temperature,

@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     # 2 cores), so a caller may pause 0.6 s mid-sentence without being answered.
     vad_stop_secs: float = 0.25
     turn_timeout_secs: float = 0.35
+    # Start of speech: 0.1 s at volume 0.5, so one-word answers ("Yes.", "Bye.") are heard
+    # (pipecat's 0.2 s at 0.6 missed most of them; BENCHMARKS.md).
+    vad_start_secs: float = 0.1
+    vad_min_volume: float = 0.5
     call_max_seconds: int = 900
     master_key: SecretStr | None = Field(
         default=None, description="Master key, base64 of 32 bytes (else BONMONIQ_MASTER_KEY_FILE)."

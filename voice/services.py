@@ -265,9 +265,9 @@ class _SharedSileroModel(SileroOnnxModel):
 class SharedSileroVAD(SileroVADAnalyzer):
     """Silero VAD whose ONNX session is shared; the recurrent state stays per call."""
 
-    def __init__(self, engines: Engines, params: VADParams) -> None:
-        """A VAD for one call."""
+    def __init__(self, session: Any, params: VADParams) -> None:
+        """A VAD for one call over ``session`` (the Silero ONNX session of the process)."""
         VADAnalyzer.__init__(self, sample_rate=None, params=params)
-        self._model = _SharedSileroModel(engines.silero)
+        self._model = _SharedSileroModel(session)
         self._windows_since_reset = 0
         self._low_confidence_windows = 0

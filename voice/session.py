@@ -95,11 +95,26 @@ END_CALL_TOOLS = ToolsSchema(
 class CallConfig:
     """Per-process settings of the call pipeline."""
 
+    vad_start_secs: float = 0.1
     vad_stop_secs: float = 0.25
+    vad_min_volume: float = 0.5
     turn_timeout_secs: float = 0.35
     max_tokens: int = 60
     temperature: float = 0.3
     max_seconds: int = 900
+
+    def vad_params(self) -> VADParams:
+        """The VAD's thresholds (pipecat's confidence 0.7; start, stop and volume tuned).
+
+        pipecat's defaults (start after 0.2 s of speech at volume 0.6) miss short answers: its
+        volume is measured over a 0.4 s window and smoothed, so a 0.3 s "Yes." or "No." is loud
+        enough for too short a time. BENCHMARKS.md has the measurement.
+        """
+        return VADParams(
+            start_secs=self.vad_start_secs,
+            stop_secs=self.vad_stop_secs,
+            min_volume=self.vad_min_volume,
+        )
 
 
 def system_prompt(agent: Agent) -> str:
@@ -242,9 +257,7 @@ class CallSession:
                 user_mute_strategies=[MuteUntilFirstBotCompleteUserMuteStrategy()],
             ),
         )
-        vad = VADProcessor(
-            vad_analyzer=SharedSileroVAD(engines, VADParams(stop_secs=config.vad_stop_secs))
-        )
+        vad = VADProcessor(vad_analyzer=SharedSileroVAD(engines.silero, config.vad_params()))
         announcement = engines.cached(agent.announcement.strip(), PHONE_RATE) or b""
         self.announcer = Announcer(
             announcement, PHONE_RATE, self._announcement_started, self._announcement_played

@@ -6,6 +6,7 @@ pipecat's stock services load their model in ``__init__``, once per call; these 
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -93,7 +94,8 @@ class TrimmedWhisper:
 
     Same features, same beam search (5) and the same prompt (language fixed, timestamps on) as
     ``WhisperModel.transcribe`` for one short utterance, without the padding to 30 s. Safe to
-    call from several threads at once (CTranslate2 models are; nothing here is shared state).
+    call from several threads at once (CTranslate2 models are; two threads meeting a new
+    language at once build its tokenizer twice, and one is kept).
     """
 
     def __init__(self, model: Any, beam_size: int = 5) -> None:
@@ -146,6 +148,12 @@ class TrimmedWhisper:
         return [_Segment(" " + text if text else "", silent)], None
 
 
+@functools.cache
+def trimmed(model: Any) -> TrimmedWhisper:
+    """The one :class:`TrimmedWhisper` over the process's ``model`` (its tokenizers with it)."""
+    return TrimmedWhisper(model)
+
+
 class SharedWhisperSTT(WhisperSTTService):
     """Whisper STT on the shared model: language fixed, window trimmed to the utterance."""
 
@@ -159,7 +167,7 @@ class SharedWhisperSTT(WhisperSTTService):
         )
 
     def _load(self) -> None:
-        self._model = TrimmedWhisper(self._shared_model)
+        self._model = trimmed(self._shared_model)
 
 
 class FirstClauseAggregator(SimpleTextAggregator):

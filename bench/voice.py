@@ -4,12 +4,12 @@ Both systems run as processes on this machine, on the same three models and the 
 llama.cpp server, and are driven by the same Twilio simulator with the same spoken questions
 (``bench/utterances.txt``, spoken once by the local Piper voice). Per system:
 
-- sequential calls until at least ``TURNS`` turns: voice-to-voice latency per turn (the
-  caller's last speech frame sent -> the first agent audio frame received) and the time from
-  the call being answered (the media stream started) to the first audio;
-- a concurrency sweep (1, 2, 4, 8 calls at once, in rounds until each level has ``TURNS``
-  turns): latency, CPU use and resident memory of the system's process; capacity is the
-  largest level whose p95 stays under twice the single-call p50;
+- a concurrency sweep (1, 2, 4, 8 calls at once), each level in rounds of calls started
+  together until it has at least ``TURNS`` turns: latency, CPU use and resident memory of the
+  system's process; capacity is the largest level whose p95 stays under twice the single-call
+  p50. Level 1 (one call at a time) gives the voice-to-voice latency per turn (the caller's
+  last speech frame sent -> the first agent audio frame received) and the time from the call
+  being answered (the media stream started) to the first audio;
 - for the platform, the stage breakdown from its ``/metrics`` and signed voice webhooks per
   second on one process (``bench/webhooks.py``).
 """
@@ -36,7 +36,7 @@ from bench.encryption import machine
 from llm.server import free_port
 
 REPO = Path(__file__).resolve().parents[1]
-#: Turns measured per system (at least 20 for the medians BENCHMARKS.md reports).
+#: Turns measured per system and level (at least 20 for the figures BENCHMARKS.md reports).
 TURNS = int(os.environ.get("BONMONIQ_BENCH_TURNS", "20"))
 QUESTIONS_PER_CALL = 4
 LEVELS = tuple(int(x) for x in os.environ.get("BONMONIQ_BENCH_LEVELS", "1,2,4,8").split(","))
@@ -146,24 +146,38 @@ async def one_call(
     return latencies, announce
 
 
-async def sweep(system: System, lines: list[tuple[str, bytes]]) -> dict[str, Any]:
+async def sweep(
+    system: System, lines: list[tuple[str, bytes]]
+) -> tuple[dict[str, Any], list[float], list[float]]:
+    """Each level's figures; the single-call turns' latencies and announcement starts.
+
+    Level 1 (one call at a time) always runs, first: its turns are the voice-to-voice figures.
+    """
     out: dict[str, Any] = {}
+    single: list[float] = []
+    announce: list[float] = []
     idle = rss_mb(system.proc.pid)
-    for level in LEVELS:
+    for level in (1, *(n for n in LEVELS if n != 1)):
         cpu0, t0, peak = cpu_s(system.proc.pid), time.monotonic(), idle
-        # Rounds of ``level`` calls started together, until the level has at least TURNS
-        # turns: its p95 is then a percentile, not the slowest of a handful.
+        # Rounds of ``level`` calls started together, each call with questions of its own,
+        # until the level has at least TURNS turns: its p95 is then a percentile, not the
+        # slowest of a handful.
         lat: list[float] = []
         first = 0
         while len(lat) < TURNS:
-            chunks = [[lines[(first + i + k) % len(lines)] for k in range(QUESTIONS_PER_CALL)]
-                      for i in range(level)]  # fmt: skip
-            first += level
+            starts = range(first, first + level * QUESTIONS_PER_CALL, QUESTIONS_PER_CALL)
+            first = starts.stop
+            chunks = [[lines[(n + k) % len(lines)] for k in range(QUESTIONS_PER_CALL)]
+                      for n in starts]  # fmt: skip
             calls = [asyncio.create_task(one_call(system, chunk)) for chunk in chunks]
             while not all(c.done() for c in calls):
                 peak = max(peak, rss_mb(system.proc.pid))
                 await asyncio.sleep(0.25)
             lat += [x for c in calls for x in c.result()[0]]
+            if level == 1:
+                announce += [a for c in calls if (a := c.result()[1]) is not None]
+        if level == 1:
+            single = lat
         unanswered = sum(1 for x in lat if x == float("inf"))
         used = (cpu_s(system.proc.pid) - cpu0) / (time.monotonic() - t0)
         out[str(level)] = {
@@ -174,7 +188,7 @@ async def sweep(system: System, lines: list[tuple[str, bytes]]) -> dict[str, Any
             "rss_per_call_mb": round((peak - idle) / level, 1),
         }  # fmt: skip
         idle = min(idle, rss_mb(system.proc.pid))
-    return out
+    return out, single, announce
 
 
 def capacity(levels: dict[str, Any], single_p50: float) -> int:
@@ -186,19 +200,9 @@ def capacity(levels: dict[str, Any], single_p50: float) -> int:
 
 
 async def measure(system: System, lines: list[tuple[str, bytes]]) -> dict[str, Any]:
-    latencies: list[float] = []
-    announce: list[float] = []
-    i = 0
-    while len(latencies) < TURNS:
-        chunk = [lines[(i + k) % len(lines)] for k in range(QUESTIONS_PER_CALL)]
-        i += QUESTIONS_PER_CALL
-        got, first = await one_call(system, chunk)
-        latencies += got
-        if first is not None:
-            announce.append(first)
-    latencies = [x for x in latencies if x != float("inf")] or [float("inf")]
+    levels, single, announce = await sweep(system, lines)
+    latencies = [x for x in single if x != float("inf")] or [float("inf")]
     p50 = statistics.median(latencies)
-    levels = await sweep(system, lines)
     return {
         "turns": len(latencies),
         "v2v_p50_s": round(p50, 3),

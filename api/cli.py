@@ -532,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"bonmoniq: error: invalid settings: {problems}", file=sys.stderr)
         return 2
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, settings.pipecat_log_level)
     try:
         return int(args.fn(args))
     except KeyboardInterrupt:

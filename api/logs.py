@@ -80,7 +80,7 @@ def _loguru_sink(message: Any) -> None:
     logging.getLogger(record.name).handle(record)
 
 
-def configure(level: str = "INFO") -> None:
+def configure(level: str = "INFO", pipecat_level: str = "WARNING") -> None:
     """Install the JSON handler on the root logger and bridge loguru (pipecat) into it."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
@@ -91,5 +91,5 @@ def configure(level: str = "INFO") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     loguru_logger.remove()
     # pipecat logs every frame at DEBUG; only warnings and worse are worth a line.
-    loguru_logger.add(_loguru_sink, level="WARNING")
+    loguru_logger.add(_loguru_sink, level=pipecat_level.upper())
     logging.Formatter.converter = time.gmtime

@@ -70,7 +70,10 @@ class Platform:
             vad_stop_secs=self.settings.vad_stop_secs,
             vad_min_volume=self.settings.vad_min_volume,
             turn_timeout_secs=self.settings.turn_timeout_secs,
+            early_stt=self.settings.early_stt,
+            speculate=self.settings.speculate,
             max_tokens=self.settings.llm_max_tokens,
+            max_sentences=self.settings.llm_max_sentences,
             temperature=self.settings.llm_temperature,
             max_seconds=self.settings.call_max_seconds,
         )

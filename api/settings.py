@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     llm_api_key: SecretStr | None = None
     llm_allowed_hosts: list[str] = Field(default_factory=list)
     llm_max_tokens: int = 60
+    # An answer is cut after this many sentences (0: never); see llm/client.py.
+    llm_max_sentences: int = 2
     llm_temperature: float = 0.3
     cpu_threads: int = 2
     llm_generation_threads: int | None = Field(
@@ -64,6 +66,7 @@ class Settings(BaseSettings):
         default=None, description="Bearer token of the operator endpoints (/v1/operator/...)."
     )
     log_level: str = "INFO"
+    pipecat_log_level: str = "WARNING"
     # End of turn (BENCHMARKS.md): the VAD declares silence after vad_stop_secs; the
     # turn ends turn_timeout_secs later, a wait that runs while Whisper transcribes (~0.4 s on
     # 2 cores), so a caller may pause 0.6 s mid-sentence without being answered.
@@ -73,6 +76,10 @@ class Settings(BaseSettings):
     # (pipecat's 0.2 s at 0.6 missed most of them; BENCHMARKS.md).
     vad_start_secs: float = 0.1
     vad_min_volume: float = 0.5
+    # Whisper starts when the caller pauses, and the answer inside the pause window, held
+    # until it closes (README; BENCHMARKS.md measures each).
+    early_stt: bool = True
+    speculate: bool = True
     call_max_seconds: int = 900
     master_key: SecretStr | None = Field(
         default=None, description="Master key, base64 of 32 bytes (else BONMONIQ_MASTER_KEY_FILE)."

@@ -232,17 +232,26 @@ async def measure(system: System, lines: list[tuple[str, bytes]]) -> dict[str, A
     }
 
 
-async def stages(url: str) -> dict[str, float]:
+EARLY_WORK = ("bonmoniq_early_transcripts_total", "bonmoniq_speculative_answers_total")
+
+
+async def stages(url: str) -> dict[str, Any]:
+    """Mean seconds per stage over the run, and how often early work was used or thrown away."""
     async with httpx.AsyncClient() as c:
         text = (await c.get(url + "/metrics")).text
     sums: dict[str, float] = {}
     counts: dict[str, float] = {}
+    outcomes: dict[str, int] = {}
     for line in text.splitlines():
         if line.startswith("bonmoniq_pipeline_stage_seconds_sum"):
             sums[line.split('"')[1]] = float(line.rsplit(" ", 1)[1])
         elif line.startswith("bonmoniq_pipeline_stage_seconds_count"):
             counts[line.split('"')[1]] = float(line.rsplit(" ", 1)[1])
-    return {k: round(sums[k] / counts[k], 3) for k in sums if counts.get(k)}
+        elif line.startswith(EARLY_WORK):
+            name = line.split("{")[0].removeprefix("bonmoniq_").removesuffix("_total")
+            outcome = line.split('"')[1]
+            outcomes[f"{name}_{outcome}"] = int(float(line.rsplit(" ", 1)[1]))
+    return {k: round(sums[k] / counts[k], 3) for k in sums if counts.get(k)} | outcomes
 
 
 async def run() -> dict[str, Any]:

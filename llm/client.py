@@ -2,18 +2,86 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
 import httpx
+from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.services.openai.llm import OpenAILLMService
 
 from llm.endpoint import LLMEndpoint
 from llm.errors import LLMUnavailable
 
+#: A sentence's end: its punctuation, once the next token starts with a space.
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]*$")
+
+
+class SentenceCappedStream:
+    """A streamed chat completion cut after ``sentences`` complete sentences.
+
+    A phone answer is one or two sentences (the system prompt says so), but small models run
+    on to ``max_tokens`` and stop mid-sentence, which the caller then hears. Cutting the
+    stream at a sentence end closes the HTTP response, and the server (llama.cpp's checks
+    for a disconnected client after every token; vLLM aborts the request) stops generating:
+    a single LLM server is free sooner for the next call's turn.
+    """
+
+    def __init__(self, stream: Any, sentences: int) -> None:
+        """Pass on ``stream``'s chunks until ``sentences`` sentences are complete."""
+        self._stream = stream
+        self._sentences = sentences
+        self.cut = False
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[Any]:
+        text = ""
+        ended = 0
+        async for chunk in self._stream:
+            delta = chunk.choices[0].delta if chunk.choices else None
+            content = (delta.content or "") if delta is not None else ""
+            if content and content[0].isspace() and _SENTENCE_END.search(text.rstrip(" ")):
+                ended += 1
+                if ended >= self._sentences:
+                    self.cut = True
+                    return
+            text += content
+            yield chunk
+
+    async def close(self) -> None:
+        """Close the response: the server stops writing the rest of the answer."""
+        await self._stream.close()
+
+
+class PhoneLLMService(OpenAILLMService):
+    """pipecat's OpenAI-compatible service, its answers cut after ``max_sentences``."""
+
+    def __init__(self, *, max_sentences: int = 0, **kwargs: Any) -> None:
+        """As :class:`OpenAILLMService`; ``max_sentences`` 0 leaves answers whole."""
+        super().__init__(**kwargs)
+        self._max_sentences = max_sentences
+
+    async def get_chat_completions(self, context: LLMContext) -> Any:
+        """The streamed completion, cut after ``max_sentences`` sentences."""
+        stream = await super().get_chat_completions(context)
+        if self._max_sentences <= 0:
+            return stream
+        return SentenceCappedStream(stream, self._max_sentences)
+
 
 def create_llm_service(
-    endpoint: LLMEndpoint, *, system: str, max_tokens: int, temperature: float
+    endpoint: LLMEndpoint,
+    *,
+    system: str,
+    max_tokens: int,
+    temperature: float,
+    max_sentences: int = 0,
 ) -> OpenAILLMService:
     """A streaming chat-completions service for one call's pipeline, with its system prompt."""
-    return OpenAILLMService(
+    return PhoneLLMService(
+        max_sentences=max_sentences,
         base_url=endpoint.v1,
         # The openai SDK insists on a key; self-hosted servers accept any.
         api_key=endpoint.api_key or "not-needed",

@@ -8,6 +8,19 @@ ACTIVE_CALLS = Gauge("bonmoniq_active_calls", "Calls whose media session runs in
 CALLS = Counter("bonmoniq_calls_total", "Media sessions run to their end, by how they ended.",
                 ["outcome"])  # fmt: skip
 
+EARLY_TRANSCRIPTS = Counter(
+    "bonmoniq_early_transcripts_total",
+    "Transcriptions started when the caller paused: used (the pause was the end of speech) "
+    "or discarded (the caller went on).",
+    ["outcome"],
+)
+SPECULATIVE_ANSWERS = Counter(
+    "bonmoniq_speculative_answers_total",
+    "Answers started inside the pause window: kept (the turn ended on that transcript) or "
+    "withdrawn (the caller went on, or the transcript changed).",
+    ["outcome"],
+)
+
 #: The marks of a caller's turn, in the order they happen; each stage ends at its mark.
 STAGES = (
     "vad",  # the caller's end of speech -> the VAD declares it (its stop_secs hangover)

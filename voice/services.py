@@ -6,25 +6,39 @@ pipecat's stock services load their model in ``__init__``, once per call; these 
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import logging
 import math
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from pipecat.audio.vad.silero import SileroOnnxModel, SileroVADAnalyzer
-from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams
-from pipecat.frames.frames import Frame, TTSAudioRawFrame
+from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams, VADState
+from pipecat.frames.frames import (
+    ErrorFrame,
+    Frame,
+    InputAudioRawFrame,
+    TranscriptionFrame,
+    TTSAudioRawFrame,
+    VADUserStoppedSpeakingFrame,
+)
+from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.piper.tts import PiperTTSService
 from pipecat.services.tts_service import TTSService
 from pipecat.services.whisper.stt import WhisperSTTService
 from pipecat.transcriptions.language import Language
 from pipecat.utils.text.base_text_aggregator import Aggregation, TextType
 from pipecat.utils.text.simple_text_aggregator import SimpleTextAggregator
+from pipecat.utils.time import time_now_iso8601
 
 from voice.engines import Engines
-from voice.metrics import TurnTimeline
+from voice.metrics import EARLY_TRANSCRIPTS, TurnTimeline
+
+log = logging.getLogger(__name__)
 
 #: Seconds of audio beyond the utterance kept in Whisper's window (a margin for the decoder).
 WINDOW_MARGIN_S = 3.0
@@ -154,12 +168,35 @@ def trimmed(model: Any) -> TrimmedWhisper:
     return TrimmedWhisper(model)
 
 
-class SharedWhisperSTT(WhisperSTTService):
-    """Whisper STT on the shared model: language fixed, window trimmed to the utterance."""
+class EarlySegment(bytes):
+    """A segment whose transcription started when the caller paused, before the VAD's end.
 
-    def __init__(self, engines: Engines, language: str, **kwargs: Any) -> None:
+    ``result`` is Whisper's answer (a future the decode thread completes); ``stale`` turns
+    true when the caller spoke again before the VAD declared the end of speech.
+    """
+
+    result: asyncio.Future[Any]
+    stale: bool = False
+    started: float = 0.0
+
+
+class SharedWhisperSTT(WhisperSTTService):
+    """Whisper STT on the shared model: language fixed, window trimmed to the utterance.
+
+    With ``vad`` (the call's VAD analyzer), a segment is transcribed as soon as the caller
+    pauses (the VAD's first quiet window) instead of after the VAD's ``stop_secs``: if the
+    pause becomes the end of speech, the transcript is ready that much earlier; if the caller
+    goes on, the early decode is discarded and the whole segment is transcribed at its end.
+    """
+
+    def __init__(
+        self, engines: Engines, language: str, vad: SharedSileroVAD | None = None, **kwargs: Any
+    ) -> None:
         """Transcribe in ``language`` (an ISO 639-1 code) with the shared model."""
         self._shared_model = engines.whisper
+        self._vad = vad
+        self._language = language
+        self._early: EarlySegment | None = None
         super().__init__(
             settings=WhisperSTTService.Settings(model="shared", language=Language(language)),
             device="cpu",
@@ -168,6 +205,76 @@ class SharedWhisperSTT(WhisperSTTService):
 
     def _load(self) -> None:
         self._model = trimmed(self._shared_model)
+
+    def _transcribe(self, pcm: bytes) -> list[Any]:
+        """Whisper's segments for 16-bit PCM (run in a worker thread)."""
+        audio = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
+        model = self._model  # set by _load
+        assert isinstance(model, TrimmedWhisper)
+        segments, _ = model.transcribe(audio, language=self._language)
+        return list(segments)
+
+    async def process_audio_frame(
+        self, frame: InputAudioRawFrame, direction: FrameDirection
+    ) -> None:
+        """Buffer the audio; start an early decode when the caller pauses, drop it on speech."""
+        await super().process_audio_frame(frame, direction)
+        if self._vad is None or not self._user_speaking or self._model is None:
+            return
+        state = self._vad.state
+        if state == VADState.STOPPING and self._early is None:
+            early = EarlySegment(bytes(self._audio_buffer) + self._trailing_silence())
+            early.result = asyncio.get_running_loop().run_in_executor(
+                None, self._transcribe, bytes(early)
+            )
+            # A discarded decode's failure is nobody's to report.
+            early.result.add_done_callback(lambda f: f.cancelled() or f.exception())
+            self._early = early
+            early.started = time.monotonic()
+        elif state == VADState.SPEAKING and self._early is not None:
+            self._early.stale = True
+            self._early = None
+            EARLY_TRANSCRIPTS.labels("discarded").inc()
+
+    async def _handle_user_stopped_speaking(self, frame: VADUserStoppedSpeakingFrame) -> None:
+        """Queue the early decode when it covers the whole segment, else the segment."""
+        early, self._early = self._early, None
+        if early is None or early.stale or not self.is_usable:
+            await super()._handle_user_stopped_speaking(frame)
+            return
+        self._user_speaking = False
+        self._audio_buffer.clear()
+        self._record_stt_audio_usage(bytes(early))
+        await self.emit_stt_usage_metrics()
+        EARLY_TRANSCRIPTS.labels("used").inc()
+        log.debug(
+            "early transcription used: started %.3f s before the VAD's end, done: %s",
+            time.monotonic() - early.started,
+            early.result.done(),
+        )
+        await self._segment_queue.put(early)
+
+    async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame, None]:
+        """Transcribe ``audio`` (16-bit PCM), or take its early decode's result."""
+        if not self._model:
+            yield ErrorFrame("Whisper model not available")
+            return
+        await self.start_processing_metrics()
+        if isinstance(audio, EarlySegment):
+            segments = await audio.result
+        else:
+            segments = await asyncio.to_thread(self._transcribe, audio)
+        cut = getattr(self._settings, "no_speech_prob", None)  # pipecat's 0.4
+        cut = cut if isinstance(cut, float) else None
+        # One transcript per segment, trimmed: pipecat joins a turn's transcripts with a space.
+        text = " ".join(
+            s.text.strip() for s in segments if cut is None or s.no_speech_prob < cut
+        ).strip()
+        await self.stop_processing_metrics()
+        if text:
+            language = Language(self._language)
+            await self._handle_transcription(text, True, language)
+            yield TranscriptionFrame(text, self._user_id, time_now_iso8601(), language)
 
 
 class FirstClauseAggregator(SimpleTextAggregator):
@@ -279,3 +386,8 @@ class SharedSileroVAD(SileroVADAnalyzer):
         self._model = _SharedSileroModel(session)
         self._windows_since_reset = 0
         self._low_confidence_windows = 0
+
+    @property
+    def state(self) -> VADState:
+        """Where the VAD is: quiet, starting, speaking, or stopping (a pause, not yet an end)."""
+        return getattr(self, "_vad_state", VADState.QUIET)  # set once the rate is known

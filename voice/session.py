@@ -44,7 +44,7 @@ from pipecat.transports.websocket.fastapi import (
 )
 from pipecat.turns.user_mute import MuteUntilFirstBotCompleteUserMuteStrategy
 from pipecat.turns.user_start import VADUserTurnStartStrategy
-from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
+from pipecat.turns.user_stop import BaseUserTurnStopStrategy, SpeechTimeoutUserTurnStopStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from pipecat.workers.runner import WorkerRunner
 
@@ -60,6 +60,7 @@ from voice.metrics import ACTIVE_CALLS, CALLS, TurnTimeline
 from voice.processors import Announcer, ClosingPhrases, is_closing
 from voice.recorder import CallRecorder, ConsentGate, RefusalPhrases
 from voice.services import SharedPiperTTS, SharedSileroVAD, SharedWhisperSTT
+from voice.turns import SpeculativeTurnStop
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,12 @@ class CallConfig:
     vad_stop_secs: float = 0.25
     vad_min_volume: float = 0.5
     turn_timeout_secs: float = 0.35
+    #: Transcribe when the caller pauses, not after the VAD's stop_secs (voice/services.py).
+    early_stt: bool = True
+    #: Start the answer inside the pause window, hold it until the window closes (voice/turns.py).
+    speculate: bool = True
     max_tokens: int = 60
+    max_sentences: int = 2
     temperature: float = 0.3
     max_seconds: int = 900
 
@@ -230,34 +236,40 @@ class CallSession:
                 session_timeout=config.max_seconds,
             ),
         )
+        vad_analyzer = SharedSileroVAD(engines.silero, config.vad_params())
         # Whisper base on 2 CPU cores: about 1.5-2 s from end of speech to transcript.
-        stt = SharedWhisperSTT(engines, agent.language, ttfs_p99_latency=2.0)
+        self.stt = SharedWhisperSTT(
+            engines, agent.language, vad=vad_analyzer if config.early_stt else None,
+            ttfs_p99_latency=2.0,
+        )  # fmt: skip
         llm = create_llm_service(
             engines.llm,
             system=system_prompt(agent),
             max_tokens=config.max_tokens,
+            max_sentences=config.max_sentences,
             temperature=config.temperature,
         )
         tts = SharedPiperTTS(engines, timeline=self.timeline)
         context = LLMContext(tools=END_CALL_TOOLS)
         llm.register_function("end_call", self._end_call_tool)
         llm.register_function("stop_recording", self._stop_recording_tool)
+        self.turn_stop: BaseUserTurnStopStrategy = (
+            SpeculativeTurnStop(user_speech_timeout=config.turn_timeout_secs)
+            if config.speculate
+            else SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=config.turn_timeout_secs)
+        )
         aggregators = LLMContextAggregatorPair(
             context,
             user_params=LLMUserAggregatorParams(
                 user_turn_strategies=UserTurnStrategies(
                     start=[VADUserTurnStartStrategy()],
-                    stop=[
-                        SpeechTimeoutUserTurnStopStrategy(
-                            user_speech_timeout=config.turn_timeout_secs
-                        )
-                    ],
+                    stop=[self.turn_stop],
                 ),
                 # The announcement is not interruptible: the caller must hear all of it.
                 user_mute_strategies=[MuteUntilFirstBotCompleteUserMuteStrategy()],
             ),
         )
-        vad = VADProcessor(vad_analyzer=SharedSileroVAD(engines.silero, config.vad_params()))
+        vad = VADProcessor(vad_analyzer=vad_analyzer)
         announcement = engines.cached(agent.announcement.strip(), PHONE_RATE) or b""
         self.announcer = Announcer(
             announcement, PHONE_RATE, self._announcement_started, self._announcement_played
@@ -266,7 +278,7 @@ class CallSession:
             [
                 self.transport.input(),
                 vad,
-                stt,
+                self.stt,
                 RefusalPhrases(self.gate),
                 ClosingPhrases(self._caller_goodbye),
                 aggregators.user(),

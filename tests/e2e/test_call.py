@@ -308,3 +308,71 @@ async def test_barge_in_clears_playback(live_server: LiveServer, live_redis: Red
     caller = " ".join(t.text for t in await store.transcript(result.call_id) if t.role == "caller")
     assert "saturday" in words(caller) or "open" in words(caller), caller
     assert result.turns[1].latency_s is not None
+
+
+async def test_a_caller_who_pauses_is_answered_once_for_the_whole_question(tmp_path, voice) -> None:  # type: ignore[no-untyped-def]
+    """Early transcription and the speculative answer never answer half a question.
+
+    A window of 0.25 + 1.0 s (instead of 0.6 s) makes the race deterministic: the first line
+    pauses 0.7 s mid-question, long enough for the VAD to end the speech, Whisper to hear
+    "What time do you open" and the LLM to start answering it, short enough for the caller to
+    go on inside the window; the second pauses 0.12 s, which the VAD takes for a pause only
+    (an early transcription is started and thrown away).
+    """
+    from tests.conftest import start_redis, start_server, stop_server
+
+    redis_proc, redis_url = start_redis(tmp_path)
+    server = start_server(redis_url, tmp_path, BONMONIQ_TURN_TIMEOUT_SECS="1.0")
+    client = Redis.from_url(server.redis_url, decode_responses=True)
+    try:
+        store = await bakery(client, server)
+
+        def say(text: str) -> bytes:
+            return trim_silence(synthesize(voice, text, PHONE_RATE))
+
+        def pause(seconds: float) -> bytes:
+            return bytes(int(PHONE_RATE * seconds) * 2)
+
+        lines = [
+            ("paused", say("What time do you open") + pause(0.7) + say("on Saturday?")),
+            ("hesitant", say("Do you sell") + pause(0.12) + say("birthday cakes?")),
+        ]
+        sim = TwilioSimulator(server.url, ACCOUNT_SID, AUTH_TOKEN, to="+15555550100")
+        result = await sim.run(lines)
+        await wait_closed(store, result.call_id)
+
+        # One caller turn per line, each the whole line; one answer to each, after it.
+        transcript = await store.transcript(result.call_id)
+        roles = [t.role for t in transcript]
+        assert roles == ["agent", "caller", "agent", "caller", "agent"], transcript
+        caller = [t.text for t in transcript if t.role == "caller"]
+        assert {"open", "saturday"} <= words(caller[0]), caller
+        assert {"sell", "birthday"} <= words(caller[1]), caller
+
+        # Nothing of an answer reached the caller while a line was being said.
+        for (_, pcm), turn in zip(lines, result.turns, strict=True):
+            assert turn.latency_s is not None and turn.latency_s > 0
+            end = int((turn.speech_end - result.started_at) * PHONE_RATE) * 2
+            during = np.frombuffer(
+                bytes(result.agent_audio[end - len(pcm) : end]), dtype=np.int16
+            ).astype(np.float64)
+            assert during.size == 0 or np.sqrt(np.mean(during**2)) < 100, turn.label
+
+        families = await scrape(server)
+        counts = {
+            (name, outcome): families.get(f'bonmoniq_{name}_total{{outcome="{outcome}"}}', 0)
+            for name, outcome in (
+                ("speculative_answers", "kept"),
+                ("speculative_answers", "withdrawn"),
+                ("early_transcripts", "used"),
+                ("early_transcripts", "discarded"),
+            )
+        }
+        assert counts[("speculative_answers", "withdrawn")] >= 1, counts  # the 0.7 s pause
+        assert counts[("speculative_answers", "kept")] >= 2, counts  # each question's end
+        assert counts[("early_transcripts", "used")] >= 3, counts
+        assert counts[("early_transcripts", "discarded")] >= 1, counts  # the 0.12 s pause
+    finally:
+        await client.aclose()
+        stop_server(server)
+        redis_proc.kill()

@@ -55,3 +55,52 @@ def test_a_broken_model_file_fails_start_with_the_log_path(tmp_path: Path) -> No
     server = EmbeddedLLMServer(bad, "x", tmp_path / "llm.log")
     with pytest.raises(LLMUnavailable, match="llm.log"):
         server.start(timeout=30)
+
+
+async def test_answers_are_cut_after_whole_sentences_and_the_server_stops(
+    gguf: Path, tmp_path: Path
+) -> None:
+    """The phone client keeps two whole sentences; the server stops writing the rest."""
+    import asyncio
+    import re
+
+    from llm.client import SentenceCappedStream
+
+    server = EmbeddedLLMServer(gguf, "smollm2", tmp_path / "llm.log")
+    endpoint = server.start()
+    client = AsyncOpenAI(base_url=endpoint.v1, api_key="not-needed")
+    try:
+        cut = 0
+        for topic in ("bread", "the weather", "bicycles", "the sea"):
+            stream = SentenceCappedStream(
+                await client.chat.completions.create(
+                    model=endpoint.model,
+                    messages=[{"role": "user", "content": f"Tell me a long story about {topic}."}],
+                    max_tokens=200,
+                    temperature=0,
+                    stream=True,
+                ),
+                sentences=2,
+            )
+            text = "".join(
+                [
+                    c.choices[0].delta.content
+                    async for c in stream
+                    if c.choices and c.choices[0].delta.content
+                ]
+            )
+            await stream.close()
+            if stream.cut:
+                cut += 1
+                # Two sentences, ending with the second one's punctuation.
+                assert len(re.findall(r"[.!?](?=\s)", text)) == 1, text
+                assert re.search(r"[.!?][\"')\]]*$", text.strip()), text
+        assert cut >= 2  # a long story runs past two sentences
+        # llama.cpp's server noticed each closed stream and stopped generating.
+        for _ in range(50):
+            if (tmp_path / "llm.log").read_text().count("Disconnected from client") >= cut:
+                break
+            await asyncio.sleep(0.1)
+        assert (tmp_path / "llm.log").read_text().count("Disconnected from client") >= cut
+    finally:
+        server.stop()

@@ -238,7 +238,7 @@ class CallSession:
         )
         vad_analyzer = SharedSileroVAD(engines.silero, config.vad_params())
         # Whisper base on 2 CPU cores: about 1.5-2 s from end of speech to transcript.
-        self.stt = SharedWhisperSTT(
+        stt = SharedWhisperSTT(
             engines, agent.language, vad=vad_analyzer if config.early_stt else None,
             ttfs_p99_latency=2.0,
         )  # fmt: skip
@@ -253,7 +253,7 @@ class CallSession:
         context = LLMContext(tools=END_CALL_TOOLS)
         llm.register_function("end_call", self._end_call_tool)
         llm.register_function("stop_recording", self._stop_recording_tool)
-        self.turn_stop: BaseUserTurnStopStrategy = (
+        turn_stop: BaseUserTurnStopStrategy = (
             SpeculativeTurnStop(user_speech_timeout=config.turn_timeout_secs)
             if config.speculate
             else SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=config.turn_timeout_secs)
@@ -263,7 +263,7 @@ class CallSession:
             user_params=LLMUserAggregatorParams(
                 user_turn_strategies=UserTurnStrategies(
                     start=[VADUserTurnStartStrategy()],
-                    stop=[self.turn_stop],
+                    stop=[turn_stop],
                 ),
                 # The announcement is not interruptible: the caller must hear all of it.
                 user_mute_strategies=[MuteUntilFirstBotCompleteUserMuteStrategy()],
@@ -278,7 +278,7 @@ class CallSession:
             [
                 self.transport.input(),
                 vad,
-                self.stt,
+                stt,
                 RefusalPhrases(self.gate),
                 ClosingPhrases(self._caller_goodbye),
                 aggregators.user(),

@@ -11,6 +11,7 @@ import functools
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -197,6 +198,8 @@ class SharedWhisperSTT(WhisperSTTService):
         self._vad = vad
         self._language = language
         self._early: EarlySegment | None = None
+        self._received = 0  # bytes of audio received since the call started
+        self._followed = 0  # the VAD's changes up to this byte have been acted on
         super().__init__(
             settings=WhisperSTTService.Settings(model="shared", language=Language(language)),
             device="cpu",
@@ -219,10 +222,30 @@ class SharedWhisperSTT(WhisperSTTService):
     ) -> None:
         """Buffer the audio; start an early decode when the caller pauses, drop it on speech."""
         await super().process_audio_frame(frame, direction)
-        if self._vad is None or not self._user_speaking or self._model is None:
+        self._received += len(frame.audio)
+        self._follow_vad()
+
+    def _follow_vad(self) -> None:
+        """Act on the VAD's state changes in the audio this service has received.
+
+        The VAD processor runs ahead of (or a frame behind) this service, and a burst of
+        frames can take it through a whole pause before this service sees the pause's first
+        frame; so the states are read by position in the stream, not as they are now.
+        """
+        vad = self._vad
+        if vad is None or self._model is None:
             return
-        state = self._vad.state
-        if state == VADState.STOPPING and self._early is None:
+        upto = min(self._received, vad.analyzed)
+        for _, state in vad.changes(self._followed, upto):
+            if state == VADState.SPEAKING and self._early is not None:
+                self._early.stale = True
+                self._early = None
+                EARLY_TRANSCRIPTS.labels("discarded").inc()
+        self._followed = max(self._followed, upto)
+        paused = vad.state_at(upto) == VADState.STOPPING
+        if paused and self._user_speaking and self._early is None:
+            # Everything received so far: the pause, and at most a frame the VAD has not seen
+            # (if that frame is speech, the VAD's next change discards this decode).
             early = EarlySegment(bytes(self._audio_buffer) + self._trailing_silence())
             early.result = asyncio.get_running_loop().run_in_executor(
                 None, self._transcribe, bytes(early)
@@ -231,13 +254,10 @@ class SharedWhisperSTT(WhisperSTTService):
             early.result.add_done_callback(lambda f: f.cancelled() or f.exception())
             self._early = early
             early.started = time.monotonic()
-        elif state == VADState.SPEAKING and self._early is not None:
-            self._early.stale = True
-            self._early = None
-            EARLY_TRANSCRIPTS.labels("discarded").inc()
 
     async def _handle_user_stopped_speaking(self, frame: VADUserStoppedSpeakingFrame) -> None:
         """Queue the early decode when it covers the whole segment, else the segment."""
+        self._follow_vad()  # the VAD has analyzed every frame received: its changes are known
         early, self._early = self._early, None
         if early is None or early.stale or not self.is_usable:
             await super()._handle_user_stopped_speaking(frame)
@@ -386,8 +406,25 @@ class SharedSileroVAD(SileroVADAnalyzer):
         self._model = _SharedSileroModel(session)
         self._windows_since_reset = 0
         self._low_confidence_windows = 0
+        #: Bytes of audio analyzed since the call started.
+        self.analyzed = 0
+        self._changes: deque[tuple[int, VADState]] = deque(maxlen=64)
 
-    @property
-    def state(self) -> VADState:
-        """Where the VAD is: quiet, starting, speaking, or stopping (a pause, not yet an end)."""
-        return getattr(self, "_vad_state", VADState.QUIET)  # set once the rate is known
+    async def analyze_audio(self, buffer: bytes) -> VADState:
+        """Analyze ``buffer`` and remember where in the stream the state changed."""
+        state = await super().analyze_audio(buffer)
+        self.analyzed += len(buffer)
+        if state != self.state_at(self.analyzed):
+            self._changes.append((self.analyzed, state))
+        return state
+
+    def state_at(self, offset: int) -> VADState:
+        """The state once the audio up to byte ``offset`` of the stream had been analyzed."""
+        for at, state in reversed(self._changes):
+            if at <= offset:
+                return state
+        return VADState.QUIET
+
+    def changes(self, after: int, upto: int) -> list[tuple[int, VADState]]:
+        """The state changes in the stream between bytes ``after`` (excluded) and ``upto``."""
+        return [(at, state) for at, state in self._changes if after < at <= upto]

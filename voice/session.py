@@ -157,8 +157,9 @@ class _CallObserver(BaseObserver):
         frame = data.frame
         now = time.time()
         if isinstance(frame, BotStartedSpeakingFrame):
-            if not self.bot_speaking:
-                self._timeline.answered(now)
+            if not self.bot_speaking and (stages := self._timeline.answered(now)):
+                stages_s = {k: round(v, 3) for k, v in stages.items()}
+                log.info("caller answered", extra={"stages_s": stages_s})
             self.bot_speaking = True
         elif isinstance(frame, BotStoppedSpeakingFrame):
             self.bot_speaking = False

@@ -316,8 +316,9 @@ async def test_a_caller_who_pauses_is_answered_once_for_the_whole_question(tmp_p
     A window of 0.25 + 1.0 s (instead of 0.6 s) makes the race deterministic: the first line
     pauses 0.7 s mid-question, long enough for the VAD to end the speech, Whisper to hear
     "What time do you open" and the LLM to start answering it, short enough for the caller to
-    go on inside the window; the second pauses 0.12 s, which the VAD takes for a pause only
-    (an early transcription is started and thrown away).
+    go on inside the window; the second pauses 0.18 s, which the VAD takes for a pause only,
+    whatever the alignment of its 32 ms windows over the audio (0.12 s is missed at about one
+    alignment in five): an early transcription is started and thrown away.
     """
     from tests.conftest import start_redis, start_server, stop_server
 
@@ -335,7 +336,7 @@ async def test_a_caller_who_pauses_is_answered_once_for_the_whole_question(tmp_p
 
         lines = [
             ("paused", say("What time do you open") + pause(0.7) + say("on Saturday?")),
-            ("hesitant", say("Do you sell") + pause(0.12) + say("birthday cakes?")),
+            ("hesitant", say("Do you sell") + pause(0.18) + say("birthday cakes?")),
         ]
         sim = TwilioSimulator(server.url, ACCOUNT_SID, AUTH_TOKEN, to="+15555550100")
         result = await sim.run(lines)
@@ -371,7 +372,7 @@ async def test_a_caller_who_pauses_is_answered_once_for_the_whole_question(tmp_p
         assert counts[("speculative_answers", "withdrawn")] >= 1, counts  # the 0.7 s pause
         assert counts[("speculative_answers", "kept")] >= 2, counts  # each question's end
         assert counts[("early_transcripts", "used")] >= 3, counts
-        assert counts[("early_transcripts", "discarded")] >= 1, counts  # the 0.12 s pause
+        assert counts[("early_transcripts", "discarded")] >= 1, counts  # the 0.18 s pause
     finally:
         await client.aclose()
         stop_server(server)

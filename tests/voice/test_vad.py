@@ -79,3 +79,30 @@ async def test_noise_is_not_speech(silero, kind: str) -> None:
     }[kind]
     pcm = np.clip(noise, -32767, 32767).astype(np.int16).tobytes()
     assert VADState.SPEAKING not in await states(silero, CallConfig().vad_params(), pcm)
+
+
+def runs(seen: list[VADState]) -> list[VADState]:
+    """The states in the order the VAD went through them, repeats collapsed."""
+    return [s for i, s in enumerate(seen) if i == 0 or s != seen[i - 1]]
+
+
+async def test_a_short_pause_is_a_pause_not_an_end(silero, voice) -> None:  # type: ignore[no-untyped-def]
+    """0.18 s of silence mid-question: the VAD goes STOPPING and back to SPEAKING (never QUIET
+    in between), whatever the alignment of its 32 ms windows over the audio (what the early
+    decode and the e2e pause test rely on); 0.7 s ends the speech."""
+    first = trim_silence(synthesize(voice, "Do you sell", PHONE_RATE))
+    rest = trim_silence(synthesize(voice, "birthday cakes?", PHONE_RATE))
+    params = CallConfig().vad_params()
+    for shift in range(0, 32 * PHONE_RATE // 1000, PHONE_RATE // 1000):  # 0-31 ms, 1 ms steps
+        lead = bytes(shift * 2)
+        seen = runs(
+            await states(silero, params, lead + first + bytes(int(PHONE_RATE * 0.18) * 2) + rest)
+        )
+        speaking = [i for i, s in enumerate(seen) if s == VADState.SPEAKING]
+        between = seen[speaking[0] : speaking[-1]]
+        assert VADState.STOPPING in between and VADState.QUIET not in between, (shift, seen)
+        seen = runs(
+            await states(silero, params, lead + first + bytes(int(PHONE_RATE * 0.7) * 2) + rest)
+        )
+        speaking = [i for i, s in enumerate(seen) if s == VADState.SPEAKING]
+        assert VADState.QUIET in seen[speaking[0] : speaking[-1]], (shift, seen)

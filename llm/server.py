@@ -70,7 +70,7 @@ class EmbeddedLLMServer:
         self.port = free_port()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         cmd = [
-            sys.executable, "-m", "llama_cpp.server",
+            sys.executable, "-m", "llm.llama_server",
             "--model", str(self.model_path),
             "--model_alias", self.alias,
             "--host", "127.0.0.1",

@@ -51,6 +51,7 @@ def llm_endpoint(settings: Settings, gguf: Path | None) -> Iterator[LLMEndpoint]
     server = EmbeddedLLMServer(
         gguf, settings.llm_model, settings.var_dir / "log" / "llm-server.log", settings.cpu_threads,
         generation_threads=settings.llm_generation_threads,
+        prompt_states_mb=settings.llm_prompt_states_mb,
     )  # fmt: skip
     with server as endpoint:
         yield endpoint

@@ -45,6 +45,12 @@ class Settings(BaseSettings):
         "with cpu_threads). Unset: half of cpu_threads, so that Piper speaking the first "
         "sentence and the LLM writing the next one each have a core.",
     )
+    llm_prompt_states_mb: int = Field(
+        default=256,
+        ge=0,
+        description="MB of recent prompt states the embedded LLM server keeps (0: none), so a "
+        "call's turn reads only what is new since its last turn (llm/llama_server.py).",
+    )
     twilio_account_sid: str | None = None
     twilio_auth_token: SecretStr | None = None
     twilio_api_base: str = "https://api.twilio.com"

@@ -270,6 +270,7 @@ async def run() -> dict[str, Any]:
     llm_server = EmbeddedLLMServer(
         gguf, "smollm2-135m-instruct", var / "llm.log", settings.cpu_threads,
         generation_threads=settings.llm_generation_threads,
+        prompt_states_mb=settings.llm_prompt_states_mb,
     )  # fmt: skip
     report["llm_threads"] = {
         "prompt": llm_server.threads,

@@ -112,13 +112,14 @@ class PromptStateLlama(llama_cpp.Llama):
             token = next(inner)
         except StopIteration:
             return
-        # The prompt has been read (its last token is evaluated; the sampled one is not yet).
-        if self.n_tokens == len(tokens):
-            self._save(tokens)
         try:
+            sent = yield token  # the first token goes out before the state is copied
+            # The prompt has been read; the sampled token is not evaluated yet.
+            if self.n_tokens == len(tokens):
+                self._save(tokens)
             while True:
-                sent = yield token
                 token = inner.send(sent)
+                sent = yield token
         except StopIteration:
             return
         finally:

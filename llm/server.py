@@ -1,10 +1,14 @@
-"""The embedded LLM server: llama-cpp-python's OpenAI-compatible server as a child process."""
+"""The embedded LLM server: llama-cpp-python's OpenAI-compatible server as a child process.
+
+The child runs ``llm.llama_server``: that server, keeping each conversation's prompt state.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -45,11 +49,13 @@ class EmbeddedLLMServer:
         threads: int = 2,
         n_ctx: int = 2048,
         generation_threads: int | None = None,
+        prompt_states_mb: int = 256,
     ) -> None:
         """Prepare a server for the GGUF at ``model_path``, answering as model ``alias``.
 
         ``threads`` read the prompt; ``generation_threads`` write the answer (default: half as
-        many, at least one: while the LLM writes, the TTS speaks what it wrote first).
+        many, at least one: while the LLM writes, the TTS speaks what it wrote first). The
+        server keeps up to ``prompt_states_mb`` of recent prompt states (llm/llama_server.py).
         """
         self.model_path = model_path
         self.alias = alias
@@ -57,6 +63,7 @@ class EmbeddedLLMServer:
         self.threads = threads
         self.generation_threads = generation_threads or max(1, threads // 2)
         self.n_ctx = n_ctx
+        self.prompt_states_mb = prompt_states_mb
         self.port = 0
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -83,8 +90,9 @@ class EmbeddedLLMServer:
             "--interrupt_requests", "False",
         ]  # fmt: skip
         with self.log_path.open("ab") as out:
+            env = {**os.environ, "BONMONIQ_LLM_PROMPT_STATES_MB": str(self.prompt_states_mb)}
             self._proc = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+                cmd, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent
             )
         log.info("embedded LLM server starting", extra={"port": self.port, "pid": self._proc.pid})
         deadline = time.monotonic() + timeout

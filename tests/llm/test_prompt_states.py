@@ -77,9 +77,9 @@ def test_a_restored_state_answers_as_if_the_conversation_had_stayed(gguf: Path) 
     a1, a2, b1 = (kept.tokenize(t.encode()) for t in (A1, A2, B1))
     assert a2[: len(a1)] == a1
 
-    greedy(kept, a1, 1)
+    greedy(kept, a1, 2)  # the state is kept once the first token is out
     assert kept.last_prompt == (0, len(a1)) and len(kept.prompt_states) == 1
-    greedy(kept, b1, 1)
+    greedy(kept, b1, 2)
     assert kept.last_prompt[0] == common_prefix(a1, b1)  # "You answer the phone for a"
     restored = greedy(kept, a2, 12)
     assert kept.last_prompt == (len(a1), len(a2))  # only A's new turn was read
@@ -93,15 +93,12 @@ def test_without_a_budget_nothing_is_kept(gguf: Path, monkeypatch: pytest.Monkey
     model = PromptStateLlama(model_path=str(gguf), n_ctx=1024, n_threads=2, verbose=False)
     a1, a2, b1 = (model.tokenize(t.encode()) for t in (A1, A2, B1))
     for tokens in (a1, b1, a2):
-        greedy(model, tokens, 1)
+        greedy(model, tokens, 2)
     assert len(model.prompt_states) == 0 and model.last_prompt[0] == common_prefix(a2, b1)
 
 
-async def test_the_server_reads_only_each_conversations_new_turn(
-    gguf: Path, tmp_path: Path
-) -> None:
-    """Two conversations taking turns at the embedded server (as two calls do)."""
-    server = EmbeddedLLMServer(gguf, "smollm2", tmp_path / "llm.log")
+async def alternate(server: EmbeddedLLMServer, log: Path) -> list[tuple[str, ...]]:
+    """Two conversations taking turns at ``server`` (as two calls do): what it logged."""
     endpoint = server.start()
     try:
         client = AsyncOpenAI(base_url=endpoint.v1, api_key="not-needed")
@@ -124,9 +121,17 @@ async def test_the_server_reads_only_each_conversations_new_turn(
                 history[name].append({"role": "assistant", "content": text})
     finally:
         server.stop()
-    prompts = re.findall(
+    return re.findall(
         r"prompt of (\d+) tokens: (\d+) (from a kept state|in the context), (\d+) read",
-        (tmp_path / "llm.log").read_text(),
+        log.read_text(),
+    )
+
+
+async def test_the_server_reads_only_each_conversations_new_turn(
+    gguf: Path, tmp_path: Path
+) -> None:
+    prompts = await alternate(
+        EmbeddedLLMServer(gguf, "smollm2", tmp_path / "llm.log"), tmp_path / "llm.log"
     )
     assert len(prompts) == 4, prompts
     # Each conversation's second turn: the context held the other one; its own first prompt
@@ -134,3 +139,13 @@ async def test_the_server_reads_only_each_conversations_new_turn(
     for (first, *_), (total, kept, where, read) in zip(prompts[:2], prompts[2:], strict=True):
         assert where == "from a kept state", prompts
         assert int(kept) == int(first) and int(kept) + int(read) == int(total), prompts
+
+
+async def test_a_server_without_a_budget_reads_each_history_again(
+    gguf: Path, tmp_path: Path
+) -> None:
+    log = tmp_path / "llm.log"
+    prompts = await alternate(EmbeddedLLMServer(gguf, "smollm2", log, prompt_states_mb=0), log)
+    assert len(prompts) == 4, prompts
+    for (first, *_), (_, kept, where, read) in zip(prompts[:2], prompts[2:], strict=True):
+        assert where == "in the context" and int(kept) < int(first) < int(read), prompts

@@ -288,6 +288,7 @@ async def run() -> dict[str, Any]:
                     report["ours"] |= hooks
             finally:
                 system.stop()
+    report["logs"] = str(keep_logs(var))
     if "ours" not in report or "baseline" not in report:
         return report
     ours, base = report["ours"], report["baseline"]
@@ -303,8 +304,18 @@ async def run() -> dict[str, Any]:
         "mem_per_call_ratio": round(ours["mem_per_call_mb"] / max(0.1, base["mem_per_call_mb"]), 2),
         "webhooks_per_s": ours["webhooks_per_s"],
     }
-    shutil.rmtree(var, ignore_errors=True)
     return report
+
+
+def keep_logs(var: Path) -> Path:
+    """The run's logs (platform, baseline, LLM server) to ``var/bench-logs``; the rest deleted."""
+    logs = REPO / "var" / "bench-logs"
+    shutil.rmtree(logs, ignore_errors=True)
+    logs.mkdir(parents=True)
+    for log in var.glob("*.log"):
+        shutil.copy(log, logs / log.name)
+    shutil.rmtree(var, ignore_errors=True)
+    return logs
 
 
 if __name__ == "__main__":

@@ -61,22 +61,12 @@ class PromptStates:
         best: tuple[int, tuple[int, ...], bytes] | None = None
         with self._lock:
             for key, state in self._states.items():
-                shared = common_prefix(key, tokens)
+                shared = llama_cpp.Llama.longest_token_prefix(key, tokens)
                 if shared and (best is None or shared > best[0]):
                     best = (shared, key, state)
             if best is not None:
                 self._states.move_to_end(best[1])
         return best
-
-
-def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    """How many leading tokens ``a`` and ``b`` share."""
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 class PromptStateLlama(llama_cpp.Llama):
@@ -99,8 +89,7 @@ class PromptStateLlama(llama_cpp.Llama):
         if kwargs.get("reset", True):
             restored = self._restore(tokens)
             # Llama.generate reads at least the prompt's last token again.
-            kept = min(common_prefix(self.input_ids[: self.n_tokens].tolist(), tokens),
-                       len(tokens) - 1)  # fmt: skip
+            kept = min(self._held(tokens), len(tokens) - 1)
             self.last_prompt = (kept, len(tokens))
             log.info(
                 "prompt of %d tokens: %d %s, %d read",
@@ -125,9 +114,14 @@ class PromptStateLlama(llama_cpp.Llama):
         finally:
             inner.close()
 
+    def _held(self, tokens: list[int]) -> int:
+        """How many leading tokens of ``tokens`` the live context holds."""
+        held = self.input_ids[: self.n_tokens].tolist()
+        return int(llama_cpp.Llama.longest_token_prefix(held, tokens))
+
     def _restore(self, tokens: list[int]) -> bool:
         """Load the kept state sharing more of ``tokens`` than the live context does."""
-        live = common_prefix(self.input_ids[: self.n_tokens].tolist(), tokens)
+        live = self._held(tokens)
         found = self.prompt_states.longest(tokens)
         if found is None or found[0] <= live:
             return False

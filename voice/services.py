@@ -241,7 +241,7 @@ class SharedWhisperSTT(WhisperSTTService):
                 self._early.stale = True
                 self._early = None
                 EARLY_TRANSCRIPTS.labels("discarded").inc()
-        self._followed = max(self._followed, upto)
+        self._followed = upto  # both positions only grow
         paused = vad.state_at(upto) == VADState.STOPPING
         if paused and self._user_speaking and self._early is None:
             # Everything received so far: the pause, and at most a frame the VAD has not seen

@@ -10,7 +10,7 @@ import pytest
 from openai import AsyncOpenAI
 
 from llm import EmbeddedLLMServer
-from llm.llama_server import PromptStateLlama, PromptStates, common_prefix
+from llm.llama_server import PromptStateLlama, PromptStates
 from models import Role, profile_models, verify_model
 from tests.conftest import REPO
 
@@ -38,7 +38,6 @@ def test_a_state_is_found_by_its_longest_shared_prefix() -> None:
     assert states.longest([1, 2, 3, 4, 5]) == (3, (1, 2, 3), b"abc")
     assert states.longest([1, 2, 9, 9, 7]) == (4, (1, 2, 9, 9), b"x")
     assert states.longest([7, 1, 2]) is None
-    assert common_prefix([1, 2, 3], [1, 2]) == 2
 
 
 def test_a_longer_prompt_of_the_same_conversation_replaces_its_prefix() -> None:
@@ -80,7 +79,8 @@ def test_a_restored_state_answers_as_if_the_conversation_had_stayed(gguf: Path) 
     greedy(kept, a1, 2)  # the state is kept once the first token is out
     assert kept.last_prompt == (0, len(a1)) and len(kept.prompt_states) == 1
     greedy(kept, b1, 2)
-    assert kept.last_prompt[0] == common_prefix(a1, b1)  # "You answer the phone for a"
+    shared = llama_cpp.Llama.longest_token_prefix(a1, b1)  # "You answer the phone for a"
+    assert kept.last_prompt[0] == shared
     restored = greedy(kept, a2, 12)
     assert kept.last_prompt == (len(a1), len(a2))  # only A's new turn was read
 
@@ -94,7 +94,8 @@ def test_without_a_budget_nothing_is_kept(gguf: Path, monkeypatch: pytest.Monkey
     a1, a2, b1 = (model.tokenize(t.encode()) for t in (A1, A2, B1))
     for tokens in (a1, b1, a2):
         greedy(model, tokens, 2)
-    assert len(model.prompt_states) == 0 and model.last_prompt[0] == common_prefix(a2, b1)
+    shared = llama_cpp.Llama.longest_token_prefix(a2, b1)
+    assert len(model.prompt_states) == 0 and model.last_prompt[0] == shared
 
 
 async def alternate(server: EmbeddedLLMServer, log: Path) -> list[tuple[str, ...]]:

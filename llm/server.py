@@ -39,7 +39,7 @@ def die_with_parent() -> None:
 
 
 class EmbeddedLLMServer:
-    """Starts ``python -m llama_cpp.server`` on loopback, waits until ready, stops it on exit."""
+    """Starts ``python -m llm.llama_server`` on loopback, waits until ready, stops it on exit."""
 
     def __init__(
         self,

@@ -1,4 +1,4 @@
-"""llama-cpp-python's OpenAI-compatible server, keeping each conversation's prompt state.
+"""llama-cpp-python's OpenAI-compatible server, keeping prompt states and taking turns.
 
 The embedded server has one context: its KV cache holds the last prompt it read. Calls share
 the server, so each call's next turn used to find another call's conversation there and had to
@@ -8,9 +8,15 @@ recent prompts (sequence 0 only: no logits, no sampler) and, before reading a pr
 the one sharing the longest prefix with it, so a call's turn reads only what is new since its
 previous turn (0.4 s in the same measurement).
 
+llama-cpp-python's server also answered one request at a time, each to its end. Here requests
+take turns by sentence (llm/scheduler.py): when a sentence of an answer has ended and another
+request waits, the answer's state is copied and the waiting request goes first; the paused
+answer is restored when its turn comes again, and continues token for token as it would have.
+
 Run as ``python -m llm.llama_server`` with ``llama_cpp.server``'s arguments; the states are
-bounded by ``BONMONIQ_LLM_PROMPT_STATES_MB`` (default 256; 0 keeps none). Each prompt logs how
-many of its tokens were already there and how many it read.
+bounded by ``BONMONIQ_LLM_PROMPT_STATES_MB`` (default 256; 0 keeps none, though a paused
+answer's state is always kept until it resumes). Each prompt logs how many of its tokens were
+already there and how many it read; each pause is logged.
 """
 
 from __future__ import annotations
@@ -20,11 +26,15 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Generator, Sequence
+from collections.abc import AsyncIterator, Generator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import llama_cpp
+from llama_cpp.server import app as llama_app
 from llama_cpp.server.__main__ import main as server_main
+
+from llm.scheduler import Scheduler, Turn, current_turn, sentence_ends
 
 log = logging.getLogger("bonmoniq.llm")
 
@@ -69,6 +79,16 @@ class PromptStates:
         return best
 
 
+@dataclass(frozen=True)
+class Paused:
+    """An answer that gave the model over: its context and sampler, to be put back."""
+
+    tokens: list[int]
+    state: bytes
+    sampler: Any
+    mirostat_mu: Any
+
+
 class PromptStateLlama(llama_cpp.Llama):
     """A ``Llama`` that restores the best remembered prompt state before reading a prompt."""
 
@@ -80,39 +100,88 @@ class PromptStateLlama(llama_cpp.Llama):
         self.prompt_states = PromptStates(self.budget_bytes)
         #: The last prompt: its tokens already in the context when it came, and its length.
         self.last_prompt = (0, 0)
+        self.scheduler = Scheduler()
+        #: Whose tokens the live context holds.
+        self._live: Turn | None = None
 
     def generate(  # type: ignore[override]  # its callers pass everything by keyword
         self, tokens: Sequence[int], **kwargs: Any
     ) -> Generator[int, Sequence[int] | None, None]:
-        """``Llama.generate``, from the best state; the prompt's state kept once it is read."""
+        """``Llama.generate``, from the best state, taking turns with other requests.
+
+        The prompt's state is kept once it is read. When a sentence of the answer has ended
+        and another request waits, the answer's state is copied and the model given over
+        (llm/scheduler.py); it is restored when this answer's turn comes again.
+        """
         tokens = list(tokens)
-        if kwargs.get("reset", True):
-            restored = self._restore(tokens)
-            # Llama.generate reads at least the prompt's last token again.
-            kept = min(self._held(tokens), len(tokens) - 1)
-            self.last_prompt = (kept, len(tokens))
-            log.info(
-                "prompt of %d tokens: %d %s, %d read",
-                len(tokens), kept, "from a kept state" if restored else "in the context",
-                len(tokens) - kept,
-            )  # fmt: skip
+        turn = current_turn.get() or Turn()  # outside the server: this generation's own
         inner = super().generate(tokens, **kwargs)
+        written = b""  # the answer's last bytes, for its sentence ends
+        paused: Paused | None = None
+        sent: Sequence[int] | None = None
+        step = 0
         try:
-            token = next(inner)
-        except StopIteration:
-            return
-        try:
-            sent = yield token  # the first token goes out before the state is copied
-            # The prompt has been read; the sampled token is not evaluated yet.
-            if self.n_tokens == len(tokens):
-                self._save(tokens)
             while True:
-                token = inner.send(sent)
+                if not self.scheduler.enter(turn):
+                    return
+                give_way = False
+                try:
+                    if step == 0:
+                        self._begin(tokens, kwargs.get("reset", True))
+                        token = next(inner)
+                    else:
+                        if self._live is not turn and paused is not None:
+                            self._resume(paused)
+                        elif step == 1 and self.n_tokens == len(tokens):
+                            # The prompt is read and its first token out; not yet evaluated.
+                            self._save(tokens)
+                        token = inner.send(sent)
+                    self._live = turn
+                    piece = self.detokenize([token])
+                    if self.scheduler.waiting and sentence_ends(written, piece):
+                        paused = self._pause()
+                        give_way = paused is not None
+                    written = (written + piece)[-16:]
+                except StopIteration:
+                    return
+                finally:
+                    self.scheduler.leave(turn, give_way=give_way)
                 sent = yield token
-        except StopIteration:
-            return
+                step += 1
         finally:
             inner.close()
+            turn.close()
+
+    def _begin(self, tokens: list[int], reset: bool) -> None:
+        """Before the prompt is read: the best kept state loaded, what is there logged."""
+        if not reset:
+            return
+        restored = self._restore(tokens)
+        # Llama.generate reads at least the prompt's last token again.
+        kept = min(self._held(tokens), len(tokens) - 1)
+        self.last_prompt = (kept, len(tokens))
+        log.info(
+            "prompt of %d tokens: %d %s, %d read",
+            len(tokens), kept, "from a kept state" if restored else "in the context",
+            len(tokens) - kept,
+        )  # fmt: skip
+
+    def _pause(self) -> Paused | None:
+        """The answer so far, its context copied (and kept) before another request's turn."""
+        key = self.input_ids[: self.n_tokens].tolist()
+        state = self._seq_state()
+        if state is None:
+            return None
+        if self.prompt_states.budget > 0:
+            self.prompt_states.put(key, state)  # also the longest prefix of its next turn
+        log.info("answer paused after %d tokens: another request waits", len(key))
+        return Paused(key, state, self._sampler, self._mirostat_mu)
+
+    def _resume(self, paused: Paused) -> None:
+        """Put the paused answer's context and sampler back."""
+        if not self._load(paused.tokens, paused.state):
+            raise RuntimeError("llama.cpp could not restore a paused answer's state")
+        self._sampler, self._mirostat_mu = paused.sampler, paused.mirostat_mu
 
     def _held(self, tokens: list[int]) -> int:
         """How many leading tokens of ``tokens`` the live context holds."""
@@ -126,32 +195,58 @@ class PromptStateLlama(llama_cpp.Llama):
         if found is None or found[0] <= live:
             return False
         _, key, state = found
+        return self._load(list(key), state)
+
+    def _load(self, tokens: list[int], state: bytes) -> bool:
+        """Make ``state``, what reading ``tokens`` left, the live context."""
         self._ctx.kv_cache_clear()
         buf = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
         if not llama_cpp.llama_state_seq_set_data(self._ctx.ctx, buf, len(state), 0):
             self._ctx.kv_cache_clear()
             self.n_tokens = 0
+            self._live = None
             return False
-        self.input_ids[: len(key)] = key
-        self.n_tokens = len(key)
+        self.input_ids[: len(tokens)] = tokens
+        self.n_tokens = len(tokens)
         # The logits are not in the saved state: the next read replays at least one token.
         self._requires_eval = True
         return True
 
-    def _save(self, tokens: list[int]) -> None:
-        if self.prompt_states.budget <= 0:
-            return
+    def _seq_state(self) -> bytes | None:
+        """The live context's KV state (sequence 0, no logits)."""
         size = llama_cpp.llama_state_seq_get_size(self._ctx.ctx, 0)
         buf = (ctypes.c_uint8 * size)()
         written = llama_cpp.llama_state_seq_get_data(self._ctx.ctx, buf, size, 0)
-        if written:
-            self.prompt_states.put(tokens, ctypes.string_at(buf, written))
+        return ctypes.string_at(buf, written) if written else None
+
+    def _save(self, tokens: list[int]) -> None:
+        if self.prompt_states.budget <= 0:
+            return
+        state = self._seq_state()
+        if state is not None:
+            self.prompt_states.put(tokens, state)
+
+
+async def untied_request() -> AsyncIterator[Any]:
+    """The server's model for one request, without its one-request-at-a-time lock.
+
+    It replaces ``llama_cpp.server.app.get_llama_proxy``, which the server enters around each
+    completion. Requests take turns at the model by sentence instead (:class:`PromptStateLlama`);
+    the request's turn ends with the request, however it ends (a client gone included).
+    """
+    turn = Turn()
+    current_turn.set(turn)
+    try:
+        yield llama_app._llama_proxy
+    finally:
+        turn.close()
 
 
 def main() -> None:
     """``python -m llama_cpp.server``, its models created as :class:`PromptStateLlama`."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     llama_cpp.Llama = PromptStateLlama  # type: ignore[misc]  # the server creates llama_cpp.Llama
+    llama_app.get_llama_proxy = untied_request
     server_main()
 
 

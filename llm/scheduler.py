@@ -1,0 +1,103 @@
+"""One model, several answers: which request the model computes next, switching at sentences.
+
+The embedded server has one llama.cpp context, and llama-cpp-python's server computes one
+request to its end before the next: at two calls, the second call's answer waited for the
+whole of the first call's. But an answer is heard sentence by sentence, and the model writes a
+sentence faster than the TTS speaks it, so while the first caller hears the first sentence the
+model can write the second caller's. The :class:`Scheduler` lets a request keep the model
+until one of its sentences has ended while another request waits; the waiting one goes next
+and the paused one lines up behind it (round robin by sentence). vLLM, in production, does the
+same per token with continuous batching.
+
+The model's owner between two of its tokens is idle but keeps its place: the others wait
+until it gives way, finishes, or is closed (its client gone). The server closes a request's
+:class:`Turn` when the request ends, however it ends (``llm/llama_server.py``).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import deque
+from contextvars import ContextVar
+
+#: A sentence's end: its punctuation, the next token starting with a space or a line break
+#: (llm/client.py cuts answers by the same rule).
+_SENTENCE_END = re.compile(rb"[.!?][\"')\]]*$")
+
+#: The server request being handled: its turn (None outside the server).
+current_turn: ContextVar[Turn | None] = ContextVar("current_turn", default=None)
+
+
+def sentence_ends(before: bytes, token: bytes) -> bool:
+    """Whether ``token``, written after ``before``, starts a new sentence."""
+    return token[:1].isspace() and bool(_SENTENCE_END.search(before.rstrip(b" ")))
+
+
+class Turn:
+    """One request's place in the line for the model."""
+
+    def __init__(self) -> None:
+        """A turn not yet in any line."""
+        self.closed = False
+        self.scheduler: Scheduler | None = None
+
+    def close(self) -> None:
+        """The request is over: it leaves the line, or the model if it holds it."""
+        if self.scheduler is not None:
+            self.scheduler.close(self)
+        self.closed = True
+
+
+class Scheduler:
+    """Who uses the model: its owner, until it gives way to the requests in line."""
+
+    def __init__(self) -> None:
+        """A free model and an empty line."""
+        self._cond = threading.Condition()
+        self._owner: Turn | None = None
+        self._line: deque[Turn] = deque()
+        self._busy = False  # the owner is computing (between enter and leave)
+
+    @property
+    def waiting(self) -> int:
+        """How many requests are in line."""
+        return len(self._line)
+
+    def enter(self, turn: Turn) -> bool:
+        """Block until ``turn`` may use the model; False if it was closed while waiting."""
+        with self._cond:
+            turn.scheduler = self
+            if turn.closed:
+                return False
+            if self._owner is not turn:
+                if turn not in self._line:
+                    self._line.append(turn)
+                while not turn.closed and (self._owner is not None or self._line[0] is not turn):
+                    self._cond.wait()
+                if turn.closed:
+                    return False
+                self._line.popleft()
+                self._owner = turn
+            self._busy = True
+            return True
+
+    def leave(self, turn: Turn, *, give_way: bool) -> None:
+        """``turn``'s step is over; with ``give_way``, those in line go before its next."""
+        with self._cond:
+            self._busy = False
+            if turn.closed or (give_way and self._line):
+                self._owner = None
+                if not turn.closed:
+                    self._line.append(turn)
+                self._cond.notify_all()
+
+    def close(self, turn: Turn) -> None:
+        """``turn`` is over: out of the line, and the model freed unless it is mid-step."""
+        with self._cond:
+            turn.closed = True
+            if turn in self._line:
+                self._line.remove(turn)
+            if self._owner is turn and not self._busy:
+                self._owner = None
+            self._cond.notify_all()

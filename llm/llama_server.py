@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import llama_cpp
 from llama_cpp.server import app as llama_app
 from llama_cpp.server.__main__ import main as server_main
@@ -114,13 +115,16 @@ class PromptStateLlama(llama_cpp.Llama):
         (llm/scheduler.py); it is restored when this answer's turn comes again.
         """
         tokens = list(tokens)
-        turn = current_turn.get() or Turn()  # outside the server: this generation's own
+        request = current_turn.get()  # the server's request: it may generate more than once
+        turn = request or Turn()
         inner = super().generate(tokens, **kwargs)
         written = b""  # the answer's last bytes, for its sentence ends
         paused: Paused | None = None
         sent: Sequence[int] | None = None
         step = 0
         try:
+            if self.scheduler.taken_from(turn):
+                log.info("a request waits for the model, %d in line", self.scheduler.waiting + 1)
             while True:
                 if not self.scheduler.enter(turn):
                     return
@@ -130,7 +134,9 @@ class PromptStateLlama(llama_cpp.Llama):
                         self._begin(tokens, kwargs.get("reset", True))
                         token = next(inner)
                     else:
-                        if self._live is not turn and paused is not None:
+                        if self._live is not turn:
+                            if paused is None:
+                                raise RuntimeError("another request used the model mid-answer")
                             self._resume(paused)
                         elif step == 1 and self.n_tokens == len(tokens):
                             # The prompt is read and its first token out; not yet evaluated.
@@ -150,7 +156,10 @@ class PromptStateLlama(llama_cpp.Llama):
                 step += 1
         finally:
             inner.close()
-            turn.close()
+            if request is None:
+                turn.close()
+            else:
+                self.scheduler.release(turn)
 
     def _begin(self, tokens: list[int], reset: bool) -> None:
         """Before the prompt is read: the best kept state loaded, what is there logged."""
@@ -232,14 +241,44 @@ async def untied_request() -> AsyncIterator[Any]:
 
     It replaces ``llama_cpp.server.app.get_llama_proxy``, which the server enters around each
     completion. Requests take turns at the model by sentence instead (:class:`PromptStateLlama`);
-    the request's turn ends with the request, however it ends (a client gone included).
+    the request's turn ends with the request, however it ends.
     """
-    turn = Turn()
-    current_turn.set(turn)
+    turn = current_turn.get()
+    if turn is None:  # not streamed: no publisher made one
+        turn = Turn()
+        current_turn.set(turn)
     try:
         yield llama_app._llama_proxy
     finally:
         turn.close()
+
+
+_publish = llama_app.get_event_publisher
+
+
+async def publish_in_turn(*args: Any, **kwargs: Any) -> None:
+    """The server's streaming publisher, its request's turn closed as soon as it is cancelled.
+
+    The server cancels a stream whose client has gone. A request waiting for its turn waits in
+    a worker thread, which cancellation cannot reach: without this, a request dropped while in
+    line (a speculative answer the caller talked over) would still read its prompt when its
+    turn came, taking the model from those still waiting.
+    """
+    turn = Turn()
+    current_turn.set(turn)
+
+    async def close_when_cancelled() -> None:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            turn.close()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(close_when_cancelled)
+        try:
+            await _publish(*args, **kwargs)
+        finally:
+            group.cancel_scope.cancel()
 
 
 def main() -> None:
@@ -247,6 +286,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     llama_cpp.Llama = PromptStateLlama  # type: ignore[misc]  # the server creates llama_cpp.Llama
     llama_app.get_llama_proxy = untied_request
+    llama_app.get_event_publisher = publish_in_turn
     server_main()
 
 

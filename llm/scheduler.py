@@ -44,9 +44,9 @@ class Turn:
 
     def close(self) -> None:
         """The request is over: it leaves the line, or the model if it holds it."""
-        if self.scheduler is not None:
-            self.scheduler.close(self)
         self.closed = True
+        if self.scheduler is not None:
+            self.scheduler.release(self)
 
 
 class Scheduler:
@@ -63,6 +63,11 @@ class Scheduler:
     def waiting(self) -> int:
         """How many requests are in line."""
         return len(self._line)
+
+    def taken_from(self, turn: Turn) -> bool:
+        """Whether ``turn`` would wait now: another request holds the model or is in line."""
+        with self._cond:
+            return self._owner not in (None, turn) or any(t is not turn for t in self._line)
 
     def enter(self, turn: Turn) -> bool:
         """Block until ``turn`` may use the model; False if it was closed while waiting."""
@@ -92,10 +97,12 @@ class Scheduler:
                     self._line.append(turn)
                 self._cond.notify_all()
 
-    def close(self, turn: Turn) -> None:
-        """``turn`` is over: out of the line, and the model freed unless it is mid-step."""
+    def release(self, turn: Turn) -> None:
+        """``turn`` wants nothing now: out of the line, the model freed unless it is mid-step.
+
+        A step in progress frees the model when it ends if the turn is closed by then.
+        """
         with self._cond:
-            turn.closed = True
             if turn in self._line:
                 self._line.remove(turn)
             if self._owner is turn and not self._busy:

@@ -4,8 +4,10 @@ SmolLM2 model in process with two threads, and the served model with two streami
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
+import re
 import threading
 import time
 from pathlib import Path
@@ -16,7 +18,7 @@ import pytest
 
 from llm import EmbeddedLLMServer
 from llm.llama_server import PromptStateLlama
-from llm.scheduler import Scheduler, Turn, sentence_ends
+from llm.scheduler import Scheduler, Turn, current_turn, sentence_ends
 from models import Role, profile_models, verify_model
 from tests.conftest import REPO
 from tests.llm.test_prompt_states import greedy
@@ -249,3 +251,60 @@ async def test_the_server_answers_a_second_request_before_the_first_is_done(
             _, text = await asyncio.wait_for(stream(client, endpoint.v1, "Hello?"), 60)
             assert text.strip()
     assert "answer paused" in log.read_text()
+
+
+def test_a_request_may_generate_more_than_once(gguf: Path) -> None:
+    """A server request's turn outlives each generation in it (a chat handler may call the
+    model twice): the second generation gets the model and writes."""
+    model = PromptStateLlama(model_path=str(gguf), n_ctx=512, n_threads=2, verbose=False)
+    tokens = model.tokenize(chatml(SYSTEM, "Hello?").encode(), special=True)
+
+    def twice() -> list[list[int]]:
+        current_turn.set(Turn())
+        return [greedy(model, tokens, 4), greedy(model, tokens, 4)]
+
+    first, second = contextvars.copy_context().run(twice)
+    assert len(first) == 4 and second == first
+
+
+async def test_a_request_dropped_while_in_line_never_reads_its_prompt(
+    gguf: Path, tmp_path: Path
+) -> None:
+    """A speculative answer the caller talks over is dropped, maybe while still in line: it
+    must not take the model from the requests behind it when its turn comes."""
+    log = tmp_path / "llm.log"
+    with EmbeddedLLMServer(gguf, "smollm2", log) as endpoint:
+        async with httpx.AsyncClient(timeout=120) as client:
+            # Digits, commas and spaces have no sentence end: A keeps the model to its end.
+            counting = {
+                "model": "smollm2", "prompt": "1, 2, 3, 4, 5, 6, 7, 8,", "stream": True,
+                "max_tokens": 64, "temperature": 0.0, "grammar": "root ::= [0-9, ]+",
+            }  # fmt: skip
+            a_started, texts = asyncio.Event(), []
+
+            async def count() -> None:
+                async with client.stream("POST", f"{endpoint.v1}/completions", json=counting) as r:
+                    async for line in r.aiter_lines():
+                        if line.startswith("data: {"):
+                            texts.append(json.loads(line[6:])["choices"][0]["text"])
+                            a_started.set()
+
+            async def dropped() -> None:
+                await a_started.wait()
+                body = {
+                    "model": "smollm2", "stream": True, "max_tokens": 8,
+                    "messages": [{"role": "user", "content": "Are you open today?"}],
+                }  # fmt: skip
+                async with client.stream("POST", f"{endpoint.v1}/chat/completions", json=body):
+                    until = time.monotonic() + 30
+                    while "waits for the model" not in log.read_text():
+                        assert time.monotonic() < until, "the request never waited"
+                        await asyncio.sleep(0.005)
+                # leaving the block closes the connection
+
+            await asyncio.gather(count(), dropped())
+            assert len(texts) > 8 and set("".join(texts)) <= set("0123456789, "), texts
+            _, text = await asyncio.wait_for(stream(client, endpoint.v1, "Hello?"), 60)
+            assert text.strip()
+    prompts = re.findall(r"prompt of (\d+) tokens", log.read_text())
+    assert len(prompts) == 2, prompts  # the counting and "Hello?", never the dropped one

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,9 +11,7 @@ from pipecat.services.openai.llm import OpenAILLMService
 
 from llm.endpoint import LLMEndpoint
 from llm.errors import LLMUnavailable
-
-#: A sentence's end: its punctuation, once the next token starts with a space.
-_SENTENCE_END = re.compile(r"[.!?][\"')\]]*$")
+from llm.scheduler import sentence_ends
 
 
 class SentenceCappedStream:
@@ -42,7 +39,7 @@ class SentenceCappedStream:
         async for chunk in self._stream:
             delta = chunk.choices[0].delta if chunk.choices else None
             content = (delta.content or "") if delta is not None else ""
-            if content and content[0].isspace() and _SENTENCE_END.search(text.rstrip(" ")):
+            if content and sentence_ends(text, content):
                 ended += 1
                 if ended >= self._sentences:
                     self.cut = True

@@ -118,7 +118,7 @@ class PromptStateLlama(llama_cpp.Llama):
         request = current_turn.get()  # the server's request: it may generate more than once
         turn = request or Turn()
         inner = super().generate(tokens, **kwargs)
-        written = b""  # the answer's last bytes, for its sentence ends
+        written = ""  # the answer's last characters, for its sentence ends
         paused: Paused | None = None
         sent: Sequence[int] | None = None
         step = 0
@@ -143,7 +143,8 @@ class PromptStateLlama(llama_cpp.Llama):
                             self._save(tokens)
                         token = inner.send(sent)
                     self._live = turn
-                    piece = self.detokenize([token])
+                    # A character split over tokens is dropped: only spaces and "." count here.
+                    piece = self.detokenize([token]).decode("utf-8", errors="ignore")
                     if self.scheduler.waiting and sentence_ends(written, piece):
                         paused = self._pause()
                         give_way = paused is not None

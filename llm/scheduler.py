@@ -21,17 +21,19 @@ import threading
 from collections import deque
 from contextvars import ContextVar
 
-#: A sentence's end: its punctuation, the next token starting with a space or a line break
-#: (llm/client.py cuts answers by the same rule).
-_SENTENCE_END = re.compile(rb"[.!?][\"')\]]*$")
+#: A sentence's end: its punctuation, the next piece starting with a space or a line break.
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]*$")
 
 #: The server request being handled: its turn (None outside the server).
 current_turn: ContextVar[Turn | None] = ContextVar("current_turn", default=None)
 
 
-def sentence_ends(before: bytes, token: bytes) -> bool:
-    """Whether ``token``, written after ``before``, starts a new sentence."""
-    return token[:1].isspace() and bool(_SENTENCE_END.search(before.rstrip(b" ")))
+def sentence_ends(before: str, piece: str) -> bool:
+    """Whether ``piece``, written after ``before``, starts a new sentence.
+
+    The one rule for both the server's pauses and the client's cut (llm/client.py).
+    """
+    return piece[:1].isspace() and bool(_SENTENCE_END.search(before.rstrip(" ")))
 
 
 class Turn:

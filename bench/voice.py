@@ -1,8 +1,11 @@
 """Voice-to-voice latency and call capacity: the platform against a stock pipecat bot, same run.
 
-Both systems run as processes on this machine, on the same three models and the same
-llama.cpp server, and are driven by the same Twilio simulator with the same spoken questions
-(``bench/utterances.txt``, spoken once by the local Piper voice). Per system:
+Both systems run as processes on this machine, one after the other, on the same three models,
+and are driven by the same Twilio simulator with the same spoken questions
+(``bench/utterances.txt``, spoken once by the local Piper voice). Each system gets a fresh LLM
+server on the same llama.cpp build, model, context and threads: the platform its own
+(``llm.llama_server``), the baseline llama-cpp-python's stock server (``llama_cpp.server``),
+which the platform's builds on (``BASELINE_LLM``). Per system:
 
 - a concurrency sweep (1, 2, 4, 8 calls at once), each level in rounds of calls started
   together until it has at least ``TURNS`` turns: latency, CPU use and resident memory of the
@@ -43,6 +46,11 @@ LEVELS = tuple(int(x) for x in os.environ.get("BONMONIQ_BENCH_LEVELS", "1,2,4,8"
 ACCOUNT_SID = "AC" + "c" * 32
 AUTH_TOKEN = "bench-voice-token"
 NUMBER = "+15555550100"
+#: The LLM server the baseline talks to: llama-cpp-python's stock server (``llama_cpp.server``),
+#: what a pipecat user would run, on the same llama.cpp build, model, context and threads as the
+#: platform's own server (``llm.llama_server``, which adds kept prompt states and turns by
+#: sentence). ``llm.llama_server`` gives the baseline the platform's server instead.
+BASELINE_LLM = os.environ.get("BONMONIQ_BENCH_BASELINE_LLM", "llama_cpp.server")
 
 
 @dataclass
@@ -266,19 +274,27 @@ async def run() -> dict[str, Any]:
     gguf = verify_model(profile_models("cpu")[Role.LLM], REPO / "var" / "models").files[0].path
     var = Path(tempfile.mkdtemp(prefix="bonmoniq-bench-voice-"))
     report: dict[str, Any] = {"machine": machine(), "questions": len(lines)}
-    settings = Settings()  # the LLM server's threads as the platform's own
-    llm_server = EmbeddedLLMServer(
-        gguf, "smollm2-135m-instruct", var / "llm.log", settings.cpu_threads,
-        generation_threads=settings.llm_generation_threads,
-        prompt_states_mb=settings.llm_prompt_states_mb,
-    )  # fmt: skip
+    settings = Settings()  # the LLM servers' threads as the platform's own
+
+    def llm_server(system: str) -> EmbeddedLLMServer:
+        """A fresh LLM server for ``system``: the platform's own, or the stock one it builds on."""
+        module = BASELINE_LLM if system == "baseline" else "llm.llama_server"
+        log = var / ("llm.log" if system == "ours" else f"llm-{system}.log")
+        return EmbeddedLLMServer(
+            gguf, "smollm2-135m-instruct", log, settings.cpu_threads,
+            generation_threads=settings.llm_generation_threads,
+            prompt_states_mb=settings.llm_prompt_states_mb, module=module,
+        )  # fmt: skip
+
+    report["llm_servers"] = {"ours": "llm.llama_server", "baseline": BASELINE_LLM}
     report["llm_threads"] = {
-        "prompt": llm_server.threads,
-        "generation": llm_server.generation_threads,
+        "prompt": settings.cpu_threads,
+        "generation": llm_server("ours").generation_threads,
     }
-    with llm_server as llm:
-        systems = os.environ.get("BONMONIQ_BENCH_SYSTEMS", "baseline,ours").split(",")
-        for start in [s for s in (start_baseline, start_ours) if s.__name__[6:] in systems]:
+    systems = os.environ.get("BONMONIQ_BENCH_SYSTEMS", "baseline,ours").split(",")
+    for start in [s for s in (start_baseline, start_ours) if s.__name__[6:] in systems]:
+        name = start.__name__[6:]
+        with llm_server(name) as llm:
             system = start(var, llm.v1)
             try:
                 report[system.name] = await measure(system, lines)

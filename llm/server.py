@@ -50,12 +50,15 @@ class EmbeddedLLMServer:
         n_ctx: int = 2048,
         generation_threads: int | None = None,
         prompt_states_mb: int = 256,
+        module: str = "llm.llama_server",
     ) -> None:
         """Prepare a server for the GGUF at ``model_path``, answering as model ``alias``.
 
         ``threads`` read the prompt; ``generation_threads`` write the answer (default: half as
         many, at least one: while the LLM writes, the TTS speaks what it wrote first). The
         server keeps up to ``prompt_states_mb`` of recent prompt states (llm/llama_server.py).
+        ``module`` is the server run: the platform's own, or ``llama_cpp.server``, the stock
+        llama-cpp-python server it builds on (same options; the benchmark's baseline uses it).
         """
         self.model_path = model_path
         self.alias = alias
@@ -64,6 +67,7 @@ class EmbeddedLLMServer:
         self.generation_threads = generation_threads or max(1, threads // 2)
         self.n_ctx = n_ctx
         self.prompt_states_mb = prompt_states_mb
+        self.module = module
         self.port = 0
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -77,7 +81,7 @@ class EmbeddedLLMServer:
         self.port = free_port()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         cmd = [
-            sys.executable, "-m", "llm.llama_server",
+            sys.executable, "-m", self.module,
             "--model", str(self.model_path),
             "--model_alias", self.alias,
             "--host", "127.0.0.1",

@@ -6,6 +6,8 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from piper import PiperVoice
 
 from llm.endpoint import LLMEndpoint
 from models import Role, VerifiedModel
+from voice.metrics import GAVE_WAY, GAVE_WAY_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,65 @@ def synthesize(voice: PiperVoice, text: str, rate: int = PHONE_RATE) -> bytes:
     return soxr.resample(samples, native, rate).astype(np.int16).tobytes()
 
 
+#: The longest the rest of an answer waits for work a caller is waiting for (a Whisper decode
+#: takes about 0.3 s on the 2-core machine).
+GIVE_WAY_LIMIT_S = 1.0
+
+
+class Urgency:
+    """Work a caller is waiting for goes first on the shared CPU.
+
+    When two calls' turns overlap on the 2-core machine, one call's Whisper decode or the first
+    chunk of its answer (the caller hears nothing until it is done) ran beside the other
+    call's synthesis of the rest of its answer, which is only needed once the audio before it
+    has been played. Urgent work runs inside :meth:`urgent`; the rest's synthesis calls
+    :meth:`give_way` before each chunk and starts once the urgent work running at that moment
+    has finished (work that starts later does not hold it up again).
+    """
+
+    def __init__(self) -> None:
+        """No urgent work running."""
+        self._changed = threading.Condition()
+        self._running: set[int] = set()
+        self._next = 0
+
+    @contextmanager
+    def urgent(self) -> Iterator[None]:
+        """Mark the work inside as urgent (a caller waits for it)."""
+        with self._changed:
+            job, self._next = self._next, self._next + 1
+            self._running.add(job)
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._running.discard(job)
+                self._changed.notify_all()
+
+    def give_way(self, limit_s: float = GIVE_WAY_LIMIT_S) -> float:
+        """Block until the urgent work running now has finished (at most ``limit_s``).
+
+        Returns the seconds waited (0 when nothing urgent was running). Blocking: call it in
+        the worker thread about to do the work that gives way.
+        """
+        with self._changed:
+            ahead = set(self._running)
+            if not ahead:
+                return 0.0
+            t0 = time.monotonic()
+            self._changed.wait_for(lambda: not ahead & self._running, timeout=limit_s)
+        waited = time.monotonic() - t0
+        GAVE_WAY.inc()
+        GAVE_WAY_SECONDS.inc(waited)
+        return waited
+
+    @property
+    def running(self) -> int:
+        """How many urgent jobs are running now."""
+        with self._changed:
+            return len(self._running)
+
+
 @dataclass
 class Engines:
     """Whisper, Piper and Silero sessions plus the LLM endpoint, shared by all calls.
@@ -79,6 +141,8 @@ class Engines:
     _pending: dict[tuple[str, int], asyncio.Future[bytes]] = field(default_factory=dict)
     #: The models that have run once since loading (see :meth:`warm_up`).
     warmed: set[str] = field(default_factory=set)
+    #: Which work on these models goes first (a Whisper decode before the rest of an answer).
+    urgency: Urgency = field(default_factory=Urgency)
 
     @classmethod
     def load(

@@ -21,6 +21,16 @@ SPECULATIVE_ANSWERS = Counter(
     ["outcome"],
 )
 
+GAVE_WAY = Counter(
+    "bonmoniq_tts_gave_way_total",
+    "Synthesis of the rest of an answer that waited for work a caller was waiting for "
+    "(a Whisper decode, an answer's first chunk) to finish first.",
+)
+GAVE_WAY_SECONDS = Counter(
+    "bonmoniq_tts_gave_way_seconds_total",
+    "Seconds the synthesis of the rest of answers waited for work callers were waiting for.",
+)
+
 #: The marks of a caller's turn, in the order they happen; each stage ends at its mark.
 STAGES = (
     "vad",  # the caller's end of speech -> the VAD declares it (its stop_secs hangover)
@@ -68,6 +78,10 @@ class TurnTimeline:
         """``stage`` ended at ``at`` (ignored outside a turn, and after its first time)."""
         if self._marks and stage not in self._marks:
             self._marks[stage] = at
+
+    def awaits(self, stage: str) -> bool:
+        """Whether a caller's turn is under way and ``stage`` has not ended yet in it."""
+        return bool(self._marks) and stage not in self._marks
 
     def answered(self, at: float) -> dict[str, float] | None:
         """The agent's first audio went out at ``at``: the turn's stages, observed; or ``None``."""

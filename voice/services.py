@@ -195,6 +195,7 @@ class SharedWhisperSTT(WhisperSTTService):
     ) -> None:
         """Transcribe in ``language`` (an ISO 639-1 code) with the shared model."""
         self._shared_model = engines.whisper
+        self._urgency = engines.urgency
         self._vad = vad
         self._language = language
         self._early: EarlySegment | None = None
@@ -214,8 +215,9 @@ class SharedWhisperSTT(WhisperSTTService):
         audio = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
         model = self._model  # set by _load
         assert isinstance(model, TrimmedWhisper)
-        segments, _ = model.transcribe(audio, language=self._language)
-        return list(segments)
+        with self._urgency.urgent():  # the caller waits for it (also for an early decode)
+            segments, _ = model.transcribe(audio, language=self._language)
+            return list(segments)
 
     async def process_audio_frame(
         self, frame: InputAudioRawFrame, direction: FrameDirection
@@ -365,27 +367,59 @@ class SharedPiperTTS(PiperTTSService):
         )
 
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame, None]:
-        """Cached audio for a fixed phrase at the pipeline's rate, else synthesize."""
+        """Cached audio for a fixed phrase at the pipeline's rate, else synthesize.
+
+        The first chunk of an answer (the caller is waiting for it) is urgent work; later
+        chunks give way to urgent work, of this call or another (:class:`Urgency`).
+        """
+        leading = self._timeline.awaits("first_sentence")
         self._timeline.mark("first_sentence", time.time())
-        async for frame in self._run_tts(text, context_id):
+        async for frame in self._run_tts(text, context_id, leading):
             if isinstance(frame, TTSAudioRawFrame):
                 self._timeline.mark("tts_first_audio", time.time())
             yield frame
 
-    async def _run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame, None]:
+    async def _run_tts(
+        self, text: str, context_id: str, leading: bool
+    ) -> AsyncGenerator[Frame, None]:
         cached = self._engines.cached(text.strip(), self.sample_rate)
-        if cached is None:
-            async for frame in super().run_tts(text, context_id):
+        chunks = once(cached) if cached is not None else self._synthesized(text, leading)
+        rate = self.sample_rate if cached is not None else int(self._voice.config.sample_rate)
+        try:
+            if cached is None:
+                await self.start_tts_usage_metrics(text)
+            async for frame in self._stream_audio_frames_from_iterator(
+                chunks, in_sample_rate=rate, context_id=context_id
+            ):
+                await self.stop_ttfb_metrics()
                 yield frame
-            return
+        except Exception as e:  # as PiperTTSService: the answer ends, the call goes on
+            log.error("speech synthesis failed: %s", e)
+            yield ErrorFrame(error=f"speech synthesis failed: {e}")
+        finally:
+            await self.stop_ttfb_metrics()
 
-        async def once() -> AsyncIterator[bytes]:
-            yield cached
+    async def _synthesized(self, text: str, leading: bool) -> AsyncIterator[bytes]:
+        """Piper's chunks of ``text`` at its own rate, each synthesized in a worker thread."""
+        urgency = self._engines.urgency
+        chunks = iter(self._voice.synthesize(text))
 
-        async for frame in self._stream_audio_frames_from_iterator(
-            once(), in_sample_rate=self.sample_rate, context_id=context_id
-        ):
-            yield frame
+        def chunk() -> bytes | None:
+            if leading:
+                with urgency.urgent():
+                    item = next(chunks, None)
+            else:
+                urgency.give_way()
+                item = next(chunks, None)
+            return None if item is None else item.audio_int16_bytes
+
+        while (audio := await asyncio.to_thread(chunk)) is not None:
+            yield audio
+
+
+async def once(audio: bytes) -> AsyncIterator[bytes]:
+    """``audio`` as a one-chunk stream."""
+    yield audio
 
 
 class _SharedSileroModel(SileroOnnxModel):

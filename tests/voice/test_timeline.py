@@ -46,3 +46,14 @@ def test_missing_marks_fold_into_the_next_stage_and_restarts_reset() -> None:
     assert out == pytest.approx({"vad": 0.4, "stt": 0.3, "first_sentence": 0.2, "transport": 0.4,
                                  "response": 1.3})  # fmt: skip
     assert sum(v for k, v in out.items() if k != "response") == pytest.approx(out["response"])
+
+
+def test_a_stage_is_awaited_only_inside_a_turn_until_it_ends() -> None:
+    t = TurnTimeline()
+    assert not t.awaits("first_sentence")  # no turn: the greeting, say, is nobody's wait
+    t.speech_ended(5.0, 0.25)
+    assert t.awaits("first_sentence")  # the answer's first chunk: the caller waits for it
+    t.mark("first_sentence", 5.6)
+    assert not t.awaits("first_sentence")  # the rest of the answer
+    t.answered(5.9)
+    assert not t.awaits("first_sentence")

@@ -241,10 +241,12 @@ async def measure(system: System, lines: list[tuple[str, bytes]]) -> dict[str, A
 
 
 EARLY_WORK = ("bonmoniq_early_transcripts_total", "bonmoniq_speculative_answers_total")
+GAVE_WAY = ("bonmoniq_tts_gave_way_total ", "bonmoniq_tts_gave_way_seconds_total ")
 
 
 async def stages(url: str) -> dict[str, Any]:
-    """Mean seconds per stage over the run, and how often early work was used or thrown away."""
+    """Mean seconds per stage over the run, how often early work was used or thrown away, and
+    how often (and how long) the rest of an answer waited for work a caller waited for."""
     async with httpx.AsyncClient() as c:
         text = (await c.get(url + "/metrics")).text
     sums: dict[str, float] = {}
@@ -259,6 +261,9 @@ async def stages(url: str) -> dict[str, Any]:
             name = line.split("{")[0].removeprefix("bonmoniq_").removesuffix("_total")
             outcome = line.split('"')[1]
             outcomes[f"{name}_{outcome}"] = int(float(line.rsplit(" ", 1)[1]))
+        elif line.startswith(GAVE_WAY):  # the rest of answers waiting for callers' turns
+            name, value = line.split()
+            outcomes[name.removeprefix("bonmoniq_").removesuffix("_total")] = round(float(value), 3)
     return {k: round(sums[k] / counts[k], 3) for k in sums if counts.get(k)} | outcomes
 
 

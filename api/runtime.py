@@ -14,6 +14,7 @@ from api.platform import Platform
 from api.settings import Settings
 from api.state import PlatformError, connect, redis_url
 from llm.endpoint import LLMEndpoint, check_endpoint
+from llm.scheduler import UrgencyBoard
 from llm.server import EmbeddedLLMServer
 from models import Role, verify_profile
 from recordings.keyring import MasterKeyError
@@ -37,8 +38,13 @@ DEMO_PROMPT = (
 
 
 @contextlib.contextmanager
-def llm_endpoint(settings: Settings, gguf: Path | None) -> Iterator[LLMEndpoint]:
-    """The checked ``BONMONIQ_LLM_URL``, or the embedded server for as long as the block runs."""
+def llm_endpoint(
+    settings: Settings, gguf: Path | None, board: UrgencyBoard | None = None
+) -> Iterator[LLMEndpoint]:
+    """The checked ``BONMONIQ_LLM_URL``, or the embedded server for as long as the block runs.
+
+    The embedded server reads ``board`` (how much work callers wait for in this process).
+    """
     if settings.llm_url:
         url = check_endpoint(settings.llm_url, settings.llm_allowed_hosts)
         key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
@@ -52,6 +58,7 @@ def llm_endpoint(settings: Settings, gguf: Path | None) -> Iterator[LLMEndpoint]
         gguf, settings.llm_model, settings.var_dir / "log" / "llm-server.log", settings.cpu_threads,
         generation_threads=settings.llm_generation_threads,
         prompt_states_mb=settings.llm_prompt_states_mb,
+        urgency_file=board.path if board is not None else None,
     )  # fmt: skip
     with server as endpoint:
         yield endpoint
@@ -86,12 +93,14 @@ async def running_platform(settings: Settings) -> AsyncIterator[Platform]:
     models = verify_profile(settings.profile, settings.models_cache)
     llm = models.get(Role.LLM)
     gguf = next((f.path for f in llm.files if f.path.suffix == ".gguf"), None) if llm else None
-    with redis_url(settings) as url, llm_endpoint(settings, gguf) as endpoint:
+    # The embedded LLM server and this process share a count of the work callers wait for.
+    board = None if settings.llm_url else UrgencyBoard(settings.var_dir / "run" / "urgent", True)
+    with redis_url(settings) as url, llm_endpoint(settings, gguf, board) as endpoint:
         client = connect(url)
         try:
             await client.ping()
             device = "cuda" if settings.profile == "gpu" else "cpu"
-            engines = Engines.load(models, endpoint, settings.cpu_threads, device)
+            engines = Engines.load(models, endpoint, settings.cpu_threads, device, board)
             objects = open_objects(settings, client, create_master=True)
             await migrate_clear_transcripts(client, objects)
             yield Platform(settings, client, engines, accounts, objects=objects)

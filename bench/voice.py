@@ -2,10 +2,10 @@
 
 Both systems run as processes on this machine, one after the other, on the same three models,
 and are driven by the same Twilio simulator with the same spoken questions
-(``bench/utterances.txt``, spoken once by the local Piper voice). Each system gets a fresh LLM
-server on the same llama.cpp build, model, context and threads: the platform its own
-(``llm.llama_server``), the baseline llama-cpp-python's stock server (``llama_cpp.server``),
-which the platform's builds on (``BASELINE_LLM``). Per system:
+(``bench/utterances.txt``, spoken once by the local Piper voice). Each system has a fresh LLM
+server on the same llama.cpp build, model, context and threads: the platform starts its own
+(``llm.llama_server``, as ``make run`` does), the baseline talks to llama-cpp-python's stock
+server (``llama_cpp.server``), which the platform's builds on (``BASELINE_LLM``). Per system:
 
 - a concurrency sweep (1, 2, 4, 8 calls at once), each level in rounds of calls started
   together until it has at least ``TURNS`` turns: latency, CPU use and resident memory of the
@@ -49,7 +49,7 @@ NUMBER = "+15555550100"
 #: The LLM server the baseline talks to: llama-cpp-python's stock server (``llama_cpp.server``),
 #: what a pipecat user would run, on the same llama.cpp build, model, context and threads as the
 #: platform's own server (``llm.llama_server``, which adds kept prompt states and turns by
-#: sentence). ``llm.llama_server`` gives the baseline the platform's server instead.
+#: sentence). ``llm.llama_server`` gives the baseline an instance of the platform's server.
 BASELINE_LLM = os.environ.get("BONMONIQ_BENCH_BASELINE_LLM", "llama_cpp.server")
 
 
@@ -279,36 +279,33 @@ async def run() -> dict[str, Any]:
     gguf = verify_model(profile_models("cpu")[Role.LLM], REPO / "var" / "models").files[0].path
     var = Path(tempfile.mkdtemp(prefix="bonmoniq-bench-voice-"))
     report: dict[str, Any] = {"machine": machine(), "questions": len(lines)}
-    settings = Settings()  # the LLM servers' threads as the platform's own
-
-    def llm_server(system: str) -> EmbeddedLLMServer:
-        """A fresh LLM server for ``system``: the platform's own, or the stock one it builds on."""
-        module = BASELINE_LLM if system == "baseline" else "llm.llama_server"
-        log = var / ("llm.log" if system == "ours" else f"llm-{system}.log")
-        return EmbeddedLLMServer(
-            gguf, "smollm2-135m-instruct", log, settings.cpu_threads,
-            generation_threads=settings.llm_generation_threads,
-            prompt_states_mb=settings.llm_prompt_states_mb, module=module,
-        )  # fmt: skip
-
-    report["llm_servers"] = {"ours": "llm.llama_server", "baseline": BASELINE_LLM}
+    settings = Settings()  # the baseline's LLM server's threads as the platform's own
+    baseline_llm = EmbeddedLLMServer(
+        gguf, "smollm2-135m-instruct", var / "llm-baseline.log", settings.cpu_threads,
+        generation_threads=settings.llm_generation_threads,
+        prompt_states_mb=settings.llm_prompt_states_mb, module=BASELINE_LLM,
+    )  # fmt: skip
+    report["llm_servers"] = {"ours": "llm.llama_server (its own)", "baseline": BASELINE_LLM}
     report["llm_threads"] = {
-        "prompt": settings.cpu_threads,
-        "generation": llm_server("ours").generation_threads,
+        "prompt": baseline_llm.threads,
+        "generation": baseline_llm.generation_threads,
     }
     systems = os.environ.get("BONMONIQ_BENCH_SYSTEMS", "baseline,ours").split(",")
-    for start in [s for s in (start_baseline, start_ours) if s.__name__[6:] in systems]:
-        name = start.__name__[6:]
-        with llm_server(name) as llm:
-            system = start(var, llm.v1)
+    if "baseline" in systems:
+        with baseline_llm as llm:
+            system = start_baseline(var, llm.v1)
             try:
-                report[system.name] = await measure(system, lines)
-                if system.name == "ours":
-                    report["ours"]["stages_s"] = await stages(system.url)
-                    hooks = await webhooks.run(system.url, ACCOUNT_SID, AUTH_TOKEN, NUMBER)
-                    report["ours"] |= hooks
+                report["baseline"] = await measure(system, lines)
             finally:
                 system.stop()
+    if "ours" in systems:
+        system = start_ours(var)  # with its own embedded LLM server, as `make run` starts it
+        try:
+            report["ours"] = await measure(system, lines)
+            report["ours"]["stages_s"] = await stages(system.url)
+            report["ours"] |= await webhooks.run(system.url, ACCOUNT_SID, AUTH_TOKEN, NUMBER)
+        finally:
+            system.stop()
     report["logs"] = str(keep_logs(var))
     if "ours" not in report or "baseline" not in report:
         return report
@@ -335,6 +332,8 @@ def keep_logs(var: Path) -> Path:
     logs.mkdir(parents=True)
     for log in var.glob("*.log"):
         shutil.copy(log, logs / log.name)
+    if (var / "log" / "llm-server.log").is_file():  # the platform's own LLM server
+        shutil.copy(var / "log" / "llm-server.log", logs / "llm.log")
     shutil.rmtree(var, ignore_errors=True)
     return logs
 

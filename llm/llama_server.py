@@ -13,10 +13,16 @@ take turns by sentence (llm/scheduler.py): when a sentence of an answer has ende
 request waits, the answer's state is copied and the waiting request goes first; the paused
 answer is restored when its turn comes again, and continues token for token as it would have.
 
+Run by the platform, the server also reads the platform's ``UrgencyBoard``
+(``BONMONIQ_LLM_URGENCY_FILE``): once an answer's first chunk is written (what the TTS speaks
+first), its next tokens wait while the platform runs work a caller waits for (a Whisper
+decode, a first chunk's synthesis), at most ``give_way_limit_s`` per answer; a new request
+coming in line ends the wait and goes first.
+
 Run as ``python -m llm.llama_server`` with ``llama_cpp.server``'s arguments; the states are
 bounded by ``BONMONIQ_LLM_PROMPT_STATES_MB`` (default 256; 0 keeps none, though a paused
 answer's state is always kept until it resumes). Each prompt logs how many of its tokens were
-already there and how many it read; each pause is logged.
+already there and how many it read; each pause, and each answer that gave way, is logged.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import ctypes
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Generator, Sequence
 from dataclasses import dataclass
@@ -35,7 +42,14 @@ import llama_cpp
 from llama_cpp.server import app as llama_app
 from llama_cpp.server.__main__ import main as server_main
 
-from llm.scheduler import Scheduler, Turn, current_turn, sentence_ends
+from llm.scheduler import (
+    Scheduler,
+    Turn,
+    UrgencyBoard,
+    current_turn,
+    first_chunk_ends,
+    sentence_ends,
+)
 
 log = logging.getLogger("bonmoniq.llm")
 
@@ -94,6 +108,8 @@ class PromptStateLlama(llama_cpp.Llama):
     """A ``Llama`` that restores the best remembered prompt state before reading a prompt."""
 
     budget_bytes = int(os.environ.get("BONMONIQ_LLM_PROMPT_STATES_MB", "256")) << 20
+    #: The longest the rest of one answer waits, in all, for work callers wait for.
+    give_way_limit_s = 1.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """As ``Llama``."""
@@ -104,6 +120,8 @@ class PromptStateLlama(llama_cpp.Llama):
         self.scheduler = Scheduler()
         #: Whose tokens the live context holds.
         self._live: Turn | None = None
+        #: How much work callers wait for in the platform (None: the server runs alone).
+        self.board = UrgencyBoard.from_env()
 
     def generate(  # type: ignore[override]  # its callers pass everything by keyword
         self, tokens: Sequence[int], **kwargs: Any
@@ -122,10 +140,17 @@ class PromptStateLlama(llama_cpp.Llama):
         paused: Paused | None = None
         sent: Sequence[int] | None = None
         step = 0
+        first_done = False  # the answer's first chunk for the TTS is written
+        gave_way_s = 0.0
         try:
             if self.scheduler.taken_from(turn):
                 log.info("a request waits for the model, %d in line", self.scheduler.waiting + 1)
             while True:
+                interrupted = False
+                if first_done and gave_way_s < self.give_way_limit_s:
+                    # A request that came in line meanwhile goes first.
+                    waited, interrupted = self._give_way(self.give_way_limit_s - gave_way_s)
+                    gave_way_s += waited
                 if not self.scheduler.enter(turn):
                     return
                 give_way = False
@@ -145,9 +170,11 @@ class PromptStateLlama(llama_cpp.Llama):
                     self._live = turn
                     # A character split over tokens is dropped: only spaces and "." count here.
                     piece = self.detokenize([token]).decode("utf-8", errors="ignore")
-                    if self.scheduler.waiting and sentence_ends(written, piece):
+                    if self.scheduler.waiting and (interrupted or sentence_ends(written, piece)):
                         paused = self._pause()
                         give_way = paused is not None
+                    if not first_done and first_chunk_ends(written, piece):
+                        first_done = turn.heard = True
                     written = (written + piece)[-16:]
                 except StopIteration:
                     return
@@ -156,11 +183,30 @@ class PromptStateLlama(llama_cpp.Llama):
                 sent = yield token
                 step += 1
         finally:
+            if gave_way_s >= 0.005:
+                log.info("answer gave way %.2f s to work callers waited for", gave_way_s)
             inner.close()
             if request is None:
                 turn.close()
             else:
                 self.scheduler.release(turn)
+
+    def _give_way(self, limit_s: float) -> tuple[float, bool]:
+        """Wait while the platform runs work callers wait for, at most ``limit_s``.
+
+        The rest of an answer is heard only after its first chunk has been spoken, so it waits
+        while a Whisper decode or a first chunk's synthesis runs (the board's count) instead of
+        taking their cores. A request coming in line ends the wait: it goes first (a caller
+        waits for its first token; a paused answer in line waits with this one). Returns the
+        seconds waited and whether such a request came.
+        """
+        board, line = self.board, self.scheduler
+        if board is None or not board.get():
+            return 0.0, False
+        t0 = time.monotonic()
+        while board.get() and not line.newcomers and time.monotonic() - t0 < limit_s:
+            time.sleep(0.005)
+        return time.monotonic() - t0, bool(line.newcomers)
 
     def _begin(self, tokens: list[int], reset: bool) -> None:
         """Before the prompt is read: the best kept state loaded, what is there logged."""

@@ -16,13 +16,20 @@ until it gives way, finishes, or is closed (its client gone). The server closes 
 
 from __future__ import annotations
 
+import mmap
+import os
 import re
+import struct
 import threading
 from collections import deque
 from contextvars import ContextVar
+from pathlib import Path
 
 #: A sentence's end: its punctuation, the next piece starting with a space or a line break.
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*$")
+
+#: Where a first clause ends (followed by a space): the TTS speaks an answer's first clause alone.
+CLAUSE_ENDS = (",", ";", ":")
 
 #: The server request being handled: its turn (None outside the server).
 current_turn: ContextVar[Turn | None] = ContextVar("current_turn", default=None)
@@ -36,6 +43,56 @@ def sentence_ends(before: str, piece: str) -> bool:
     return piece[:1].isspace() and bool(_SENTENCE_END.search(before.rstrip(" ")))
 
 
+def first_chunk_ends(before: str, piece: str) -> bool:
+    """Whether ``piece`` starts an answer's second chunk for the TTS: after a clause or sentence.
+
+    The rule of the TTS's ``FirstClauseAggregator`` (voice/services.py), for the server.
+    """
+    return sentence_ends(before, piece) or (
+        piece[:1].isspace() and before.rstrip(" ").endswith(CLAUSE_ENDS)
+    )
+
+
+class UrgencyBoard:
+    """How much work callers are waiting for in the platform, readable by its LLM server.
+
+    One 8-byte counter in a small file that both processes map: the platform
+    (``voice/engines.Urgency``) writes how many urgent jobs run (Whisper decodes, first chunks
+    being synthesized); the embedded server reads it before each token of the rest of an
+    answer and waits while it is not zero (:class:`llm.llama_server.PromptStateLlama`).
+    """
+
+    _FORMAT = "<q"
+
+    def __init__(self, path: Path, create: bool = False) -> None:
+        """Map the board at ``path``; ``create`` makes it (zero) first."""
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(bytes(8))
+        self.path = path
+        fd = os.open(path, os.O_RDWR)
+        try:
+            self._map = mmap.mmap(fd, 8)
+        finally:
+            os.close(fd)
+
+    @classmethod
+    def from_env(cls) -> UrgencyBoard | None:
+        """The board named by ``BONMONIQ_LLM_URGENCY_FILE``, if it names one that exists."""
+        name = os.environ.get("BONMONIQ_LLM_URGENCY_FILE")
+        if not name or not Path(name).is_file():
+            return None
+        return cls(Path(name))
+
+    def set(self, count: int) -> None:
+        """Urgent jobs running now (an aligned 8-byte write: readers see old or new)."""
+        struct.pack_into(self._FORMAT, self._map, 0, count)
+
+    def get(self) -> int:
+        """Urgent jobs running now."""
+        return int(struct.unpack_from(self._FORMAT, self._map, 0)[0])
+
+
 class Turn:
     """One request's place in the line for the model."""
 
@@ -43,6 +100,8 @@ class Turn:
         """A turn not yet in any line."""
         self.closed = False
         self.scheduler: Scheduler | None = None
+        #: Its answer's first chunk is written: its caller is hearing it, not waiting for it.
+        self.heard = False
 
     def close(self) -> None:
         """The request is over: it leaves the line, or the model if it holds it."""
@@ -65,6 +124,12 @@ class Scheduler:
     def waiting(self) -> int:
         """How many requests are in line."""
         return len(self._line)
+
+    @property
+    def newcomers(self) -> int:
+        """How many requests in line have no answer out yet (a caller waits for each)."""
+        with self._cond:
+            return sum(1 for t in self._line if not t.heard)
 
     def taken_from(self, turn: Turn) -> bool:
         """Whether ``turn`` would wait now: another request holds the model or is in line."""

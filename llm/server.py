@@ -51,6 +51,7 @@ class EmbeddedLLMServer:
         generation_threads: int | None = None,
         prompt_states_mb: int = 256,
         module: str = "llm.llama_server",
+        urgency_file: Path | None = None,
     ) -> None:
         """Prepare a server for the GGUF at ``model_path``, answering as model ``alias``.
 
@@ -59,6 +60,8 @@ class EmbeddedLLMServer:
         server keeps up to ``prompt_states_mb`` of recent prompt states (llm/llama_server.py).
         ``module`` is the server run: the platform's own, or ``llama_cpp.server``, the stock
         llama-cpp-python server it builds on (same options; the benchmark's baseline uses it).
+        ``urgency_file`` is the platform's ``UrgencyBoard`` (llm/scheduler.py): the rest of an
+        answer waits while a caller waits for the platform's work.
         """
         self.model_path = model_path
         self.alias = alias
@@ -68,6 +71,7 @@ class EmbeddedLLMServer:
         self.n_ctx = n_ctx
         self.prompt_states_mb = prompt_states_mb
         self.module = module
+        self.urgency_file = urgency_file
         self.port = 0
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -95,6 +99,8 @@ class EmbeddedLLMServer:
         ]  # fmt: skip
         with self.log_path.open("ab") as out:
             env = {**os.environ, "BONMONIQ_LLM_PROMPT_STATES_MB": str(self.prompt_states_mb)}
+            if self.urgency_file is not None:
+                env["BONMONIQ_LLM_URGENCY_FILE"] = str(self.urgency_file)
             self._proc = subprocess.Popen(
                 cmd, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent
             )

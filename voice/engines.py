@@ -18,6 +18,7 @@ from faster_whisper import WhisperModel
 from piper import PiperVoice
 
 from llm.endpoint import LLMEndpoint
+from llm.scheduler import UrgencyBoard
 from models import Role, VerifiedModel
 from voice.metrics import GAVE_WAY, GAVE_WAY_SECONDS
 
@@ -77,14 +78,19 @@ class Urgency:
     call's synthesis of the rest of its answer, which is only needed once the audio before it
     has been played. Urgent work runs inside :meth:`urgent`; the rest's synthesis calls
     :meth:`give_way` before each chunk and starts once the urgent work running at that moment
-    has finished (work that starts later does not hold it up again).
+    has finished (work that starts later does not hold it up again). With a ``board``, the
+    embedded LLM server sees how many urgent jobs run, and the rest of its answers waits too
+    (``llm.scheduler.UrgencyBoard``).
     """
 
-    def __init__(self) -> None:
-        """No urgent work running."""
+    def __init__(self, board: UrgencyBoard | None = None) -> None:
+        """No urgent work running; its count shown on ``board``, if any."""
         self._changed = threading.Condition()
         self._running: set[int] = set()
         self._next = 0
+        self._board = board
+        if board is not None:
+            board.set(0)
 
     @contextmanager
     def urgent(self) -> Iterator[None]:
@@ -92,12 +98,18 @@ class Urgency:
         with self._changed:
             job, self._next = self._next, self._next + 1
             self._running.add(job)
+            self._show()
         try:
             yield
         finally:
             with self._changed:
                 self._running.discard(job)
+                self._show()
                 self._changed.notify_all()
+
+    def _show(self) -> None:
+        if self._board is not None:
+            self._board.set(len(self._running))
 
     def give_way(self, limit_s: float = GIVE_WAY_LIMIT_S) -> float:
         """Block until the urgent work running now has finished (at most ``limit_s``).
@@ -151,8 +163,12 @@ class Engines:
         llm: LLMEndpoint,
         cpu_threads: int = 2,
         device: str = "cpu",
+        board: UrgencyBoard | None = None,
     ) -> Engines:
-        """Load the verified STT and TTS models and the VAD (``device``: cpu, or cuda on GPU)."""
+        """Load the verified STT and TTS models and the VAD (``device``: cpu, or cuda on GPU).
+
+        ``board``: where the embedded LLM server reads how much urgent work runs.
+        """
         t0 = time.monotonic()
         stt, tts = models[Role.STT], models[Role.TTS]
         whisper = WhisperModel(
@@ -168,7 +184,7 @@ class Engines:
         silero = onnxruntime.InferenceSession(
             str(silero_model_path()), providers=["CPUExecutionProvider"], sess_options=opts
         )
-        engines = cls(whisper, piper, tts.spec.name, silero, llm)
+        engines = cls(whisper, piper, tts.spec.name, silero, llm, urgency=Urgency(board))
         engines.warm_up()
         log.info("speech models loaded", extra={"seconds": round(time.monotonic() - t0, 2)})
         return engines

@@ -36,6 +36,7 @@ from pipecat.utils.text.base_text_aggregator import Aggregation, TextType
 from pipecat.utils.text.simple_text_aggregator import SimpleTextAggregator
 from pipecat.utils.time import time_now_iso8601
 
+from llm.scheduler import CLAUSE_ENDS
 from voice.engines import Engines
 from voice.metrics import EARLY_TRANSCRIPTS, TurnTimeline
 
@@ -93,8 +94,6 @@ def _without_restart(text: str, least: int = 3) -> str:
     return text
 
 
-#: Where a first clause ends (followed by a space).
-CLAUSE_ENDS = (",", ";", ":")
 SILENCE_LOGPROB = -1.0  # faster-whisper's log_prob_threshold
 
 

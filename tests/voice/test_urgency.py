@@ -82,6 +82,20 @@ def test_giving_way_has_a_limit() -> None:
     t.join(10)
 
 
+def test_the_count_is_shown_on_the_board_the_llm_server_reads(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from llm.scheduler import UrgencyBoard
+
+    board = UrgencyBoard(tmp_path / "urgent", create=True)
+    board.set(5)  # left over from a process that died mid-decode
+    urgency = Urgency(board)
+    assert board.get() == 0
+    with urgency.urgent():
+        with urgency.urgent():
+            assert board.get() == 2
+        assert board.get() == 1
+    assert board.get() == 0
+
+
 def test_an_urgent_job_that_fails_is_no_longer_running() -> None:
     urgency = Urgency()
     with pytest.raises(RuntimeError), urgency.urgent():

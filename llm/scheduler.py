@@ -16,6 +16,7 @@ until it gives way, finishes, or is closed (its client gone). The server closes 
 
 from __future__ import annotations
 
+import logging
 import mmap
 import os
 import re
@@ -66,9 +67,11 @@ class UrgencyBoard:
 
     def __init__(self, path: Path, create: bool = False) -> None:
         """Map the board at ``path``; ``create`` makes it (zero) first."""
-        if create:
+        if create:  # a new file, so that a process still mapping an old one is not cut short
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(bytes(8))
+            fresh = path.with_name(f".{path.name}.{os.getpid()}")
+            fresh.write_bytes(bytes(8))
+            fresh.replace(path)
         self.path = path
         fd = os.open(path, os.O_RDWR)
         try:
@@ -80,9 +83,13 @@ class UrgencyBoard:
     def from_env(cls) -> UrgencyBoard | None:
         """The board named by ``BONMONIQ_LLM_URGENCY_FILE``, if it names one that exists."""
         name = os.environ.get("BONMONIQ_LLM_URGENCY_FILE")
-        if not name or not Path(name).is_file():
+        if not name:
             return None
-        return cls(Path(name))
+        try:
+            return cls(Path(name))
+        except (OSError, ValueError) as e:  # missing or short: the server runs without it
+            logging.getLogger("bonmoniq.llm").warning("no urgency board at %s: %s", name, e)
+            return None
 
     def set(self, count: int) -> None:
         """Urgent jobs running now (an aligned 8-byte write: readers see old or new)."""

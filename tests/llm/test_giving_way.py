@@ -14,9 +14,11 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import llama_cpp
 import pytest
 
+from llm import EmbeddedLLMServer
 from llm.llama_server import PromptStateLlama
 from llm.scheduler import UrgencyBoard, first_chunk_ends
 from tests.conftest import REPO
@@ -45,6 +47,9 @@ def test_the_server_finds_the_board_in_its_environment(
     assert UrgencyBoard.from_env() is None  # a server run alone waits for nothing
     monkeypatch.setenv("BONMONIQ_LLM_URGENCY_FILE", str(tmp_path / "missing"))
     assert UrgencyBoard.from_env() is None
+    (tmp_path / "short").write_bytes(b"")
+    monkeypatch.setenv("BONMONIQ_LLM_URGENCY_FILE", str(tmp_path / "short"))
+    assert UrgencyBoard.from_env() is None  # not a board: the server runs without one
     UrgencyBoard(tmp_path / "urgent", create=True).set(2)
     monkeypatch.setenv("BONMONIQ_LLM_URGENCY_FILE", str(tmp_path / "urgent"))
     found = UrgencyBoard.from_env()
@@ -174,3 +179,27 @@ def test_a_new_request_ends_the_wait_and_goes_first(
         shared.board = None
     assert got == {"a": alone_a, "b": alone_b}
     assert order.index("b") < len(order) - 1 - order[::-1].index("a")
+
+
+def test_the_served_model_reads_the_board_it_is_given(gguf: Path, tmp_path: Path) -> None:  # noqa: F811
+    """The server started with the platform's board (as ``bonmoniq serve`` starts it) gives way
+    while it shows urgent work, and not when it shows none."""
+    board = UrgencyBoard(tmp_path / "run" / "urgent", create=True)
+    server = EmbeddedLLMServer(gguf, "m", tmp_path / "llm.log", urgency_file=board.path)
+    ask = {
+        "model": "m",
+        "max_tokens": 40,
+        "temperature": 0.0,
+        "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": A}],
+    }
+
+    def gave_way() -> int:
+        return (tmp_path / "llm.log").read_text().count("answer gave way")
+
+    with server as endpoint:
+        httpx.post(f"{endpoint.v1}/chat/completions", json=ask, timeout=60).raise_for_status()
+        assert gave_way() == 0  # nothing urgent
+        board.set(1)  # a decode that does not end: the answer waits its most, then goes on
+        answer = httpx.post(f"{endpoint.v1}/chat/completions", json=ask, timeout=60)
+        assert answer.json()["choices"][0]["message"]["content"].strip()
+        assert gave_way() == 1

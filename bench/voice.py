@@ -85,8 +85,8 @@ def _wait(url: str, proc: subprocess.Popen[bytes], path: str, log: Path) -> None
     raise RuntimeError(f"{url} did not start")
 
 
-def start_ours(var: Path, llm_v1: str | None = None, log_level: str = "INFO") -> System:
-    """``bonmoniq serve --demo`` and its own Redis; on ``llm_v1``, else its embedded LLM."""
+def start_ours(var: Path) -> System:
+    """``bonmoniq serve --demo``, its own Redis and its own embedded LLM, logging at INFO."""
     port, rport = free_port(), free_port()
     redis = subprocess.Popen(
         [shutil.which("redis-server") or "redis-server", "--port", str(rport), "--save", "",
@@ -97,9 +97,7 @@ def start_ours(var: Path, llm_v1: str | None = None, log_level: str = "INFO") ->
     env = {**os.environ, "BONMONIQ_PORT": str(port), "BONMONIQ_PUBLIC_URL": url,
            "BONMONIQ_REDIS_URL": f"redis://127.0.0.1:{rport}/0", "BONMONIQ_VAR_DIR": str(var),
            "BONMONIQ_TWILIO_ACCOUNT_SID": ACCOUNT_SID, "BONMONIQ_TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-           "BONMONIQ_LOG_LEVEL": log_level}  # fmt: skip
-    if llm_v1:
-        env["BONMONIQ_LLM_URL"] = llm_v1
+           "BONMONIQ_LOG_LEVEL": "INFO"}  # fmt: skip
     log = var / "serve.log"
     proc = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--demo"], cwd=REPO,
                             env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)  # fmt: skip

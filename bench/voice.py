@@ -1,18 +1,22 @@
 """Voice-to-voice latency and call capacity: the platform against a stock pipecat bot, same run.
 
-Both systems run as processes on this machine, one after the other, on the same three models,
-and are driven by the same Twilio simulator with the same spoken questions
-(``bench/utterances.txt``, spoken once by the local Piper voice). Each system has a fresh LLM
-server on the same llama.cpp build, model, context and threads: the platform starts its own
-(``llm.llama_server``, as ``make run`` does), the baseline talks to llama-cpp-python's stock
-server (``llama_cpp.server``), which the platform's builds on (``BASELINE_LLM``). Per system:
+Both systems run as processes on this machine, side by side, on the same three models, and are
+driven by the same Twilio simulator with the same spoken questions (``bench/utterances.txt``,
+spoken once by the local Piper voice). Each system has a fresh LLM server on the same llama.cpp
+build, model, context and threads: the platform starts its own (``llm.llama_server``, as ``make
+run`` does), the baseline talks to llama-cpp-python's stock server (``llama_cpp.server``), which
+the platform's builds on (``BASELINE_LLM``). Per system:
 
 - a concurrency sweep (1, 2, 4, 8 calls at once), each level in rounds of calls started
   together until it has at least ``TURNS`` turns: latency, CPU use and resident memory of the
   system's process; capacity is the largest level whose p95 stays under twice the single-call
   p50. Level 1 (one call at a time) gives the voice-to-voice latency per turn (the caller's
   last speech frame sent -> the first agent audio frame received) and the time from the call
-  being answered (the media stream started) to the first audio;
+  being answered (the media stream started) to the first audio. The sweeps are interleaved:
+  each level is measured for one system and then the other, once the machine is quiet, so the
+  two are compared over the same minutes of the run. Each level records the conditions it ran
+  under: a fixed CPU probe's time, the share of CPU time the hypervisor stole, and how late the
+  simulator's own event loop woke;
 - for the platform, the stage breakdown from its ``/metrics`` and signed voice webhooks per
   second on one process (``bench/webhooks.py``).
 """
@@ -20,6 +24,7 @@ server (``llama_cpp.server``), which the platform's builds on (``BASELINE_LLM``)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import statistics
@@ -152,52 +157,142 @@ async def one_call(
     return latencies, announce
 
 
-async def sweep(
-    system: System, lines: list[tuple[str, bytes]]
-) -> tuple[dict[str, Any], list[float], list[float]]:
-    """Each level's figures; the single-call turns' latencies and announcement starts.
+def machine_ticks() -> tuple[int, int, int]:
+    """The machine's CPU ticks so far: (busy, stolen by the hypervisor, all), from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle, steal = fields[3] + fields[4], fields[7]
+    return sum(fields) - idle - steal, steal, sum(fields)
 
-    Level 1 (one call at a time) always runs, first: its turns are the voice-to-voice figures.
+
+async def settle(limit_s: float = 60.0) -> float:
+    """Seconds waited until the machine is quiet (under a tenth of a core busy over half a
+    second): a level starts only once the work of the level before, either system's, is done."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit_s:
+        busy0, _, all0 = machine_ticks()
+        await asyncio.sleep(0.5)
+        busy1, _, all1 = machine_ticks()
+        if (busy1 - busy0) < 0.1 * max(1, all1 - all0) / (os.cpu_count() or 1):
+            break
+    return round(time.monotonic() - t0, 1)
+
+
+#: A fixed piece of CPU work (a few milliseconds), timed once a second in a process of its own.
+PROBE = """
+import time
+while True:
+    t0 = time.perf_counter()
+    sum(i * i for i in range(100_000))
+    print(round(1000 * (time.perf_counter() - t0), 2), flush=True)
+    time.sleep(1)
+"""
+
+
+class Probe:
+    """The machine's speed while a level runs: ``PROBE``'s times, in milliseconds.
+
+    This shared virtual machine's single-thread speed changes by up to 1.8x from one second to
+    the next even when idle (``PROBE``'s work: 4.1 or 7.3 ms), so each level records what it
+    ran under; the probe costs under 1 % of a core.
     """
-    out: dict[str, Any] = {}
-    single: list[float] = []
-    announce: list[float] = []
-    # One call first, not measured: what the first call allocates once per process (arenas,
-    # buffers of the first real decode) is not memory per call.
-    await one_call(system, lines[:QUESTIONS_PER_CALL])
-    idle = rss_mb(system.proc.pid)
-    for level in (1, *(n for n in LEVELS if n != 1)):
-        cpu0, t0, peak = cpu_s(system.proc.pid), time.monotonic(), idle
-        # Rounds of ``level`` calls started together, each call with questions of its own,
-        # until the level has at least TURNS turns: its p95 is then a percentile, not the
-        # slowest of a handful.
+
+    def __enter__(self) -> Probe:
+        self.out = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen([sys.executable, "-c", PROBE], stdout=self.out)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        self.proc.wait()
+        self.out.seek(0)
+        self.ms = [float(x) for x in self.out.read().split()]
+        self.out.close()
+
+
+async def _driver_lag(samples: list[float], stop: asyncio.Event) -> None:
+    """How late the simulator's event loop wakes for a 10 ms sleep, sampled all along."""
+    while not stop.is_set():
+        t0 = time.monotonic()
+        await asyncio.sleep(0.01)
+        samples.append(time.monotonic() - t0 - 0.01)
+
+
+@dataclass
+class Sweep:
+    """One system's concurrency sweep as it goes (see ``run_level``)."""
+
+    system: System
+    idle_mb: float = 0.0
+    levels: dict[str, Any] = field(default_factory=dict)
+    single: list[float] = field(default_factory=list)  # level 1's latencies: the v2v figures
+    announce: list[float] = field(default_factory=list)
+
+    async def warm_up(self, lines: list[tuple[str, bytes]]) -> None:
+        """One call, not measured: what the first call allocates once per process (arenas,
+        buffers of the first real decode) is not memory per call."""
+        await one_call(self.system, lines[:QUESTIONS_PER_CALL])
+        self.idle_mb = rss_mb(self.system.proc.pid)
+
+    async def run_level(self, lines: list[tuple[str, bytes]], level: int) -> None:
+        """Rounds of ``level`` calls started together, each call with questions of its own,
+        until the level has at least TURNS turns (its p95 is then a percentile, not the slowest
+        of a handful): latency, CPU use, resident memory, and the conditions it ran under."""
+        settled = await settle()
+        pid = self.system.proc.pid
+        _, steal0, all0 = machine_ticks()
+        cpu0, t0, peak = cpu_s(pid), time.monotonic(), self.idle_mb
+        lag: list[float] = []
+        stop = asyncio.Event()
+        monitor = asyncio.create_task(_driver_lag(lag, stop))
         lat: list[float] = []
         first = 0
-        while len(lat) < TURNS:
-            starts = range(first, first + level * QUESTIONS_PER_CALL, QUESTIONS_PER_CALL)
-            first = starts.stop
-            chunks = [[lines[(n + k) % len(lines)] for k in range(QUESTIONS_PER_CALL)]
-                      for n in starts]  # fmt: skip
-            calls = [asyncio.create_task(one_call(system, chunk)) for chunk in chunks]
-            while not all(c.done() for c in calls):
-                peak = max(peak, rss_mb(system.proc.pid))
-                await asyncio.sleep(0.25)
-            lat += [x for c in calls for x in c.result()[0]]
-            if level == 1:
-                announce += [a for c in calls if (a := c.result()[1]) is not None]
+        with Probe() as probe:
+            while len(lat) < TURNS:
+                starts = range(first, first + level * QUESTIONS_PER_CALL, QUESTIONS_PER_CALL)
+                first = starts.stop
+                chunks = [[lines[(n + k) % len(lines)] for k in range(QUESTIONS_PER_CALL)]
+                          for n in starts]  # fmt: skip
+                calls = [asyncio.create_task(one_call(self.system, chunk)) for chunk in chunks]
+                while not all(c.done() for c in calls):
+                    peak = max(peak, rss_mb(pid))
+                    await asyncio.sleep(0.25)
+                lat += [x for c in calls for x in c.result()[0]]
+                if level == 1:
+                    self.announce += [a for c in calls if (a := c.result()[1]) is not None]
+        stop.set()
+        await monitor
         if level == 1:
-            single = lat
-        unanswered = sum(1 for x in lat if x == float("inf"))
-        used = (cpu_s(system.proc.pid) - cpu0) / (time.monotonic() - t0)
-        out[str(level)] = {
-            "turns": len(lat), "unanswered": unanswered,
+            self.single = lat
+        _, steal1, all1 = machine_ticks()
+        used = (cpu_s(pid) - cpu0) / (time.monotonic() - t0)
+        self.levels[str(level)] = {
+            "turns": len(lat), "unanswered": sum(1 for x in lat if x == float("inf")),
             "p50_s": finite(statistics.median(lat)) if lat else None,
             "p95_s": finite(pct(lat, 0.95)) if lat else None,
             "cpu_cores": round(used, 2), "rss_peak_mb": round(peak, 1),
-            "rss_per_call_mb": round((peak - idle) / level, 1),
+            "rss_per_call_mb": round((peak - self.idle_mb) / level, 1),
+            "settled_s": settled,
+            "probe_p50_ms": statistics.median(probe.ms) if probe.ms else None,
+            "probe_max_ms": max(probe.ms, default=None),
+            "steal_pct": round(100 * (steal1 - steal0) / max(1, all1 - all0), 1),
+            "driver_lag_p99_ms": round(1000 * pct(lag, 0.99), 1) if lag else None,
+            "driver_lag_max_ms": round(1000 * max(lag), 1) if lag else None,
         }  # fmt: skip
-        idle = min(idle, rss_mb(system.proc.pid))
-    return out, single, announce
+        self.idle_mb = min(self.idle_mb, rss_mb(pid))
+
+    def report(self) -> dict[str, Any]:
+        latencies = [x for x in self.single if x != float("inf")] or [float("inf")]
+        p50 = statistics.median(latencies)
+        return {
+            "turns": len(latencies),
+            "v2v_p50_s": round(p50, 3),
+            "v2v_p95_s": round(pct(latencies, 0.95), 3),
+            "v2v_max_s": round(max(latencies), 3),
+            "announce_start_s": round(statistics.median(self.announce), 3),
+            "concurrency": self.levels,
+            "capacity_calls": capacity(self.levels, p50),
+            "mem_per_call_mb": per_call_mb(self.levels),
+        }
 
 
 def capacity(levels: dict[str, Any], single_p50: float) -> int:
@@ -220,22 +315,6 @@ def per_call_mb(levels: dict[str, Any]) -> float:
         return float(levels["1"]["rss_per_call_mb"])
     grown = levels[most]["rss_peak_mb"] - levels["1"]["rss_peak_mb"]
     return round(grown / (int(most) - 1), 1)
-
-
-async def measure(system: System, lines: list[tuple[str, bytes]]) -> dict[str, Any]:
-    levels, single, announce = await sweep(system, lines)
-    latencies = [x for x in single if x != float("inf")] or [float("inf")]
-    p50 = statistics.median(latencies)
-    return {
-        "turns": len(latencies),
-        "v2v_p50_s": round(p50, 3),
-        "v2v_p95_s": round(pct(latencies, 0.95), 3),
-        "v2v_max_s": round(max(latencies), 3),
-        "announce_start_s": round(statistics.median(announce), 3),
-        "concurrency": levels,
-        "capacity_calls": capacity(levels, p50),
-        "mem_per_call_mb": per_call_mb(levels),
-    }
 
 
 EARLY_WORK = ("bonmoniq_early_transcripts_total", "bonmoniq_speculative_answers_total")
@@ -288,22 +367,30 @@ async def run() -> dict[str, Any]:
         "prompt": baseline_llm.threads,
         "generation": baseline_llm.generation_threads,
     }
-    systems = os.environ.get("BONMONIQ_BENCH_SYSTEMS", "baseline,ours").split(",")
-    if "baseline" in systems:
-        with baseline_llm as llm:
-            system = start_baseline(var, llm.v1)
-            try:
-                report["baseline"] = await measure(system, lines)
-            finally:
-                system.stop()
-    if "ours" in systems:
-        system = start_ours(var)  # with its own embedded LLM server, as `make run` starts it
-        try:
-            report["ours"] = await measure(system, lines)
-            report["ours"]["stages_s"] = await stages(system.url)
-            report["ours"] |= await webhooks.run(system.url, ACCOUNT_SID, AUTH_TOKEN, NUMBER)
-        finally:
-            system.stop()
+    names = [n for n in os.environ.get("BONMONIQ_BENCH_SYSTEMS", "baseline,ours").split(",") if n]
+    with contextlib.ExitStack() as stack:
+        sweeps: dict[str, Sweep] = {}
+        for name in names:
+            if name == "baseline":
+                llm = stack.enter_context(baseline_llm)
+                system = start_baseline(var, llm.v1)
+            else:  # with its own embedded LLM server, as `make run` starts it
+                system = start_ours(var)
+            stack.callback(system.stop)
+            sweeps[name] = Sweep(system)
+            await sweeps[name].warm_up(lines)
+        # Level by level, the systems one after the other: both are measured in the same minutes
+        # of the run, under the same conditions of this shared machine (each level records its
+        # probe and steal). Level 1 (one call at a time) first: its turns are the v2v figures.
+        for level in (1, *(n for n in LEVELS if n != 1)):
+            for s in sweeps.values():
+                await s.run_level(lines, level)
+        for name, s in sweeps.items():
+            report[name] = s.report()
+        if "ours" in sweeps:
+            url = sweeps["ours"].system.url
+            report["ours"]["stages_s"] = await stages(url)
+            report["ours"] |= await webhooks.run(url, ACCOUNT_SID, AUTH_TOKEN, NUMBER)
     report["logs"] = str(keep_logs(var))
     if "ours" not in report or "baseline" not in report:
         return report

@@ -191,9 +191,9 @@ while True:
 class Probe:
     """The machine's speed while a level runs: ``PROBE``'s times, in milliseconds.
 
-    This shared virtual machine's single-thread speed changes by up to 1.8x from one second to
-    the next even when idle (``PROBE``'s work: 4.1 or 7.3 ms), so each level records what it
-    ran under; the probe costs under 1 % of a core.
+    A shared virtual machine's single-thread speed can change from one second to the next even
+    when idle (BENCHMARKS.md), so each level records what it ran under; the probe costs under
+    1 % of a core, in its own process so as not to hold the simulator's GIL.
     """
 
     def __enter__(self) -> Probe:
@@ -209,9 +209,9 @@ class Probe:
         self.out.close()
 
 
-async def _driver_lag(samples: list[float], stop: asyncio.Event) -> None:
-    """How late the simulator's event loop wakes for a 10 ms sleep, sampled all along."""
-    while not stop.is_set():
+async def _driver_lag(samples: list[float]) -> None:
+    """How late the simulator's event loop wakes for a 10 ms sleep, sampled until cancelled."""
+    while True:
         t0 = time.monotonic()
         await asyncio.sleep(0.01)
         samples.append(time.monotonic() - t0 - 0.01)
@@ -242,11 +242,11 @@ class Sweep:
         _, steal0, all0 = machine_ticks()
         cpu0, t0, peak = cpu_s(pid), time.monotonic(), self.idle_mb
         lag: list[float] = []
-        stop = asyncio.Event()
-        monitor = asyncio.create_task(_driver_lag(lag, stop))
+        monitor = asyncio.create_task(_driver_lag(lag))
         lat: list[float] = []
         first = 0
-        with Probe() as probe:
+        with Probe() as probe, contextlib.ExitStack() as done:
+            done.callback(monitor.cancel)
             while len(lat) < TURNS:
                 starts = range(first, first + level * QUESTIONS_PER_CALL, QUESTIONS_PER_CALL)
                 first = starts.stop
@@ -259,8 +259,6 @@ class Sweep:
                 lat += [x for c in calls for x in c.result()[0]]
                 if level == 1:
                     self.announce += [a for c in calls if (a := c.result()[1]) is not None]
-        stop.set()
-        await monitor
         if level == 1:
             self.single = lat
         _, steal1, all1 = machine_ticks()
@@ -272,7 +270,7 @@ class Sweep:
             "cpu_cores": round(used, 2), "rss_peak_mb": round(peak, 1),
             "rss_per_call_mb": round((peak - self.idle_mb) / level, 1),
             "settled_s": settled,
-            "probe_p50_ms": statistics.median(probe.ms) if probe.ms else None,
+            "probe_p50_ms": round(statistics.median(probe.ms), 2) if probe.ms else None,
             "probe_max_ms": max(probe.ms, default=None),
             "steal_pct": round(100 * (steal1 - steal0) / max(1, all1 - all0), 1),
             "driver_lag_p99_ms": round(1000 * pct(lag, 0.99), 1) if lag else None,
@@ -350,6 +348,9 @@ async def run() -> dict[str, Any]:
     from models import Role, profile_models, verify_model
     from voice.engines import PHONE_RATE, load_voice, synthesize
 
+    names = [n for n in os.environ.get("BONMONIQ_BENCH_SYSTEMS", "baseline,ours").split(",") if n]
+    if unknown := sorted(set(names) - {"baseline", "ours"}):
+        raise SystemExit(f"BONMONIQ_BENCH_SYSTEMS: unknown {', '.join(unknown)} (baseline, ours)")
     texts = [t for t in (REPO / "bench" / "utterances.txt").read_text().splitlines() if t][:12]
     voice = load_voice(verify_model(profile_models("cpu")[Role.TTS], REPO / "var" / "models"))
     lines = [(t, trim_silence(synthesize(voice, t, PHONE_RATE))) for t in texts]
@@ -367,7 +368,6 @@ async def run() -> dict[str, Any]:
         "prompt": baseline_llm.threads,
         "generation": baseline_llm.generation_threads,
     }
-    names = [n for n in os.environ.get("BONMONIQ_BENCH_SYSTEMS", "baseline,ours").split(",") if n]
     with contextlib.ExitStack() as stack:
         sweeps: dict[str, Sweep] = {}
         for name in names:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from typing import Any
@@ -26,10 +27,13 @@ from api import (
     routes_telnyx,
     routes_twilio,
 )
+from api.bodylimit import BodyLimit
 from api.logs import current_request_id
 from api.platform import Platform
 from llm.client import probe
 from llm.errors import LLMUnavailable
+
+log = logging.getLogger(__name__)
 
 
 def _request_id(given: str) -> str:
@@ -44,7 +48,8 @@ class Conventions:
 
     A request id goes on the response (``X-Request-ID``), on each log line and into
     ``request.state``; webhook results are counted for ``/metrics``; the customer API's POSTs
-    with an ``Idempotency-Key`` run once (api/idempotency.py). Plain ASGI: Starlette's
+    with an ``Idempotency-Key`` run once, a retry replayed only to credentials the route accepts,
+    from a sealed copy (api/idempotency.py). Plain ASGI: Starlette's
     ``BaseHTTPMiddleware`` runs each request in a task and copies the response through a
     stream; only requests with an idempotency key, whose body and response must be kept, take
     that path.
@@ -86,6 +91,12 @@ class Conventions:
                 metrics.count_webhook(scope["path"], status)
 
 
+def not_ready(title: str, detail: str, cause: object) -> JSONResponse:
+    """A 503 with a generic ``detail``; ``cause`` (URLs, internal errors) is only logged."""
+    log.warning("not ready", extra={"reason": title, "cause": str(cause)})
+    return problems.problem(503, "not_ready", title, detail)
+
+
 def create_app(platform: Platform) -> FastAPI:
     """The ASGI app serving ``platform``."""
     app = FastAPI(title="Bonmoniq Voice", version="0.1.0")
@@ -100,9 +111,11 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(routes_numbers.router(platform))
     app.include_router(routes_calls.router(platform))
     app.include_router(routes_data.router(platform))
-    app.include_router(metrics.router())
+    # /metrics is not here: `serve` answers it on its own listener (BONMONIQ_METRICS_ADDR).
 
     app.add_middleware(Conventions, redis=platform.redis)
+    # Added last, so outermost: bodies are limited before signatures, idempotency or parsing.
+    app.add_middleware(BodyLimit)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:
@@ -112,17 +125,18 @@ def create_app(platform: Platform) -> FastAPI:
     @app.get("/readyz", tags=["operations"], response_model=None)
     async def readyz() -> JSONResponse | dict[str, Any]:
         """Redis answers, the models are loaded and the LLM server answers."""
+        # Anyone may ask: the answer says which part is not ready, the log says why.
         try:
             await platform.redis.ping()
-        except Exception as e:  # any failure means not ready; say which
-            return problems.problem(503, "not_ready", "State store unreachable", str(e))
+        except Exception as e:  # any failure means not ready
+            return not_ready("State store unreachable", "the state store does not answer", e)
         missing = platform.engines.missing()
         if missing:
-            return problems.problem(503, "not_ready", "Models not loaded", ", ".join(missing))
+            return not_ready("Models not loaded", "speech models are not loaded", missing)
         try:
             await probe(platform.engines.llm)
         except LLMUnavailable as e:
-            return problems.problem(503, "not_ready", "LLM unreachable", str(e))
+            return not_ready("LLM unreachable", "the language model does not answer", e)
         now = time.time()
         usable = platform.health(now)
         carriers = {

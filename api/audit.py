@@ -1,12 +1,18 @@
 """The tenant's append-only audit log: who (key id), what, when, from where, which request.
 
 A Redis stream per tenant: entries are only ever added (XADD); the API offers no way to change
-or remove one.
+or remove one. So no entry holds a phone number or an IP address: every E.164 number in a target
+or a detail is written as its keyed digest (:func:`recordings.subjects.subject_ref`), the same
+digest a data-subject request is audited under, and the caller's address as :func:`address_ref`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import ipaddress
 import json
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +20,28 @@ from typing import Any
 from redis.asyncio import Redis
 
 from api.auth import Caller
+from recordings.subjects import subject_ref
 from routing import keys
+
+#: An E.164 number anywhere in a string (``+`` and 7-15 digits, not part of a longer run).
+_NUMBER = re.compile(r"(?<![\w+])\+[1-9]\d{6,14}(?!\d)")
+
+
+def address_ref(key: bytes, tenant: str, address: str) -> str:
+    """How the audit log names a client's IP address: a keyed digest, per tenant.
+
+    The same address always gets the same name in a tenant's log, so accesses from one place
+    can be told apart from others; only someone holding the master key can test an address
+    against it. An empty address (a platform action) stays empty.
+    """
+    if not address:
+        return ""
+    try:
+        address = ipaddress.ip_address(address).compressed
+    except ValueError:
+        pass
+    mac = hmac.new(key, f"address|{tenant}|{address}".encode(), hashlib.sha256)
+    return "ip:" + mac.hexdigest()[:24]
 
 
 @dataclass(frozen=True)
@@ -34,9 +61,20 @@ class AuditEntry:
 class AuditLog:
     """Append and read a tenant's audit entries."""
 
-    def __init__(self, redis: Redis) -> None:
-        """Use ``redis`` (decode_responses=True)."""
+    def __init__(self, redis: Redis, subject_key: bytes) -> None:
+        """Use ``redis`` (decode_responses=True); digest numbers under ``subject_key``."""
         self.redis = redis
+        self._subject_key = subject_key
+
+    def _scrub(self, tenant_id: str, value: Any) -> Any:
+        """``value`` with every phone number in it replaced by its keyed digest."""
+        if isinstance(value, str):
+            return _NUMBER.sub(lambda m: subject_ref(self._subject_key, tenant_id, m[0]), value)
+        if isinstance(value, dict):
+            return {k: self._scrub(tenant_id, v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._scrub(tenant_id, v) for v in value]
+        return value
 
     async def append(
         self,
@@ -50,10 +88,12 @@ class AuditLog:
         request_id: str,
         detail: dict[str, Any] | None = None,
     ) -> str:
-        """Add an entry; its stream id."""
-        fields = {"at": str(at), "key_id": key_id, "action": action, "target": target,
-                  "address": address, "request_id": request_id,
-                  "detail": json.dumps(detail or {})}  # fmt: skip
+        """Add an entry, phone numbers and ``address`` digested; its stream id."""
+        fields = {"at": str(at), "key_id": key_id, "action": action,
+                  "target": self._scrub(tenant_id, target),
+                  "address": address_ref(self._subject_key, tenant_id, address),
+                  "request_id": request_id,
+                  "detail": json.dumps(self._scrub(tenant_id, detail or {}))}  # fmt: skip
         entry_id = await self.redis.xadd(keys.audit(tenant_id), dict(keys.fields(fields)))
         return str(entry_id)
 
@@ -63,6 +103,10 @@ class AuditLog:
             caller.tenant_id, at=time.time(), key_id=caller.key.key_id, action=action,
             target=target, address=caller.address, request_id=caller.request_id, detail=detail,
         )  # fmt: skip
+
+    def address_ref(self, tenant_id: str, address: str) -> str:
+        """The name ``address`` has in the tenant's audit log."""
+        return address_ref(self._subject_key, tenant_id, address)
 
     async def read(self, tenant_id: str, after: str = "-", limit: int = 100) -> list[AuditEntry]:
         """Entries in order, after the stream id ``after`` (exclusive; ``-``: from the start)."""

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from fastapi import Request
 from starlette.exceptions import HTTPException
 
+from api import idempotency
 from api.tenants import RANK, ApiKey, Role, TenantStore
 
 
@@ -60,6 +61,8 @@ def tenant_key(store: TenantStore, role: Role) -> Callable[[Request], Awaitable[
             raise Unauthorized("the API key is unknown, revoked or expired")
         if RANK[key.role] < RANK[role]:
             raise Forbidden(f"this needs a key with role {role} or above; yours is {key.role}")
+        # Only now may an Idempotency-Key be claimed or its stored response replayed.
+        await idempotency.admitted(key.tenant_id)
         address = request.client.host if request.client else ""
         return Caller(key, address, getattr(request.state, "request_id", ""))
 
@@ -74,5 +77,6 @@ def operator(token: Callable[[], str | None]) -> Callable[[Request], Awaitable[N
         given = bearer(request)
         if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
             raise Unauthorized("operator credentials are required")
+        await idempotency.admitted(None)
 
     return dependency

@@ -47,7 +47,8 @@ async def _with_directory(settings: Settings, fn: Callable[[Any], Awaitable[int]
 
 async def _with_telephony(settings: Settings, fn: Callable[[Any], Awaitable[int]]) -> int:
     from api.accounts import controls_for, health_at, load_accounts
-    from api.state import connect, redis_url
+    from api.runtime import open_objects
+    from api.state import PlatformError, connect, redis_url
     from api.telephony import Telephony
     from routing.directory import Directory
     from routing.policy import Policy
@@ -60,8 +61,12 @@ async def _with_telephony(settings: Settings, fn: Callable[[Any], Awaitable[int]
     with redis_url(settings) as url:
         client = connect(url)
         try:
+            try:  # a call's parties are sealed: placing one needs the master key
+                calls = CallStore(client, open_objects(settings, client))
+            except PlatformError:
+                calls = CallStore(client)
             telephony = Telephony(
-                settings, Directory(client), CallStore(client),
+                settings, Directory(client), calls,
                 Policy.load(settings.routing_policy),
                 lambda now: health_at(accounts, register, now, down), controls_for(accounts),
                 down.__setitem__,
@@ -227,18 +232,20 @@ def cmd_retention_sweep(args: argparse.Namespace) -> int:
 
 def cmd_agents_add(args: argparse.Namespace) -> int:
     """Create an agent."""
-    from routing.directory import DEFAULT_ANNOUNCEMENT, DEFAULT_GREETING, Agent, Directory
+    from routing.directory import DEFAULT_GREETING, Agent, Directory
+    from voice.announcement import check_announcement, default_announcement
 
     agent = Agent(
         name=args.name,
         prompt=args.prompt,
         language=args.language,
         greeting=args.greeting or DEFAULT_GREETING,
-        announcement=args.announcement or DEFAULT_ANNOUNCEMENT,
+        announcement=args.announcement or default_announcement(args.language),
         recording=args.record,
         store_transcripts=not args.no_transcripts,
         retention_days=args.retention_days,
     )
+    check_announcement(agent.announcement, agent.language)  # the API's rule, in its language
 
     async def run(client: Any) -> int:
         await Directory(client).add_agent(agent)

@@ -1,20 +1,38 @@
 """``Idempotency-Key`` on the POSTs that create or call: a retry gets the first response.
 
 A key is scoped to the credentials that sent it (a digest of the ``Authorization`` header), so
-no one can read another caller's response by guessing a key. The first request claims the key
-(``SET NX``, in flight); a retry arriving while it runs is a 409, a retry with another body is
-a 422, and a retry after it succeeded gets the stored response with ``Idempotent-Replayed:
-true``. Only successes are kept (24 hours): a request that failed can be retried as it is.
+no one can read another caller's response by guessing a key. Nothing is claimed or replayed
+before the route's own credentials check (api/auth.py) has accepted the request: that check
+calls :func:`admitted`, so an unknown, revoked or expired key gets 401 and a key without the
+route's role 403, never a stored response. The first request claims the key (``SET NX``, in
+flight); a retry arriving while it runs is a 409, a retry with another body is a 422, and a
+retry after it succeeded gets the stored response with ``Idempotent-Replayed: true``. Only
+successes are kept (24 hours): a request that failed can be retried as it is.
+
+What is kept is sealed: AES-256-GCM under a key derived (HKDF-SHA256) from the
+``Authorization`` value and the ``Idempotency-Key``, which only the client holds, with the
+record's Redis key as associated data; the request's fingerprint is an HMAC under a sibling key.
+Redis and its append-only file see neither a new API key nor an export's personal data. Each
+record is listed in the index of its tenant (``keys.idempotency_index``) with the data subjects
+it is about (:func:`about`), so that erasure and offboarding delete it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
+import os
 import re
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from fastapi import Request, Response
 from redis.asyncio import Redis
 from starlette.responses import Response as StarletteResponse
@@ -38,6 +56,7 @@ return 1
 """
 #: Response headers replayed with the body.
 _KEPT_HEADERS = ("content-type", "location")
+_NONCE_BYTES = 12
 
 
 def applies(request: Request) -> bool:
@@ -47,6 +66,84 @@ def applies(request: Request) -> bool:
         and request.url.path.startswith("/v1/")
         and HEADER.lower() in request.headers
     )
+
+
+class _Sealer:
+    """The two keys of one (credentials, Idempotency-Key) pair: sealing and fingerprinting."""
+
+    def __init__(self, authorization: str, idempotency_key: str) -> None:
+        material = authorization.encode() + b"\x00" + idempotency_key.encode()
+        self._seal = _derive(material, b"bonmoniq/idempotency/seal/v1")
+        self._mac = _derive(material, b"bonmoniq/idempotency/fingerprint/v1")
+
+    def fingerprint(self, method: str, path: str, body: bytes) -> str:
+        what = method.encode() + b" " + path.encode() + b"\n" + body
+        return hmac.new(self._mac, what, hashlib.sha256).hexdigest()
+
+    def seal(self, slot: str, plaintext: bytes) -> str:
+        nonce = os.urandom(_NONCE_BYTES)
+        return (nonce + AESGCM(self._seal).encrypt(nonce, plaintext, slot.encode())).hex()
+
+    def open(self, slot: str, sealed: str) -> bytes:
+        raw = bytes.fromhex(sealed)
+        return AESGCM(self._seal).decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], slot.encode())
+
+
+def _derive(material: bytes, info: bytes) -> bytes:
+    return HKDF(SHA256(), 32, salt=None, info=info).derive(material)
+
+
+@dataclass
+class _Pending:
+    """An idempotent request being served: what its claim needs, and what it claimed."""
+
+    redis: Redis
+    slot: str
+    fingerprint: str
+    sealer: _Sealer
+    claimed: bool = False
+    #: Tenants the response concerns, each with the data subjects (digests) it names.
+    about: dict[str, set[str]] = field(default_factory=dict)
+
+
+_PENDING: ContextVar[_Pending | None] = ContextVar("idempotency_pending", default=None)
+
+
+class _Replay(Exception):  # noqa: N818 - not an error: the answer is already known
+    """Raised by :func:`admitted` to answer with a stored (or refusing) response instead."""
+
+    def __init__(self, response: StarletteResponse) -> None:
+        super().__init__("idempotent replay")
+        self.response = response
+
+
+async def admitted(tenant: str | None) -> None:
+    """The route accepted the request's credentials (of ``tenant``; ``None``: the operator).
+
+    Claims the request's ``Idempotency-Key`` then, or answers the retry (stored response, 409,
+    422) by raising out of the route. Outside an idempotent request it does nothing.
+    """
+    pending = _PENDING.get()
+    if pending is None or pending.claimed:
+        return
+    claim = await pending.redis.eval(_CLAIM, 1, pending.slot, pending.fingerprint, str(IN_FLIGHT_S))
+    if not claim:
+        raise _Replay(await _replay(pending))
+    pending.claimed = True
+    if tenant is not None:
+        pending.about.setdefault(tenant, set())
+
+
+def about(tenant: str, subject: str | None = None) -> None:
+    """Note that the response being made concerns ``tenant`` (and a data ``subject``'s digest).
+
+    A route calls it when its response names a data subject or a tenant other than the
+    caller's (a new tenant), so that erasure or offboarding finds the stored copy. Outside an
+    idempotent request it does nothing.
+    """
+    pending = _PENDING.get()
+    if pending is not None:
+        pending.about.setdefault(tenant, set()).update([subject] if subject else [])
 
 
 async def handle(
@@ -63,41 +160,60 @@ async def handle(
     auth = request.headers.get("authorization", "")
     key_id = _KEY_ID.search(auth)
     digest = hashlib.sha256(auth.encode()).hexdigest()[:32]
-    # The key id leads, so that offboarding and erasure find a tenant's stored responses.
-    scope = f"{key_id.group(1) if key_id else 'anonymous'}:{digest}"
-    fingerprint = hashlib.sha256(
-        request.method.encode() + b" " + request.url.path.encode() + b"\n" + body
-    ).hexdigest()
-    slot = keys.idempotency(scope, hashlib.sha256(key.encode()).hexdigest()[:32])
-    if not await redis.eval(_CLAIM, 1, slot, fingerprint, str(IN_FLIGHT_S)):
-        return await _replay(redis, slot, fingerprint)
+    # The key id leads, so that offboarding finds a tenant's stored responses by its keys too.
+    scope = f"{key_id.group(1) if key_id else 'operator'}:{digest}"
+    sealer = _Sealer(auth, key)
+    pending = _Pending(
+        redis, keys.idempotency(scope, hashlib.sha256(key.encode()).hexdigest()[:32]),
+        sealer.fingerprint(request.method, request.url.path, body), sealer,
+    )  # fmt: skip
+    token = _PENDING.set(pending)
     try:
         response = await call_next(request)
         content = b""
         async for chunk in response.body_iterator:  # type: ignore[attr-defined]
             content += chunk if isinstance(chunk, bytes) else chunk.encode()
+    except _Replay as replay:
+        return replay.response
     except BaseException:
-        await redis.delete(slot)
+        if pending.claimed:
+            await redis.delete(pending.slot)
         raise
-    if 200 <= response.status_code < 300:
-        headers = {h: response.headers[h] for h in _KEPT_HEADERS if h in response.headers}
-        async with redis.pipeline(transaction=True) as p:
-            done = {"state": "done", "status": str(response.status_code),
-                    "headers": json.dumps(headers), "body": content.hex()}  # fmt: skip
-            p.hset(slot, mapping=keys.fields(done))
-            p.expire(slot, KEEP_S)
-            await p.execute()
-    else:
-        await redis.delete(slot)
+    finally:
+        _PENDING.reset(token)
+    if pending.claimed and 200 <= response.status_code < 300:
+        await _keep(pending, response, content)
+    elif pending.claimed:
+        await redis.delete(pending.slot)
     return Response(
         content, status_code=response.status_code, headers=dict(response.headers),
         media_type=response.media_type,
     )  # fmt: skip
 
 
-async def _replay(redis: Redis, slot: str, fingerprint: str) -> StarletteResponse:
-    stored = keys.strs(await redis.hgetall(slot))
-    if stored.get("fingerprint") != fingerprint:
+async def _keep(pending: _Pending, response: StarletteResponse, content: bytes) -> None:
+    """Store the sealed response and list it in each tenant's index it concerns."""
+    headers = {h: response.headers[h] for h in _KEPT_HEADERS if h in response.headers}
+    plain = json.dumps(
+        {"status": response.status_code, "headers": headers, "body": content.hex()}
+    ).encode()
+    slot = pending.slot
+    done = {"state": "done", "sealed": pending.sealer.seal(slot, plain)}
+    async with pending.redis.pipeline(transaction=True) as p:
+        p.hset(slot, mapping=keys.fields(done))
+        p.expire(slot, KEEP_S)
+        for tenant, subjects in pending.about.items():
+            index = keys.idempotency_index(tenant)
+            p.hset(index, slot, " ".join(sorted(subjects)))
+            # The index outlives its newest record; stale names in it point at nothing.
+            p.expire(index, KEEP_S + IN_FLIGHT_S)
+        await p.execute()
+
+
+async def _replay(pending: _Pending) -> StarletteResponse:
+    slot = pending.slot
+    stored = keys.strs(await pending.redis.hgetall(slot))
+    if not hmac.compare_digest(stored.get("fingerprint", ""), pending.fingerprint):
         return problem(
             422, "idempotency_key_reused", "Idempotency-Key reused",
             "this key was used for a different request: use a new key for a new request",
@@ -109,5 +225,13 @@ async def _replay(redis: Redis, slot: str, fingerprint: str) -> StarletteRespons
         )  # fmt: skip
         response.headers["Retry-After"] = "1"
         return response
-    headers = json.loads(stored["headers"]) | {"Idempotent-Replayed": "true"}
-    return Response(bytes.fromhex(stored["body"]), int(stored["status"]), headers=headers)
+    try:
+        kept = json.loads(pending.sealer.open(slot, stored["sealed"]))
+    except (InvalidTag, KeyError, ValueError):
+        log.warning("stored idempotent response unreadable", extra={"slot": slot})
+        return problem(
+            422, "idempotency_key_reused", "Idempotency-Key reused",
+            "the response stored under this key cannot be replayed: use a new key",
+        )  # fmt: skip
+    headers = dict(kept["headers"]) | {"Idempotent-Replayed": "true"}
+    return Response(bytes.fromhex(kept["body"]), int(kept["status"]), headers=headers)

@@ -14,6 +14,7 @@ from fastapi.responses import Response
 from pipecat.serializers.base_serializer import FrameSerializer
 from starlette.websockets import WebSocketDisconnect
 
+from api.admission import member
 from api.platform import Platform
 from carriers.base import InboundCall, StreamStart, WebhookRequest
 from carriers.errors import CarrierUnavailable, MediaMalformed, SignatureInvalid
@@ -36,13 +37,17 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Accepted:
-    """The outcome of an inbound webhook: answer ``route``, or refuse (``route`` is None)."""
+    """The outcome of an inbound webhook: answer ``route``, or refuse (``route`` is None).
+
+    ``busy``: refused because a cap on calls in progress is reached; the carrier's busy answer.
+    """
 
     call_id: str
     created: bool
     route: Route | None
     decision: Decision | None
     refusal: str | None
+    busy: bool = False
 
 
 def webhook_route(r: APIRouter, path: str) -> Callable[[Endpoint], Endpoint]:
@@ -90,13 +95,27 @@ async def accept(platform: Platform, inbound: InboundCall, now: float) -> Accept
         )  # fmt: skip
     except (RouteRefused, InvalidNumber) as e:
         refusal = str(e)
+    busy = None
+    if found is not None and refusal is None:
+        busy = await platform.admission.admit(
+            found.tenant, member(inbound.carrier, inbound.carrier_call_id), now
+        )
+        if busy is not None:
+            refusal = f"busy: {busy.limit} reached"
     call_id, created, state = await platform.calls.open_inbound(
         inbound, found, now, decision.as_metadata() if decision else None, refusal
     )
     answer = found is not None and state == "ringing"
+    if found is not None and busy is None and refusal is None and not answer:
+        # admitted, but the call is already over (a final status came first): not counted
+        await platform.admission.release(
+            found.tenant, member(inbound.carrier, inbound.carrier_call_id)
+        )
     token = current_call_id.set(call_id)
     try:
-        if refusal:
+        if busy is not None:
+            log.warning("inbound call refused: busy", extra={"limit": busy.limit})
+        elif refusal:
             log.warning("inbound call refused by routing", extra={"reason": refusal})
         elif not found:
             log.warning("call to a number without agent", extra={"to": inbound.to_number})
@@ -108,7 +127,10 @@ async def accept(platform: Platform, inbound: InboundCall, now: float) -> Accept
             log.info("duplicate inbound webhook: same answer, nothing new stored")
     finally:
         current_call_id.reset(token)
-    return Accepted(call_id, created, found if answer else None, decision, refusal)
+    return Accepted(
+        call_id, created, found if answer else None, decision, refusal,
+        busy=busy is not None and not answer,
+    )  # fmt: skip
 
 
 def start_reader(
@@ -168,6 +190,8 @@ async def run_stream(
         await ws.close(code=CLOSE_POLICY, reason="unknown stream")
         return
     token = current_call_id.set(call_id)
+    who = member(record.carrier, record.carrier_call_id)
+    attached = False
     try:
         if STATE_RANK.get(record.state, 0) >= 3:
             log.warning("media for a finished call", extra={"state": record.state})
@@ -177,6 +201,9 @@ async def run_stream(
             log.warning("second media stream for a call refused")
             await ws.close(code=CLOSE_POLICY, reason="stream already attached")
             return
+        # Counted in this process until the session ends (outbound calls too).
+        platform.admission.attach(who)
+        attached = True
         try:
             agent = await platform.directory.get_agent_by_id(record.agent, record.tenant)
         except AgentNotFound:
@@ -212,4 +239,6 @@ async def run_stream(
         )  # fmt: skip
         await session.run()
     finally:
+        if attached:
+            await platform.admission.release(record.tenant, who)
         current_call_id.reset(token)

@@ -2,10 +2,11 @@
 
 Admission is one Lua script, so concurrent requests cannot together pass a limit: it checks the
 three counters and, only if all allow the call, records it in all three. A call reserves the
-most it can cost (its longest duration at the outbound rate); when it ends, the store refunds
-what it did not use (:meth:`voice.calls.CallStore.settle`). Open calls are kept with the time
-their media session must be over by, so a call whose end was never heard (a crash) stops
-counting on its own.
+most it can cost (the carrier's hard time limit at the outbound rate); when it ends, the store
+replaces the reservation with what the call cost (:meth:`voice.calls.CallStore.settle`), above
+the reservation too, so a day's spend can pass the cap and then refuses every further call.
+Open calls are kept with the time their media session must be over by, so a call whose end was
+never heard (a crash) stops counting on its own.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import asdict, dataclass
 from redis.asyncio import Redis
 
 from routing import keys
+from voice.calls import carrier_time_limit
 
 _ADMIT = """
 local now = tonumber(ARGV[1])
@@ -53,18 +55,27 @@ class Limits:
     calls_per_minute: int
     concurrent_calls: int
     daily_spend_cents: int
+    #: Restricted destination classes the operator lets the tenant call (routing.destinations).
+    allowed_destinations: frozenset[str] = frozenset()
 
     def as_fields(self) -> dict[str, str]:
         """As fields of the tenant's hash."""
-        return {f"limit_{k}": str(v) for k, v in asdict(self).items()}
+        out = {f"limit_{k}": str(v) for k, v in asdict(self).items() if isinstance(v, int)}
+        return out | {"limit_allowed_destinations": ",".join(sorted(self.allowed_destinations))}
 
     @classmethod
     def from_fields(cls, raw: dict[str, str], default: Limits) -> Limits:
         """From the tenant's hash, each missing field taken from ``default``."""
         values = {
             k: int(raw.get(f"limit_{k}") or v) for k, v in asdict(default).items()
+            if isinstance(v, int)
         }  # fmt: skip
-        return cls(**values)
+        stored = raw.get("limit_allowed_destinations")
+        allowed = (
+            default.allowed_destinations if stored is None
+            else frozenset(c for c in stored.split(",") if c)
+        )  # fmt: skip
+        return cls(**values, allowed_destinations=allowed)
 
 
 @dataclass(frozen=True)
@@ -112,18 +123,36 @@ class OutboundLimiter:
     """Admits outbound calls against a tenant's :class:`Limits` (Redis keys in ``routing.keys``)."""
 
     def __init__(self, redis: Redis, cents_per_minute: int, max_call_seconds: int) -> None:
-        """Price calls at ``cents_per_minute``; a call lasts at most ``max_call_seconds``."""
+        """Price calls at ``cents_per_minute``; the platform ends a call at ``max_call_seconds``."""
         self.redis = redis
         self.cents_per_minute = cents_per_minute
         self.max_call_seconds = max_call_seconds
+        #: The carrier's hard limit: the longest a call can last, so the most it can cost.
+        self.longest_call_seconds = carrier_time_limit(max_call_seconds)
         self._admit = redis.register_script(_ADMIT)
 
-    def reserve_cents(self) -> int:
-        """What one call reserves of the daily cap: its longest duration at the rate."""
-        return self.cents_per_minute * math.ceil(self.max_call_seconds / 60)
+    def reserve_cents(self, cents_per_minute: int | None = None) -> int:
+        """What one call reserves of the daily cap: its longest duration at its rate.
 
-    async def admit(self, tenant: str, call_id: str, limits: Limits, now: float) -> Refused | None:
-        """Count ``call_id`` against all three limits, or say which one refuses it."""
+        ``cents_per_minute`` is the destination's rate (its class's price); the base rate if
+        not given.
+        """
+        rate = self.cents_per_minute if cents_per_minute is None else cents_per_minute
+        return rate * math.ceil(self.longest_call_seconds / 60)
+
+    async def admit(
+        self,
+        tenant: str,
+        call_id: str,
+        limits: Limits,
+        now: float,
+        cents_per_minute: int | None = None,
+    ) -> Refused | None:
+        """Count ``call_id`` against all three limits, or say which one refuses it.
+
+        The call reserves its longest duration at ``cents_per_minute`` (the base rate if not
+        given).
+        """
         today = day(now)
         verdict, wait = await self._admit(
             keys=[
@@ -133,8 +162,8 @@ class OutboundLimiter:
             ],
             args=[
                 repr(now), call_id, limits.calls_per_minute, limits.concurrent_calls,
-                limits.daily_spend_cents, self.reserve_cents(),
-                repr(now + self.max_call_seconds + 60), 2 * 86400, _until_midnight(now),
+                limits.daily_spend_cents, self.reserve_cents(cents_per_minute),
+                repr(now + self.longest_call_seconds + 60), 2 * 86400, _until_midnight(now),
                 CONCURRENT_RETRY_S,
             ],
         )  # fmt: skip

@@ -1,12 +1,15 @@
 """``/metrics`` (Prometheus text format) and the API's own counters.
 
+``/metrics`` is served on its own listener (``BONMONIQ_METRICS_ADDR``, loopback by default), not
+on the public app: it tells anyone the platform's traffic.
+
 Call metrics (active calls, pipeline stage latencies) are defined in :mod:`voice.metrics`;
 this module adds carrier webhook results, counted from every response under ``/webhooks/``.
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 WEBHOOKS = Counter(
@@ -42,3 +45,10 @@ def router() -> APIRouter:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return r
+
+
+def app() -> FastAPI:
+    """The metrics listener's app: ``GET /metrics`` only, no schema or docs."""
+    metrics_app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    metrics_app.include_router(router())
+    return metrics_app

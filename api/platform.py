@@ -9,6 +9,7 @@ from typing import TypeVar
 from redis.asyncio import Redis
 
 from api.accounts import Accounts, controls_for, health_at, verifiers_for
+from api.admission import Admission
 from api.audit import AuditLog
 from api.limits import Limits, OutboundLimiter
 from api.settings import Settings
@@ -20,6 +21,7 @@ from carriers.telnyx.control import TelnyxControl
 from carriers.twilio.control import TwilioControl
 from recordings.lifecycle import Lifecycle
 from recordings.objects import EncryptedObjects
+from recordings.subjects import subject_key
 from routing import keys
 from routing.directory import DEFAULT_TENANT, Agent, Directory
 from routing.policy import Carrier, Health, Policy
@@ -44,7 +46,7 @@ class Platform:
     def __post_init__(self) -> None:
         self.directory = Directory(self.redis)
         self.tenants = TenantStore(self.redis)
-        self.audit = AuditLog(self.redis)
+        self.audit = AuditLog(self.redis, subject_key(self.objects.keyring))
         token = self.settings.operator_token
         self.operator_token = token.get_secret_value() if token else None
         self.register = Register.load()
@@ -55,6 +57,11 @@ class Platform:
         self.down_until: dict[Carrier, float] = {}
         self._background: set[asyncio.Task[None]] = set()
         self.calls = CallStore(self.redis, self.objects)
+        #: Caps on calls in progress, per process and per tenant (inbound beyond: busy).
+        self.admission = Admission(
+            self.redis, self.settings.max_calls, self.settings.inbound_concurrent_calls,
+            self.settings.call_max_seconds,
+        )  # fmt: skip
         self.lifecycle = Lifecycle(self.redis, self.objects)
         self.limiter = OutboundLimiter(
             self.redis, self.settings.outbound_cents_per_minute, self.settings.call_max_seconds
@@ -76,6 +83,7 @@ class Platform:
             max_sentences=self.settings.llm_max_sentences,
             temperature=self.settings.llm_temperature,
             max_seconds=self.settings.call_max_seconds,
+            inbound_max_seconds=self.settings.inbound_call_max_seconds,
         )
 
     def control(self, carrier: Carrier, kind: type[C]) -> C:

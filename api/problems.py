@@ -11,6 +11,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
+from starlette.types import Scope
 
 from api.limits import LimitExceeded
 from carriers.errors import (
@@ -24,6 +26,7 @@ from routing.errors import (
     AgentExists,
     AgentInUse,
     AgentNotFound,
+    DestinationRefused,
     InvalidNumber,
     NumberTaken,
     RouteRefused,
@@ -43,15 +46,27 @@ _STATUS = {
     AgentNotFound: 404,
     AgentInUse: 409,
     RouteRefused: 422,
+    DestinationRefused: 403,
 }
 
+
+#: The detail of every ``carrier_api_error``: the carrier's own answer is only logged.
+CARRIER_API_DETAIL = (
+    "the carrier's API refused the request or could not be reached; the request id "
+    "(X-Request-ID) finds the reason in the platform's log"
+)
+
+#: The methods a 405's ``Allow`` may name (RFC 9110, section 9).
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 _HTTP_CODES = {
     401: "unauthorized",
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    413: "body_too_large",
     422: "validation_error",
+    429: "rate_limited",
     503: "unavailable",
 }
 
@@ -109,8 +124,12 @@ def install(app: FastAPI) -> None:
     async def _typed(request: Request, exc: Exception) -> JSONResponse:
         status = _STATUS.get(type(exc), 400)
         code = getattr(exc, "code", "error")
-        log.warning("request refused", extra={"code": code, "path": request.url.path})
-        return problem(status, code, type(exc).__name__, str(exc))
+        log.warning(
+            "request refused", extra={"code": code, "path": request.url.path, "error": str(exc)}
+        )
+        # What a carrier's API said is for the operator's log, never for the API's client.
+        detail = CARRIER_API_DETAIL if isinstance(exc, CarrierApiError) else str(exc)
+        return problem(status, code, type(exc).__name__, detail)
 
     @app.exception_handler(ApiProblem)
     async def _api(request: Request, exc: ApiProblem) -> JSONResponse:
@@ -141,4 +160,23 @@ def install(app: FastAPI) -> None:
         response = problem(exc.status_code, code, title, str(exc.detail))
         for name, value in (exc.headers or {}).items():
             response.headers[name] = value
+        if exc.status_code == 405:  # RFC 9110: every method of the resource, from all its routes
+            response.headers["Allow"] = ", ".join(allowed_methods(app, request.scope))
         return response
+
+
+def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
+    """The methods some route of ``app`` serves at the path of ``scope``.
+
+    Starlette's own ``Allow`` names only the first route matching the path, though a resource's
+    methods are often spread over several routes (``GET`` and ``POST /v1/agents``); each
+    method is tried against every route, as routing would.
+    """
+    return [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**scope, "method": method})[0] == Match.FULL
+            for route in app.router.routes
+        )
+    ]

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, StrictBool, StrictInt
+from pydantic.config import JsonDict
+from pydantic.json_schema import SkipJsonSchema
 from starlette.exceptions import HTTPException
 
 from api.auth import Caller, tenant_key
 from api.platform import Platform
-from api.problems import API_ERRORS
+from api.problems import API_ERRORS, ApiProblem
+from api.schema import NOT_BLANK_PATTERN, PhoneNumber, whole
 from api.tenants import Role
+from api.write_limits import WriteLimiter, write_limit
+from routing.directory import _LANGUAGES as LANGUAGES
 from routing.directory import (
     DEFAULT_ANNOUNCEMENT,
     DEFAULT_GREETING,
@@ -22,6 +27,7 @@ from routing.directory import (
     Agent,
 )
 from routing.errors import AgentNotFound
+from voice.announcement import AnnouncementIncomplete, check_announcement, default_announcement
 
 Tool = Literal["end_call", "transfer"]
 
@@ -30,20 +36,51 @@ def _default_tools() -> list[Tool]:
     return ["end_call"]
 
 
+#: A PATCH field's "absent": None in code, not in the schema (null is refused).
+Absent = SkipJsonSchema[None]
+#: Days a recording or transcript is kept (the bounds inside, so that a union keeps them).
+RetentionDays = Annotated[StrictInt, Field(ge=1, le=MAX_RETENTION_DAYS), BeforeValidator(whole)]
+#: The voices this process has installed (set by :func:`router`), for the schema's ``enum``.
+_VOICES: set[str] = set()
+#: The languages an agent may speak: the directory's list, as the schema's ``enum``.
+_LANGUAGE = Field(
+    pattern="^(" + "|".join(sorted(LANGUAGES)) + ")$",
+    json_schema_extra={"enum": list[JsonValue](sorted(LANGUAGES))},
+)
+_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+def _voice_enum(schema: dict[str, Any]) -> None:
+    """Put the installed voices in the ``voice`` field's schema."""
+    schema["enum"] = sorted(_VOICES)
+
+
+#: A transfer needs a number to transfer to (the directory refuses it otherwise).
+_TRANSFER_NEEDS_A_NUMBER: JsonDict = {
+    "if": {"properties": {"tools": {"contains": {"const": "transfer"}}}, "required": ["tools"]},
+    "then": {
+        "properties": {"transfer_number": {"type": "string"}},
+        "required": ["transfer_number"],
+    },
+}
+
+
 class AgentFields(BaseModel):
     """What a customer sets on an agent (server-owned fields in a body are ignored)."""
 
-    model_config = ConfigDict(extra="ignore")
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    language: str = Field(default="en", min_length=2, max_length=2)
-    system_prompt: str = Field(min_length=1, max_length=8000)
-    voice: str = DEFAULT_VOICE
+    model_config = ConfigDict(extra="ignore", json_schema_extra=_TRANSFER_NEEDS_A_NUMBER)
+    name: str = Field(min_length=1, max_length=64, pattern=_NAME_PATTERN)
+    language: Annotated[str, _LANGUAGE] = "en"
+    system_prompt: str = Field(min_length=1, max_length=8000, pattern=NOT_BLANK_PATTERN)
+    voice: str = Field(default=DEFAULT_VOICE, json_schema_extra=_voice_enum)
     greeting: str = Field(default=DEFAULT_GREETING, max_length=500)
-    announcement: str = Field(default=DEFAULT_ANNOUNCEMENT, min_length=1, max_length=1000)
+    announcement: str = Field(
+        default=DEFAULT_ANNOUNCEMENT, min_length=1, max_length=1000, pattern=NOT_BLANK_PATTERN
+    )
     recording: StrictBool = False
     store_transcripts: StrictBool = True
-    retention_days: StrictInt = Field(default=MAX_RETENTION_DAYS, ge=1, le=MAX_RETENTION_DAYS)
-    transfer_number: str | None = None
+    retention_days: RetentionDays = MAX_RETENTION_DAYS
+    transfer_number: PhoneNumber | None = None
     tools: list[Tool] = Field(default_factory=_default_tools)
 
 
@@ -52,22 +89,25 @@ _NULLABLE = frozenset({"transfer_number", "announcement"})
 
 
 class AgentPatch(BaseModel):
-    """Fields to change; absent ones stay as they are."""
+    """Fields to change; absent ones stay as they are (only ``transfer_number`` takes null)."""
 
+    # None marks a field absent; null is refused (422) and left out of the schema.
     model_config = ConfigDict(extra="ignore")
-    name: str | None = Field(
-        default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-    )
-    language: str | None = Field(default=None, min_length=2, max_length=2)
-    system_prompt: str | None = Field(default=None, min_length=1, max_length=8000)
-    voice: str | None = None
-    greeting: str | None = Field(default=None, max_length=500)
-    announcement: str | None = Field(default=None, max_length=1000)
-    recording: StrictBool | None = None
-    store_transcripts: StrictBool | None = None
-    retention_days: StrictInt | None = Field(default=None, ge=1, le=MAX_RETENTION_DAYS)
-    transfer_number: str | None = None
-    tools: list[Tool] | None = None
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=_NAME_PATTERN)] | Absent = None
+    language: Annotated[str, _LANGUAGE] | Absent = None
+    system_prompt: (
+        Annotated[str, Field(min_length=1, max_length=8000, pattern=NOT_BLANK_PATTERN)] | Absent
+    ) = None
+    voice: Annotated[str, Field(json_schema_extra=_voice_enum)] | Absent = None
+    greeting: Annotated[str, Field(max_length=500)] | Absent = None
+    announcement: (
+        Annotated[str, Field(min_length=1, max_length=1000, pattern=NOT_BLANK_PATTERN)] | Absent
+    ) = None
+    recording: StrictBool | Absent = None
+    store_transcripts: StrictBool | Absent = None
+    retention_days: RetentionDays | Absent = None
+    transfer_number: PhoneNumber | None = None
+    tools: list[Tool] | Absent = None
 
 
 class AgentOut(AgentFields):
@@ -104,18 +144,29 @@ def _build(tenant: str, fields: dict[str, object], voices: frozenset[str], **kee
     prompt = fields.pop("system_prompt")
     fields["tools"] = tuple(fields["tools"])  # type: ignore[arg-type]
     try:
-        return Agent(tenant=tenant, prompt=prompt, **fields, **keep)  # type: ignore[arg-type]
+        agent = Agent(tenant=tenant, prompt=prompt, **fields, **keep)  # type: ignore[arg-type]
     except ValueError as e:
         raise HTTPException(422, str(e)) from e
+    try:  # the AI disclosure and recording notice, in the agent's language
+        check_announcement(agent.announcement, agent.language)
+    except AnnouncementIncomplete as e:
+        raise ApiProblem(422, e.code, str(e)) from e
+    return agent
 
 
 def router(platform: Platform) -> APIRouter:
     """Routes bound to ``platform``."""
     r = APIRouter(prefix="/v1/agents", tags=["agents"], responses=API_ERRORS)
 
-    editor = Depends(tenant_key(platform.tenants, Role.EDITOR))
+    as_editor = tenant_key(platform.tenants, Role.EDITOR)
+    editor = Depends(as_editor)
     viewer = Depends(tenant_key(platform.tenants, Role.VIEWER))
+    # Writes make the shared cores synthesize phrases: metered per tenant (429 rate_limited).
+    limited = write_limit(
+        WriteLimiter(platform.redis, platform.settings.config_writes_per_minute), as_editor
+    )
     voices = frozenset({platform.engines.voice_name})
+    _VOICES.update(voices)
 
     async def find(caller: Caller, agent_id: str) -> Agent:
         try:
@@ -123,10 +174,13 @@ def router(platform: Platform) -> APIRouter:
         except AgentNotFound as e:
             raise HTTPException(404, "no such agent") from e
 
-    @r.post("", status_code=201, response_model=AgentOut)
+    @r.post("", status_code=201, response_model=AgentOut, dependencies=[limited])
     async def create(body: AgentFields, caller: Caller = editor) -> AgentOut:
         """Create an agent."""
-        agent = _build(caller.tenant_id, body.model_dump(), voices)
+        fields = body.model_dump()
+        if "announcement" not in body.model_fields_set:  # the default, in the agent's language
+            fields["announcement"] = default_announcement(body.language)
+        agent = _build(caller.tenant_id, fields, voices)
         await platform.directory.add_agent(agent)
         platform.prepare(agent)  # its announcement is ready before its first call
         await platform.audit.record(caller, "agent.create", agent.agent_id, name=agent.name)
@@ -144,7 +198,7 @@ def router(platform: Platform) -> APIRouter:
         """One agent."""
         return AgentOut.of(await find(caller, agent_id))
 
-    @r.patch("/{agent_id}", response_model=AgentOut)
+    @r.patch("/{agent_id}", response_model=AgentOut, dependencies=[limited])
     async def update(agent_id: str, body: AgentPatch, caller: Caller = editor) -> AgentOut:
         """Change some fields of an agent."""
         current = await find(caller, agent_id)
@@ -156,7 +210,17 @@ def router(platform: Platform) -> APIRouter:
             raise HTTPException(
                 422, "the announcement (AI disclosure and recording notice) cannot be emptied"
             )
+        if (
+            changes.get("language", current.language) != current.language
+            and "announcement" not in changes
+            and current.announcement == default_announcement(current.language)
+        ):  # a default announcement follows the language
+            changes["announcement"] = default_announcement(changes["language"])
         merged = AgentOut.of(current).model_dump() | changes
+        if "transfer" in merged["tools"] and not merged["transfer_number"]:  # stored + changed
+            raise ApiProblem(
+                422, "transfer_number_missing", "the transfer tool needs a transfer_number"
+            )
         fields = {k: merged[k] for k in AgentFields.model_fields}
         agent = _build(caller.tenant_id, fields, voices, agent_id=current.agent_id,
                        created_at=current.created_at, updated_at=time.time())  # fmt: skip
@@ -165,7 +229,7 @@ def router(platform: Platform) -> APIRouter:
         await platform.audit.record(caller, "agent.update", agent.agent_id, fields=sorted(changes))
         return AgentOut.of(agent)
 
-    @r.delete("/{agent_id}", status_code=204)
+    @r.delete("/{agent_id}", status_code=204, dependencies=[limited])
     async def delete(agent_id: str, caller: Caller = editor) -> Response:
         """Delete an agent that answers no number (409 otherwise)."""
         agent = await find(caller, agent_id)

@@ -11,9 +11,11 @@ from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
+from api import idempotency
 from api.auth import Caller, tenant_key
 from api.platform import Platform
 from api.problems import API_ERRORS
+from api.schema import E164_PATTERN, PhoneNumber
 from api.tenants import Role
 from voice.calls import CallRecord
 
@@ -60,8 +62,8 @@ class CallCreate(BaseModel):
     """An outbound call from one of your numbers (its agent talks) to ``to``."""
 
     model_config = ConfigDict(extra="ignore")  # server-owned fields sent by a client are ignored
-    from_number: str = Field(description="one of your numbers, E.164", max_length=32)
-    to: str = Field(description="the destination, E.164", max_length=32)
+    from_number: PhoneNumber = Field(description="one of your numbers, E.164")
+    to: PhoneNumber = Field(description="the destination, E.164")
 
 
 class EventOut(BaseModel):
@@ -126,8 +128,10 @@ def router(platform: Platform) -> APIRouter:
         placed = await platform.telephony().place_call(
             body.from_number, body.to, caller.tenant_id, limits
         )
+        destination = platform.lifecycle.subject_ref(caller.tenant_id, body.to)
+        idempotency.about(caller.tenant_id, destination)
         await platform.audit.record(
-            caller, "call.place", placed.call_id, to=body.to, **placed.decision.as_metadata()
+            caller, "call.place", placed.call_id, to=destination, **placed.decision.as_metadata()
         )
         record = await platform.calls.get(placed.call_id)
         if record is None:  # written before the carrier was asked; gone only if Redis lost it
@@ -138,7 +142,9 @@ def router(platform: Platform) -> APIRouter:
     @r.get("", response_model=CallPage)
     async def list_calls(
         caller: Caller = viewer,
-        number: str | None = Query(default=None, description="either party, E.164"),
+        number: str | None = Query(
+            default=None, description="either party, E.164", pattern=E164_PATTERN
+        ),
         direction: Literal["inbound", "outbound"] | None = None,
         status: str | None = Query(default=None, max_length=20),
         since: IsoDatetime | None = None,
@@ -160,7 +166,7 @@ def router(platform: Platform) -> APIRouter:
                 if since and rec.created_at < since.timestamp():
                     batch = []
                     break
-                if number and number not in (rec.from_number, rec.to_number):
+                if number and not platform.calls.involves(rec, number):
                     continue
                 if (direction and rec.direction != direction) or (status and rec.state != status):
                     continue

@@ -10,14 +10,16 @@ from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from starlette.exceptions import HTTPException
 
+from api import idempotency
 from api.auth import Caller, tenant_key
 from api.platform import Platform
 from api.problems import API_ERRORS, ApiProblem
 from api.routes_calls import tenant_call
+from api.schema import PhoneNumber
 from api.tenants import Role
 from recordings.crypto import DecryptionError
 from recordings.keyring import NoTenantKey
-from recordings.lifecycle import subject_ref, wav
+from recordings.lifecycle import wav
 from routing.directory import normalise_number
 from voice.calls import CallRecord
 
@@ -45,7 +47,7 @@ class SubjectIn(BaseModel):
     """A data subject, by phone number (E.164)."""
 
     model_config = ConfigDict(extra="ignore")
-    phone_number: str = Field(max_length=32)
+    phone_number: PhoneNumber
 
 
 class ErasureOut(BaseModel):
@@ -133,9 +135,9 @@ def router(platform: Platform) -> APIRouter:
         archive = await platform.lifecycle.export(
             caller.tenant_id, calls, {"kind": "data subject export", "subject": number}
         )
-        await platform.audit.record(
-            caller, "data_subject.export", subject_ref(caller.tenant_id, number), calls=len(calls)
-        )
+        subject = platform.lifecycle.subject_ref(caller.tenant_id, number)
+        idempotency.about(caller.tenant_id, subject)  # a stored copy goes with an erasure
+        await platform.audit.record(caller, "data_subject.export", subject, calls=len(calls))
         return Response(
             archive,
             media_type=ZIP,
@@ -151,7 +153,7 @@ def router(platform: Platform) -> APIRouter:
         number = normalise_number(body.phone_number)
         done = await platform.lifecycle.erase_subject(caller.tenant_id, number)
         await platform.audit.record(
-            caller, "data_subject.erase", subject_ref(caller.tenant_id, number),
+            caller, "data_subject.erase", platform.lifecycle.subject_ref(caller.tenant_id, number),
             erased=len(done.erased), held=len(done.held),
         )  # fmt: skip
         return ErasureOut(erased_calls=len(done.erased), kept_under_legal_hold=done.held)

@@ -11,11 +11,14 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from starlette.exceptions import HTTPException
 
+from api import idempotency
 from api.auth import Caller, operator, tenant_key
 from api.limits import Limits
 from api.platform import Platform
 from api.problems import API_ERRORS, ApiProblem
 from api.tenants import ApiKey, LastAdminKey, Role
+from api.write_limits import WriteLimiter, write_limit
+from routing.destinations import RESTRICTED, DestinationClass, class_price
 
 
 class KeyCreate(BaseModel):
@@ -89,6 +92,18 @@ class LimitsIn(BaseModel):
     calls_per_minute: StrictInt = Field(ge=0, le=100_000)
     concurrent_calls: StrictInt = Field(ge=0, le=100_000)
     daily_spend_cents: StrictInt = Field(ge=0, le=100_000_000)
+    allowed_destinations: list[DestinationClass] | None = Field(
+        default=None,
+        max_length=len(DestinationClass),
+        description="Destination classes besides standard the tenant may call (premium_rate, "
+        "satellite...); every other one is refused. Omitted: the tenant's current allowance.",
+    )
+
+    def limits(self, current: frozenset[str] = frozenset()) -> Limits:
+        """As :class:`Limits`; without ``allowed_destinations``, the ``current`` allowance."""
+        allowed = current if self.allowed_destinations is None else self.allowed_destinations
+        return Limits(self.calls_per_minute, self.concurrent_calls, self.daily_spend_cents,
+                      frozenset(str(c) for c in allowed if c in RESTRICTED))  # fmt: skip
 
 
 class UsageOut(BaseModel):
@@ -105,6 +120,12 @@ class LimitsOut(BaseModel):
     calls_per_minute: int
     concurrent_calls: int
     daily_spend_cents: int
+    allowed_destinations: list[DestinationClass] = Field(
+        description="Destination classes besides standard this tenant may call"
+    )
+    cents_per_minute: dict[DestinationClass, int] = Field(
+        description="What a minute to each destination class costs against the spend cap"
+    )
     cents_reserved_per_call: int
     usage: UsageOut
 
@@ -129,17 +150,22 @@ def router(platform: Platform) -> APIRouter:
     """Routes bound to ``platform``."""
     r = APIRouter(prefix="/v1", responses=API_ERRORS)
 
-    admin = Depends(tenant_key(platform.tenants, Role.ADMIN))
+    as_admin = tenant_key(platform.tenants, Role.ADMIN)
+    admin = Depends(as_admin)
     viewer = Depends(tenant_key(platform.tenants, Role.VIEWER))
+    limited = write_limit(
+        WriteLimiter(platform.redis, platform.settings.config_writes_per_minute), as_admin
+    )
     as_operator = Depends(operator(lambda: platform.operator_token))
 
-    @r.post("/keys", status_code=201, response_model=KeyCreated, tags=["keys"])
+    @r.post("/keys", status_code=201, response_model=KeyCreated, tags=["keys"],
+            dependencies=[limited])  # fmt: skip
     async def create_key(body: KeyCreate, caller: Caller = admin) -> KeyCreated:
         """Create a key of ``role`` for your tenant; its value is shown in this response only."""
         expires = body.expires_at.timestamp() if body.expires_at else None
         now = time.time()
         if expires is not None and expires <= now:
-            raise HTTPException(422, "expires_at must be in the future")
+            raise ApiProblem(422, "expires_in_past", "expires_at must be in the future")
         key, raw = await platform.tenants.create_key(caller.tenant_id, body.role, now, expires)
         await platform.audit.record(caller, "key.create", key.key_id, role=str(body.role))
         return KeyCreated(**KeyOut.of(key).model_dump(), api_key=raw)
@@ -151,7 +177,7 @@ def router(platform: Platform) -> APIRouter:
             items=[KeyOut.of(k) for k in await platform.tenants.list_keys(caller.tenant_id)]
         )
 
-    @r.delete("/keys/{key_id}", status_code=204, tags=["keys"])
+    @r.delete("/keys/{key_id}", status_code=204, tags=["keys"], dependencies=[limited])
     async def revoke_key(key_id: str, caller: Caller = admin) -> Response:
         """Revoke one of your tenant's keys (at once: it gets 401 from now on)."""
         if key_id == caller.key.key_id:
@@ -168,7 +194,7 @@ def router(platform: Platform) -> APIRouter:
     @r.get("/audit", response_model=AuditPage, tags=["audit"])
     async def read_audit(
         caller: Caller = viewer,
-        cursor: Annotated[str, Query(pattern=r"^(-|\d{1,20}-\d{1,20})$")] = "-",
+        cursor: Annotated[str, Query(pattern=r"^(-|[0-9]{1,19}-[0-9]{1,19})$")] = "-",
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
     ) -> AuditPage:
         """Your tenant's audit log, oldest first (append-only: nothing edits or deletes it)."""
@@ -185,8 +211,13 @@ def router(platform: Platform) -> APIRouter:
         """Your tenant's outbound limits and how much of them is in use."""
         limits = await platform.tenants.limits(caller.tenant_id, platform.default_limits)
         usage = await platform.limiter.usage(caller.tenant_id, time.time())
+        base, table = platform.limiter.cents_per_minute, platform.policy.destinations
         return LimitsOut(
-            **asdict(limits),
+            calls_per_minute=limits.calls_per_minute,
+            concurrent_calls=limits.concurrent_calls,
+            daily_spend_cents=limits.daily_spend_cents,
+            allowed_destinations=sorted(DestinationClass(c) for c in limits.allowed_destinations),
+            cents_per_minute={c: class_price(c, base, table) for c in DestinationClass},
             cents_reserved_per_call=platform.limiter.reserve_cents(),
             usage=UsageOut(**asdict(usage)),
         )
@@ -195,17 +226,43 @@ def router(platform: Platform) -> APIRouter:
             dependencies=[as_operator])  # fmt: skip
     async def create_tenant(body: TenantCreate, request: Request) -> TenantCreated:
         """Operator only: a new tenant and its first admin key."""
-        limits = Limits(**body.limits.model_dump()) if body.limits else None
+        limits = body.limits.limits() if body.limits else None
         tenant, raw = await platform.tenants.create_tenant(body.name, time.time(), limits)
+        if limits is not None:
+            await audit_operator(request, tenant.tenant_id, "limits.set", limits)
+        idempotency.about(tenant.tenant_id)  # a stored copy of its key goes with offboarding
         return TenantCreated(tenant_id=tenant.tenant_id, name=tenant.name, api_key=raw)
 
     @r.put("/operator/tenants/{tenant_id}/limits", response_model=LimitsIn, tags=["operator"],
            dependencies=[as_operator])  # fmt: skip
-    async def set_limits(tenant_id: str, body: LimitsIn) -> LimitsIn:
-        """Operator only: set a tenant's outbound limits."""
-        if not await platform.tenants.set_limits(tenant_id, Limits(**body.model_dump())):
+    async def set_limits(tenant_id: str, body: LimitsIn, request: Request) -> LimitsIn:
+        """Operator only: set a tenant's outbound limits and allowed destination classes.
+
+        Recorded in the tenant's audit log (key id ``operator``).
+        """
+        current = await platform.tenants.limits(tenant_id, platform.default_limits)
+        limits = body.limits(current.allowed_destinations)
+        if not await platform.tenants.set_limits(tenant_id, limits):
             raise HTTPException(404, "no such tenant")
-        return body
+        await audit_operator(request, tenant_id, "limits.set", limits)
+        return LimitsIn(
+            calls_per_minute=limits.calls_per_minute,
+            concurrent_calls=limits.concurrent_calls,
+            daily_spend_cents=limits.daily_spend_cents,
+            allowed_destinations=sorted(DestinationClass(c) for c in limits.allowed_destinations),
+        )
+
+    async def audit_operator(request: Request, tenant_id: str, action: str, limits: Limits) -> None:
+        """Record an operator's change of a tenant's limits in the tenant's audit log."""
+        await platform.audit.append(
+            tenant_id, at=time.time(), key_id="operator", action=action, target=tenant_id,
+            address=request.client.host if request.client else "",
+            request_id=getattr(request.state, "request_id", ""),
+            detail={"calls_per_minute": limits.calls_per_minute,
+                    "concurrent_calls": limits.concurrent_calls,
+                    "daily_spend_cents": limits.daily_spend_cents,
+                    "allowed_destinations": sorted(limits.allowed_destinations)},
+        )  # fmt: skip
 
     return r
 

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import phonenumbers
-from fastapi import APIRouter, Depends, Query, Response
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Depends, Path, Query, Response
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
 
 from api.auth import Caller, tenant_key
 from api.platform import Platform
 from api.problems import API_ERRORS, ApiProblem
+from api.schema import PHONE_PATTERN, PhoneNumber
 from api.tenants import Role
+from api.write_limits import WriteLimiter, write_limit
 from routing import keys
 from routing.directory import Agent, normalise_number
 from routing.errors import AgentNotFound
 
+#: A number in a path (its route's ``{number:e164}`` matches only these).
+NumberPath = Annotated[str, Path(pattern=PHONE_PATTERN, description="E.164, e.g. +33185001234")]
 #: Countries with telephone numbers (ISO 3166-1 alpha-2, upper case).
 COUNTRIES = sorted(phonenumbers.SUPPORTED_REGIONS)
 
@@ -47,7 +53,7 @@ class NumberCreate(BaseModel):
     """Rent ``number`` and point it at ``agent_id``."""
 
     model_config = ConfigDict(extra="ignore")
-    number: str = Field(description="E.164, e.g. +33185001234")
+    number: PhoneNumber
     agent_id: str
 
 
@@ -77,14 +83,18 @@ def router(platform: Platform) -> APIRouter:
     """Routes bound to ``platform``."""
     r = APIRouter(prefix="/v1/numbers", tags=["numbers"], responses=API_ERRORS)
 
-    editor = Depends(tenant_key(platform.tenants, Role.EDITOR))
+    as_editor = tenant_key(platform.tenants, Role.EDITOR)
+    editor = Depends(as_editor)
     viewer = Depends(tenant_key(platform.tenants, Role.VIEWER))
+    limited = write_limit(
+        WriteLimiter(platform.redis, platform.settings.config_writes_per_minute), as_editor
+    )
 
     async def agent_of(caller: Caller, agent_id: str) -> Agent:
         try:
             return await platform.directory.get_agent_by_id(agent_id, caller.tenant_id)
         except AgentNotFound as e:
-            raise HTTPException(422, f"no agent {agent_id!r} in your tenant") from e
+            raise ApiProblem(422, "unknown_agent", f"no agent {agent_id!r} in your tenant") from e
 
     async def number_out(caller: Caller, raw: str) -> NumberOut:
         e164 = normalise_number(raw)
@@ -119,7 +129,7 @@ def router(platform: Platform) -> APIRouter:
             ],
         )
 
-    @r.post("", status_code=201, response_model=NumberOut)
+    @r.post("", status_code=201, response_model=NumberOut, dependencies=[limited])
     async def provision(body: NumberCreate, caller: Caller = editor) -> NumberOut:
         """Rent a number through the carrier the router picks; 422 with the reason if refused."""
         agent = await agent_of(caller, body.agent_id)
@@ -135,13 +145,13 @@ def router(platform: Platform) -> APIRouter:
         numbers = [n for n, _ in await platform.directory.list_numbers(caller.tenant_id)]
         return NumberList(items=[await number_out(caller, n) for n in numbers])
 
-    @r.get("/{number}", response_model=NumberOut)
-    async def read(number: str, caller: Caller = viewer) -> NumberOut:
+    @r.get("/{number:e164}", response_model=NumberOut)
+    async def read(number: NumberPath, caller: Caller = viewer) -> NumberOut:
         """One of your numbers."""
         return await number_out(caller, number)
 
-    @r.patch("/{number}", response_model=NumberOut)
-    async def attach(number: str, body: NumberPatch, caller: Caller = editor) -> NumberOut:
+    @r.patch("/{number:e164}", response_model=NumberOut, dependencies=[limited])
+    async def attach(number: NumberPath, body: NumberPatch, caller: Caller = editor) -> NumberOut:
         """Point one of your numbers at another of your agents."""
         current = await number_out(caller, number)
         agent = await agent_of(caller, body.agent_id)
@@ -151,8 +161,8 @@ def router(platform: Platform) -> APIRouter:
         )
         return await number_out(caller, current.number)
 
-    @r.delete("/{number}", status_code=204)
-    async def release(number: str, caller: Caller = editor) -> Response:
+    @r.delete("/{number:e164}", status_code=204, dependencies=[limited])
+    async def release(number: NumberPath, caller: Caller = editor) -> Response:
         """Release one of your numbers (given back to its carrier if rented through us)."""
         current = await number_out(caller, number)
         await platform.telephony().release(current.number, caller.tenant_id)

@@ -15,6 +15,7 @@ from carriers.errors import CarrierUnavailable
 from carriers.sinch import media, webhook
 from carriers.sinch.control import SinchControl
 from routing.policy import Carrier
+from voice.calls import carrier_time_limit
 
 log = logging.getLogger(__name__)
 CALLBACK_PATH = "/webhooks/sinch"
@@ -35,11 +36,17 @@ def router(platform: Platform) -> APIRouter:
         cb = webhook.parse(req.body)
         if cb.event == "ice":
             accepted = await accept(platform, webhook.inbound(cb), now)
+            if accepted.busy:
+                return JSONResponse(webhook.svaml_busy())
             if accepted.route is None:
                 return JSONResponse(webhook.svaml_say_and_hang_up(APOLOGY_UNKNOWN_NUMBER))
+            # Sinch's own hard limit, in case the platform cannot end the call itself.
+            limit = carrier_time_limit(platform.call_config.max_seconds_of("inbound"))
             return JSONResponse(
                 webhook.svaml_connect_stream(
-                    platform.settings.public_ws(MEDIA_PATH), {"call_id": accepted.call_id}
+                    platform.settings.public_ws(MEDIA_PATH),
+                    {"call_id": accepted.call_id},
+                    max_seconds=limit,
                 )
             )
         update = webhook.status(cb)

@@ -76,6 +76,9 @@ async def _apply(
         accepted = await accept(platform, webhook.inbound(event), now)
         if not accepted.created:
             return
+        if accepted.busy:
+            await control.reject(event.call_control_id)
+            return
         if accepted.route is not None:
             stream_url = platform.settings.public_ws(MEDIA_PATH)
             await control.answer(event.call_control_id, stream_url, {"call_id": accepted.call_id})

@@ -68,6 +68,8 @@ def router(platform: Platform) -> APIRouter:
         inbound = webhook.parse_voice(form)
         accepted = await accept(platform, inbound, time.time())
         found = accepted.route
+        if accepted.busy:
+            return _twiml(webhook.twiml_busy())
         if found is None:
             return _twiml(webhook.twiml_apology(APOLOGY_UNKNOWN_NUMBER))
         return _twiml(
@@ -124,6 +126,7 @@ def router(platform: Platform) -> APIRouter:
         start = await first_message(ws, start_reader(media.parse_message, media.parse_start))
         if start is None:
             return
+        # Closing the stream is Twilio's hang-up: no TwiML follows <Connect>, so the call ends.
         await run_stream(
             platform, ws, start, webhook.CARRIER,
             lambda on_invalid: media.TwilioMediaCodec(start.stream_id, on_invalid=on_invalid),

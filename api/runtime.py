@@ -100,7 +100,8 @@ async def running_platform(settings: Settings) -> AsyncIterator[Platform]:
         try:
             await client.ping()
             device = "cuda" if settings.profile == "gpu" else "cpu"
-            engines = Engines.load(models, endpoint, settings.cpu_threads, device, board)
+            engines = Engines.load(models, endpoint, settings.cpu_threads, device, board,
+                                   settings.phrase_cache_mb * 1024 * 1024)  # fmt: skip
             objects = open_objects(settings, client, create_master=True)
             await migrate_clear_transcripts(client, objects)
             yield Platform(settings, client, engines, accounts, objects=objects)

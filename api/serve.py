@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 import time
+from collections.abc import Iterator
 
 import uvicorn
 
+from api import metrics
 from api.app import create_app
 from api.runtime import DEMO_AGENT, DEMO_EU_NUMBER, DEMO_NUMBER, running_platform, seed_demo
 from api.settings import Settings
+from api.state import PlatformError
 from recordings.lifecycle import Lifecycle
 
 log = logging.getLogger(__name__)
@@ -24,6 +29,8 @@ def banner(settings: Settings, demo_number: str | None) -> str:
         f"  carriers reach it at {settings.public_url} (BONMONIQ_PUBLIC_URL)",
         f"  Twilio voice webhook: {settings.public('/webhooks/twilio/voice')}",
     ]
+    if settings.metrics_listen is not None:
+        lines.append(f"  metrics (not public): http://{settings.metrics_addr}/metrics")
     if demo_number:
         lines += [
             f"  demo agent '{DEMO_AGENT}' answers {demo_number}",
@@ -41,8 +48,51 @@ def banner(settings: Settings, demo_number: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+class MetricsServer(uvicorn.Server):
+    """The metrics listener: it leaves SIGINT/SIGTERM to the main server, which stops it."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """Install no signal handlers."""
+        yield
+
+
+def metrics_socket(settings: Settings) -> socket.socket | None:
+    """The metrics listener's bound socket (``None`` when it is off).
+
+    Raises:
+        PlatformError: the address cannot be bound (in use, or not an address of this host).
+    """
+    addr = settings.metrics_listen
+    if addr is None:
+        return None
+    host, port = addr
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise PlatformError(
+            f"the metrics listener cannot use {settings.metrics_addr} ({e.strerror}): set "
+            "BONMONIQ_METRICS_ADDR to a free host:port of this machine, or to off"
+        ) from e
+    sock.listen(128)
+    return sock
+
+
 async def serve(settings: Settings, demo: bool = False) -> int:
     """Run until SIGINT/SIGTERM."""
+    metrics_sock = metrics_socket(settings)  # before anything starts: a taken port fails fast
+    try:
+        return await _serve(settings, demo, metrics_sock)
+    finally:
+        if metrics_sock is not None:
+            metrics_sock.close()
+
+
+async def _serve(settings: Settings, demo: bool, metrics_sock: socket.socket | None) -> int:
     async with running_platform(settings) as platform:
         demo_number = None
         if demo:
@@ -72,10 +122,20 @@ async def serve(settings: Settings, demo: bool = False) -> int:
             log.info("platform ready", extra={"host": settings.host, "port": settings.port})
             print(banner(settings, demo_number), flush=True)
         sweeper = asyncio.create_task(sweep_forever(platform.lifecycle, settings))
+        metrics_server = MetricsServer(
+            uvicorn.Config(metrics.app(), log_config=None, access_log=False, lifespan="off")
+        )
+        scraped = None
+        if metrics_sock is not None:
+            scraped = asyncio.create_task(metrics_server.serve(sockets=[metrics_sock]))
+            log.info("metrics listener ready", extra={"addr": settings.metrics_addr})
         try:
             await task
         finally:
             sweeper.cancel()
+            metrics_server.should_exit = True
+            if scraped is not None:
+                await scraped
     return 0
 
 

@@ -10,6 +10,20 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+def split_addr(addr: str) -> tuple[str, int] | None:
+    """``host:port`` (``[v6]:port`` too) as a pair; ``None`` for ``off``.
+
+    Raises:
+        ValueError: ``addr`` is neither ``off`` nor ``host:port`` with a port up to 65535.
+    """
+    if addr.strip().lower() == "off":
+        return None
+    host, sep, port = addr.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"BONMONIQ_METRICS_ADDR must be host:port or off, not {addr!r}")
+    return host.strip("[]"), int(port)
+
+
 class Settings(BaseSettings):
     """Every knob of the platform; one instance per process."""
 
@@ -23,6 +37,11 @@ class Settings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = 8000
+    metrics_addr: str = Field(
+        default="127.0.0.1:9464",
+        description="Where `serve` answers `GET /metrics` (host:port), a listener of its own; "
+        "`off`: nowhere. The public listener never serves it.",
+    )
     redis_url: str | None = Field(
         default=None, description="Unset: `bonmoniq serve` starts a local redis-server."
     )
@@ -86,7 +105,17 @@ class Settings(BaseSettings):
     # until it closes (README; BENCHMARKS.md measures each).
     early_stt: bool = True
     speculate: bool = True
-    call_max_seconds: int = 900
+    call_max_seconds: int = Field(
+        default=900,
+        ge=1,
+        description="The platform ends a call (closing phrase, then hang-up at the carrier) "
+        "after this long; carriers get it plus 30 s as their own hard limit.",
+    )
+    inbound_call_max_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        description="The same for inbound calls. Unset: BONMONIQ_CALL_MAX_SECONDS.",
+    )
     master_key: SecretStr | None = Field(
         default=None, description="Master key, base64 of 32 bytes (else BONMONIQ_MASTER_KEY_FILE)."
     )
@@ -120,6 +149,31 @@ class Settings(BaseSettings):
     outbound_cents_per_minute: int = Field(
         default=2, ge=0, description="What an outbound minute costs, for the spend cap."
     )
+    phrase_cache_mb: int = Field(
+        default=64,
+        ge=0,
+        description="MB of synthesized fixed phrases (announcements, greetings) kept per "
+        "process, the least recently used dropped first; a dropped phrase is synthesized again "
+        "when next needed (0: none kept, each call synthesizes its phrases).",
+    )
+    config_writes_per_minute: int = Field(
+        default=30,
+        ge=1,
+        description="Per-tenant limit on configuration writes (agents, numbers, keys): a token "
+        "bucket of this many, refilled at this rate a minute; beyond it 429 rate_limited.",
+    )
+    max_calls: int = Field(
+        default=12,
+        ge=1,
+        description="Calls in progress in this process at once; an inbound call beyond it gets "
+        "its carrier's busy answer.",
+    )
+    inbound_concurrent_calls: int = Field(
+        default=8,
+        ge=0,
+        description="Per-tenant limit: inbound calls in progress at once; beyond it the "
+        "carrier's busy answer.",
+    )
 
     @field_validator("public_url")
     @classmethod
@@ -132,6 +186,17 @@ class Settings(BaseSettings):
         if parts.query or parts.fragment:
             raise ValueError("BONMONIQ_PUBLIC_URL must not carry a query or fragment")
         return value.rstrip("/")
+
+    @field_validator("metrics_addr")
+    @classmethod
+    def _metrics_addr_is_host_port(cls, value: str) -> str:
+        split_addr(value)
+        return value.strip()
+
+    @property
+    def metrics_listen(self) -> tuple[str, int] | None:
+        """Host and port of the metrics listener; ``None`` when it is off."""
+        return split_addr(self.metrics_addr)
 
     def public(self, path: str) -> str:
         """The public https URL of ``path``, as carriers see it."""

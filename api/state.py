@@ -14,7 +14,7 @@ import redis
 from redis.asyncio import Redis
 
 from api.settings import Settings
-from llm.server import die_with_parent
+from llm.server import child_env, die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class LocalRedis:
             "--dir", str(self.dir), "--appendonly", "yes", "--appendfsync", "everysec",
             "--save", "", "--logfile", str(self.dir / "redis.log"),
         ]  # fmt: skip
-        self._proc = subprocess.Popen(cmd, preexec_fn=die_with_parent)
+        self._proc = subprocess.Popen(cmd, env=child_env({}), preexec_fn=die_with_parent)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:

@@ -14,10 +14,12 @@ from carriers.errors import CarrierApiError, CarrierUnavailable
 from carriers.sinch.control import SinchControl
 from carriers.telnyx.control import TelnyxControl
 from carriers.twilio.control import TwilioControl
+from routing.destinations import check as check_destination
+from routing.destinations import class_price
 from routing.directory import DEFAULT_TENANT, Agent, Directory, Route, normalise_number
 from routing.errors import RouteRefused
 from routing.policy import Carrier, Decision, Health, Policy, Purpose, choose, route
-from voice.calls import CallStore, Reservation, new_call_id
+from voice.calls import CallStore, Reservation, carrier_time_limit, new_call_id
 
 log = logging.getLogger(__name__)
 Control = TwilioControl | TelnyxControl | SinchControl
@@ -143,7 +145,10 @@ class Telephony:
         """Call ``to`` from one of the tenant's numbers, through the carrier that holds it.
 
         With ``limits`` the call must first be admitted by the limiter (:class:`LimitExceeded`
-        otherwise); a call the carrier refuses gives its reservation back.
+        otherwise); a call the carrier refuses gives its reservation back. A destination of a
+        restricted class (premium rate, satellite, high-risk...) is refused
+        (:class:`DestinationRefused`) unless ``limits`` allows its class. The residency rule
+        applies to both numbers: the caller ID's carrier must be allowed to carry it too.
         """
         now = time.time()
         source = await self.directory.lookup(from_number)
@@ -155,22 +160,25 @@ class Telephony:
             )
         holder = Carrier(source.carrier)
         destination = normalise_number(to)
-        decision = route(
-            destination, Purpose.OUTBOUND, self.policy, self.health(now), now, holder=holder
-        )
+        allowed = limits.allowed_destinations if limits is not None else frozenset()
+        kind = check_destination(destination, allowed, self.policy.destinations).kind
+        health = self.health(now)
+        # A number rented before a territory joined the residency table may sit on a US carrier.
+        route(source.number, Purpose.OUTBOUND, self.policy, health, now, holder=holder)
+        decision = route(destination, Purpose.OUTBOUND, self.policy, health, now, holder=holder)
         control = self._control(holder)
         call_id = new_call_id()
         reservation = None
         if limits is not None and self.limiter is not None:
-            refused = await self.limiter.admit(tenant, call_id, limits, now)
+            rate = class_price(kind, self.limiter.cents_per_minute, self.policy.destinations)
+            refused = await self.limiter.admit(tenant, call_id, limits, now, rate)
             if refused is not None:
                 log.warning("outbound call refused by a limit", extra={"limit": refused.limit})
                 raise LimitExceeded(refused)
-            reservation = Reservation(
-                self.limiter.reserve_cents(), day(now), self.limiter.cents_per_minute
-            )
+            reservation = Reservation(self.limiter.reserve_cents(rate), day(now), rate)
+        metadata = decision.as_metadata() | {"destination": str(kind)}
         await self.calls.open_outbound(
-            source, destination, now, decision.as_metadata(), call_id=call_id,
+            source, destination, now, metadata, call_id=call_id,
             reservation=reservation,
         )  # fmt: skip
         try:
@@ -186,11 +194,15 @@ class Telephony:
     async def _dial(
         self, control: Control, holder: Carrier, source: str, destination: str, call_id: str
     ) -> str:
+        # The carrier's own hard limit, in case the platform cannot end the call itself.
+        limit = carrier_time_limit(self.settings.call_max_seconds)
         if isinstance(control, TwilioControl):
             # Twilio asks for the call's TwiML once answered: our stream, for this call id.
             answer = self.settings.public(f"/webhooks/twilio/outbound?call_id={call_id}")
             status = self.settings.public(STATUS_PATHS[holder])
-            return str(await control.place_call(source, destination, answer, status))
+            return str(await control.place_call(source, destination, answer, status, limit))
         # Telnyx and Sinch stream the answered call to us directly.
         media = self.settings.public_ws(MEDIA_PATHS[holder])
-        return str(await control.place_call(source, destination, media, {"call_id": call_id}))
+        return str(
+            await control.place_call(source, destination, media, {"call_id": call_id}, limit)
+        )

@@ -66,6 +66,8 @@ class System:
     url: str
     proc: subprocess.Popen[bytes]
     others: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    #: ``/metrics`` on the platform's metrics listener (BONMONIQ_METRICS_ADDR).
+    metrics_url: str = ""
 
     def stop(self) -> None:
         for p in (self.proc, *self.others):
@@ -92,7 +94,7 @@ def _wait(url: str, proc: subprocess.Popen[bytes], path: str, log: Path) -> None
 
 def start_ours(var: Path) -> System:
     """``bonmoniq serve --demo``, its own Redis and its own embedded LLM, logging at INFO."""
-    port, rport = free_port(), free_port()
+    port, rport, mport = free_port(), free_port(), free_port()
     redis = subprocess.Popen(
         [shutil.which("redis-server") or "redis-server", "--port", str(rport), "--save", "",
          "--appendonly", "no", "--dir", str(var)],
@@ -102,12 +104,13 @@ def start_ours(var: Path) -> System:
     env = {**os.environ, "BONMONIQ_PORT": str(port), "BONMONIQ_PUBLIC_URL": url,
            "BONMONIQ_REDIS_URL": f"redis://127.0.0.1:{rport}/0", "BONMONIQ_VAR_DIR": str(var),
            "BONMONIQ_TWILIO_ACCOUNT_SID": ACCOUNT_SID, "BONMONIQ_TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-           "BONMONIQ_LOG_LEVEL": "INFO"}  # fmt: skip
+           "BONMONIQ_LOG_LEVEL": "INFO",
+           "BONMONIQ_METRICS_ADDR": f"127.0.0.1:{mport}"}  # fmt: skip
     log = var / "serve.log"
     proc = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--demo"], cwd=REPO,
                             env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)  # fmt: skip
     _wait(url, proc, "/readyz", log)
-    return System("ours", url, proc, [redis])
+    return System("ours", url, proc, [redis], f"http://127.0.0.1:{mport}/metrics")
 
 
 def start_baseline(var: Path, llm_v1: str) -> System:
@@ -319,11 +322,11 @@ EARLY_WORK = ("bonmoniq_early_transcripts_total", "bonmoniq_speculative_answers_
 GAVE_WAY = ("bonmoniq_tts_gave_way_total ", "bonmoniq_tts_gave_way_seconds_total ")
 
 
-async def stages(url: str) -> dict[str, Any]:
+async def stages(metrics_url: str) -> dict[str, Any]:
     """Mean seconds per stage over the run, how often early work was used or thrown away, and
     how often (and how long) the rest of an answer waited for work a caller waited for."""
     async with httpx.AsyncClient() as c:
-        text = (await c.get(url + "/metrics")).text
+        text = (await c.get(metrics_url)).text
     sums: dict[str, float] = {}
     counts: dict[str, float] = {}
     outcomes: dict[str, int] = {}
@@ -389,7 +392,7 @@ async def run() -> dict[str, Any]:
             report[name] = s.report()
         if "ours" in sweeps:
             url = sweeps["ours"].system.url
-            report["ours"]["stages_s"] = await stages(url)
+            report["ours"]["stages_s"] = await stages(sweeps["ours"].system.metrics_url)
             report["ours"] |= await webhooks.run(url, ACCOUNT_SID, AUTH_TOKEN, NUMBER)
     report["logs"] = str(keep_logs(var))
     if "ours" not in report or "baseline" not in report:

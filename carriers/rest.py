@@ -36,15 +36,20 @@ class RestClient:
         try:
             r = await self._client.request(method, path, **kwargs)
         except httpx.HTTPError as e:
-            raise CarrierApiError(f"{self.carrier} API unreachable: {e}") from e
+            log.warning(
+                "carrier API unreachable",
+                extra={"carrier": self.carrier, "path": path, "error": f"{type(e).__name__}: {e}"},
+            )
+            raise CarrierApiError(f"{self.carrier} API unreachable") from e
         if r.status_code >= 400:
+            # The carrier's words go to the log only (its formatter masks phone numbers): they
+            # may echo what we sent, and mean nothing to our API's clients.
             log.warning(
                 "carrier API refused a request",
-                extra={"carrier": self.carrier, "status": r.status_code, "path": path},
-            )
-            raise CarrierApiError(
-                f"{self.carrier} API answered {r.status_code}: {r.text[:300]}", r.status_code
-            )
+                extra={"carrier": self.carrier, "status": r.status_code, "path": path,
+                       "body": r.text[:300]},
+            )  # fmt: skip
+            raise CarrierApiError(f"{self.carrier} API answered {r.status_code}", r.status_code)
         if not r.content:
             return None
         try:

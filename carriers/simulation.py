@@ -111,7 +111,10 @@ class Heard:
 
     audio: bytes = b""  # 16-bit PCM, 8 kHz
     clear: bool = False
-    reply: str | bytes | None = None  # what the carrier answers at once (Twilio's mark echo)
+    reply: str | bytes | None = None  # what the carrier answers at once
+    #: What the carrier answers once the audio received before this message has played (a
+    #: ``mark`` echo); on ``clear`` the audio is dropped and these are answered at once.
+    played_reply: str | bytes | None = None
 
 
 class Wire(Protocol):
@@ -167,6 +170,22 @@ class Conversation:
         self.last_agent_audio = 0.0
         self.t0 = result.started_at = time.monotonic()
         self._pending: TurnTiming | None = None
+        #: When the audio received so far will have played (the carrier plays in real time).
+        self.played_until = 0.0
+        self._echoes: dict[asyncio.Task[None], str | bytes] = {}
+
+    async def _echo_when_played(self, reply: str | bytes, at: float) -> None:
+        await asyncio.sleep(max(0.0, at - time.monotonic()))
+        with contextlib.suppress(websockets.ConnectionClosed):
+            await self.ws.send(reply)
+
+    async def _cleared(self) -> None:
+        """``clear``: playback stops, and pending acknowledgements are answered at once."""
+        self.played_until = 0.0
+        pending, self._echoes = self._echoes, {}
+        for task, reply in pending.items():
+            if task.cancel():
+                await self.ws.send(reply)
 
     async def _send_frame(self, pcm: bytes) -> None:
         await self.ws.send(self.wire.encode(pcm))
@@ -179,9 +198,16 @@ class Conversation:
                 await self.ws.send(heard.reply)
             if heard.clear:
                 self.result.clears += 1
+                await self._cleared()
+            if heard.played_reply is not None:
+                at = max(now, self.played_until)
+                task = asyncio.create_task(self._echo_when_played(heard.played_reply, at))
+                self._echoes[task] = heard.played_reply
+                task.add_done_callback(lambda t: self._echoes.pop(t, None))
             pcm = heard.audio
             if not pcm:
                 continue
+            self.played_until = max(now, self.played_until) + len(pcm) / (RATE * 2)
             # Keep the recording on the call's timeline: a pause on the line is silence.
             due = int((now - self.t0) * RATE) * 2 - len(pcm)
             if due > len(self.result.agent_audio) + RATE // 5:
@@ -280,3 +306,5 @@ class Conversation:
             receiver.cancel()
             with contextlib.suppress(asyncio.CancelledError, websockets.ConnectionClosed):
                 await receiver
+            for echo in list(self._echoes):
+                echo.cancel()

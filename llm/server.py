@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
@@ -22,6 +23,27 @@ from llm.endpoint import LLMEndpoint
 from llm.errors import LLMUnavailable
 
 log = logging.getLogger(__name__)
+
+
+#: What a child process inherits from the platform's environment: where programs, libraries
+#: and temporary files are, the locale, and thread and GPU placement. Nothing else:
+#: llama-cpp-python's server reads HOST, PORT, API_KEY, CONFIG_FILE and its model settings from
+#: the environment over its arguments, and container platforms set PORT and HOST for us.
+INHERITED_ENV = (
+    "PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "LC_CTYPE", "TZ",
+    "PYTHONPATH", "VIRTUAL_ENV", "LD_LIBRARY_PATH",
+    "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+    # OpenBLAS needs these on processors its older builds misdetect (wrong results or crashes).
+    "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
+    "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES",
+)  # fmt: skip
+
+
+def child_env(
+    settings: Mapping[str, str], parent: Mapping[str, str] = os.environ
+) -> dict[str, str]:
+    """A child's environment: ``INHERITED_ENV`` from ``parent``, and ``settings``."""
+    return {k: parent[k] for k in INHERITED_ENV if k in parent} | dict(settings)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -98,9 +120,14 @@ class EmbeddedLLMServer:
             "--interrupt_requests", "False",
         ]  # fmt: skip
         with self.log_path.open("ab") as out:
-            env = {**os.environ, "BONMONIQ_LLM_PROMPT_STATES_MB": str(self.prompt_states_mb)}
+            # Unbuffered: the log file gets each line as the server writes it.
+            own = {
+                "BONMONIQ_LLM_PROMPT_STATES_MB": str(self.prompt_states_mb),
+                "PYTHONUNBUFFERED": "1",
+            }
             if self.urgency_file is not None:
-                env["BONMONIQ_LLM_URGENCY_FILE"] = str(self.urgency_file)
+                own["BONMONIQ_LLM_URGENCY_FILE"] = str(self.urgency_file)
+            env = child_env(own)
             self._proc = subprocess.Popen(
                 cmd, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent
             )

@@ -16,6 +16,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from redis.asyncio import Redis
 
 from recordings.crypto import KEY_BYTES, Identity, new_key, unwrap, wrap
@@ -115,6 +117,11 @@ class KeyRing:
         """Wrap with ``master``; store in ``redis``."""
         self.redis = redis
         self._master = master
+
+    def derived(self, purpose: str) -> bytes:
+        """A 32-byte key for ``purpose`` derived from the master key (HKDF-SHA256), never stored."""
+        info = b"bonmoniq/derived/" + purpose.encode()
+        return HKDF(SHA256(), KEY_BYTES, salt=None, info=info).derive(self._master)
 
     async def _kek(self, tenant: str, version: int | None = None) -> tuple[int, bytes]:
         ring = keys.strs(await self.redis.hgetall(keys.kek(tenant)))

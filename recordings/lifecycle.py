@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
 import io
 import json
 import logging
@@ -24,12 +23,18 @@ from redis.asyncio import Redis
 from recordings.crypto import DecryptionError
 from recordings.keyring import NoTenantKey
 from recordings.objects import EncryptedObjects
+from recordings.subjects import PARTIES, PARTIES_KEY, Parties, ref_field
+from recordings.subjects import e164 as e164
+from recordings.subjects import subject_key as subject_key
+from recordings.subjects import subject_ref as subject_ref
 from recordings.transcripts import read_turns
 from routing import keys
 
 log = logging.getLogger(__name__)
 #: How many expired calls one sweep looks at, at most (the next sweep goes on).
 SWEEP_BATCH = 1000
+#: Fields of a call's hash that only serve sealing and matching its parties (not exported).
+_SEALING = frozenset({PARTIES_KEY, *map(ref_field, PARTIES)})
 
 
 @dataclass
@@ -38,11 +43,6 @@ class Erasure:
 
     erased: list[str] = field(default_factory=list)
     held: list[str] = field(default_factory=list)
-
-
-def subject_ref(tenant: str, number: str) -> str:
-    """How the audit log names a data subject: never the number itself."""
-    return "subject:" + hashlib.sha256(f"{tenant}|{number}".encode()).hexdigest()[:16]
 
 
 def wav(pcm: bytes, rate: int = 8000, channels: int = 2) -> bytes:
@@ -62,6 +62,11 @@ class Lifecycle:
     def __init__(self, redis: Redis, objects: EncryptedObjects) -> None:
         """Act on ``redis`` and ``objects``."""
         self.redis, self.objects = redis, objects
+        self.parties = Parties(objects.keyring)
+
+    def subject_ref(self, tenant: str, number: str) -> str:
+        """The keyed digest naming ``number`` in the tenant's audit log and stored responses."""
+        return self.parties.ref(tenant, number)
 
     async def call(self, call_id: str) -> dict[str, str]:
         """A call's record (empty if none)."""
@@ -110,14 +115,17 @@ class Lifecycle:
         return done
 
     async def calls_of(self, tenant: str, number: str | None = None) -> list[str]:
-        """The tenant's calls (involving ``number`` as either party), oldest first."""
+        """The tenant's calls (involving ``number`` as either party), oldest first.
+
+        A party is found by its keyed digest (:meth:`Parties.involves`), so whatever form a
+        carrier sent the number in; no sealed number is opened.
+        """
         out = []
         for call_id in map(str, await self.redis.zrange(keys.tenant_calls(tenant), 0, -1)):
             if number is None:
                 out.append(call_id)
                 continue
-            parties = await self.redis.hmget(keys.call(call_id), "from_number", "to_number")
-            if number in parties:
+            if self.parties.involves(await self.call(call_id), tenant, number):
                 out.append(call_id)
         return out
 
@@ -131,6 +139,9 @@ class Lifecycle:
                 record = await self.call(call_id)
                 if record.get("tenant") != tenant:
                     continue
+                # the subject's own numbers, opened; their digests and wrapped key stay out
+                parties = await self.parties.open(record)
+                record = {k: v for k, v in record.items() if k not in _SEALING} | parties
                 events = [
                     json.loads(e) for e in await self.redis.lrange(keys.call_events(call_id), 0, -1)
                 ]
@@ -166,19 +177,36 @@ class Lifecycle:
         return out.getvalue()
 
     async def erase_subject(self, tenant: str, number: str) -> Erasure:
-        """Erase every call of the tenant involving ``number`` (held calls are kept)."""
+        """Erase every call of the tenant involving ``number`` (held calls are kept).
+
+        Stored idempotent responses about the number go too, and Redis rewrites its
+        append-only file (:func:`compact`) so that the erased values leave the disk now.
+        """
         done = Erasure()
         for call_id in await self.calls_of(tenant, number):
             (done.erased if await self.erase_call(call_id) else done.held).append(call_id)
-        await self._forget_responses(tenant, number)
+        await self._forget_responses(tenant, self.subject_ref(tenant, number))
+        await compact(self.redis)
         return done
 
-    async def _forget_responses(self, tenant: str, needle: str | None) -> None:
-        """Drop stored idempotent responses of the tenant's keys (those naming ``needle``)."""
-        for key_id in map(str, await self.redis.smembers(keys.tenant_keys(tenant))):
-            async for slot in self.redis.scan_iter(match=f"idem:{key_id}:*", count=500):
-                body = await self.redis.hget(slot, "body")
-                if needle is None or (body and needle.encode() in bytes.fromhex(str(body))):
+    async def _forget_responses(self, tenant: str, ref: str | None) -> None:
+        """Drop the tenant's stored idempotent responses: those tagged ``ref``, or all (``None``).
+
+        The tenant's index (``keys.idempotency_index``) names each stored response and the
+        subjects it is about; the responses themselves are sealed and cannot be searched.
+        """
+        index = keys.idempotency_index(tenant)
+        tagged = keys.strs(await self.redis.hgetall(index))
+        doomed = [slot for slot, refs in tagged.items() if ref is None or ref in refs.split()]
+        if doomed:
+            async with self.redis.pipeline(transaction=True) as p:
+                p.delete(*doomed)
+                p.hdel(index, *doomed)
+                await p.execute()
+        if ref is None:
+            await self.redis.delete(index)
+            for key_id in map(str, await self.redis.smembers(keys.tenant_keys(tenant))):
+                async for slot in self.redis.scan_iter(match=f"idem:{key_id}:*", count=500):
                     await self.redis.delete(slot)
 
     async def offboard(self, tenant: str, export_dir: Path) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from recordings.crypto import DecryptionError, Identity, Opened, Sealer, open_segments
 from recordings.keyring import KeyRing, WrappedKey
 from recordings.storage import Appender, ObjectMissing, ObjectStorage
+from recordings.subjects import rewrap_parties
 from routing import keys
 
 #: Recorded audio: 16-bit little-endian PCM, 8 kHz, two channels (caller left, agent right).
@@ -162,8 +163,22 @@ class EncryptedObjects:
             p.srem(keys.tenant_objects(found.identity.tenant), object_id)
             await p.execute()
 
+    async def delete_identity(self, identity: Identity) -> int:
+        """Delete every object of ``identity`` (one call's recording or transcript); how many.
+
+        Found through the call's index, which is written before any content: this reaches an
+        object whose creation was interrupted before its writer was handed back.
+        """
+        found = [i for i in await self.of_call(identity.call, identity.kind)
+                 if i.identity == identity]  # fmt: skip
+        for info in found:
+            await self.delete(info.object_id)
+        return len(found)
+
     async def rotate_tenant_key(self, tenant: str) -> int:
         """New KEK for ``tenant``; every data key re-wrapped, no content touched; how many.
+
+        Objects' data keys and those of calls' sealed parties (:mod:`recordings.subjects`).
 
         Passes repeat until one finds nothing under an old KEK (an object created while the
         rotation started may have taken the old one); then the old KEKs are forgotten.
@@ -179,6 +194,8 @@ class EncryptedObjects:
                 rewrapped = await self.keyring.rewrap(found.identity, found.wrapped_key, new)
                 await self.redis.hset(keys.obj(found.object_id), "key", rewrapped.encode())
                 moved += 1
+            # the keys of calls' sealed parties are wrapped under the same KEK
+            moved += await rewrap_parties(self.redis, self.keyring, tenant, new)
             count += moved
             if moved == 0:
                 break

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import asdict, dataclass
 
@@ -20,32 +21,44 @@ class TurnRecord:
 
 
 class TranscriptLog:
-    """The call's turns, each sealed as one segment of an encrypted transcript."""
+    """The call's turns, each sealed as one segment of an encrypted transcript.
+
+    Writing and discarding take turns on one lock: a discard that arrives while a turn is being
+    written (the object being created, a segment being stored) waits for that write and then
+    deletes it, and no turn is written after a discard.
+    """
 
     def __init__(self, objects: EncryptedObjects, identity: Identity, expires_at: float) -> None:
         """Write as ``identity``."""
         self.objects, self.identity, self.expires_at = objects, identity, expires_at
         self.writer: ObjectWriter | None = None
         self.discarded = False
+        self._lock = asyncio.Lock()
 
     async def add(self, turn: TurnRecord) -> None:
         """Seal and store one turn (the object is created with the first)."""
-        if self.discarded:
-            return
-        if self.writer is None:
-            self.writer = await self.objects.create(self.identity, expires_at=repr(self.expires_at))
-        await self.writer.append(json.dumps(asdict(turn)).encode())
+        async with self._lock:
+            if self.discarded:
+                return
+            if self.writer is None:
+                self.writer = await self.objects.create(
+                    self.identity, expires_at=repr(self.expires_at)
+                )
+            await self.writer.append(json.dumps(asdict(turn)).encode())
 
     async def finish(self) -> None:
         """Finalize the transcript."""
-        if self.writer is not None and not self.discarded:
-            await self.writer.finalize()
+        async with self._lock:
+            if self.writer is not None and not self.discarded:
+                await self.writer.finalize()
 
     async def discard(self) -> None:
-        """Delete the transcript."""
-        self.discarded = True
-        if self.writer is not None:
-            await self.writer.discard()
+        """Delete the transcript, including what a write in progress is storing."""
+        self.discarded = True  # a write waiting for the lock stores nothing
+        async with self._lock:
+            if self.writer is not None:
+                self.writer.finished = True
+            await self.objects.delete_identity(self.identity)
 
 
 async def read_turns(objects: EncryptedObjects, call_id: str) -> tuple[list[TurnRecord], bool]:

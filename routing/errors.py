@@ -41,3 +41,9 @@ class RouteRefused(RoutingError):
     """No carrier may serve the number (fail closed)."""
 
     code = "route_refused"
+
+
+class DestinationRefused(RoutingError):
+    """The destination's class (premium, satellite, high-risk...) is not allowed for the tenant."""
+
+    code = "destination_refused"

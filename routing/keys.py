@@ -8,7 +8,7 @@ key                                              type    holds
 ``agentnames:{tenant}``                          hash    agent name -> agent id
 ``number:{e164}``                                hash    tenant, agent id, holding carrier
 ``numbers:{tenant}``                             set     the tenant's numbers
-``call:{call_id}``                               hash    one call: parties, agent, state
+``call:{call_id}``                               hash    one call: sealed parties, agent, state
 ``call:{call_id}:events``                        list    CallEvent JSON, in arrival order
 ``call:{call_id}:transcript``                    list    turns: role, text, at
 ``calls``                                        zset    call ids by creation time
@@ -24,7 +24,10 @@ key                                              type    holds
 ``limits:{tenant}:rate``                         zset    outbound call ids by placing time (60 s)
 ``limits:{tenant}:open``                         zset    open outbound call ids by latest end
 ``limits:{tenant}:spend:{day}``                  string  cents reserved/spent that UTC day
-``idem:{key_id}:{digest}:{key}``                 hash    an Idempotency-Key's first response
+``limits:{tenant}:writes``                       hash    configuration-write token bucket
+``limits:{tenant}:inbound``                      zset    inbound calls in progress by latest end
+``idem:{key_id}:{digest}:{key}``                 hash    an Idempotency-Key's first response, sealed
+``idems:{tenant}``                               hash    the tenant's stored responses -> subjects
 ``kek:{tenant}``                                 hash    the tenant's KEKs, wrapped (master key)
 ``obj:{object_id}``                              hash    an encrypted object: identity, wrapped DEK
 ``call:{call_id}:objects``                       set     the call's encrypted object ids
@@ -168,6 +171,21 @@ def limit_spend(tenant: str, day: str) -> str:
 def idempotency(scope: str, key: str) -> str:
     """The first response to a request with ``Idempotency-Key: key`` from credentials ``scope``."""
     return f"idem:{scope}:{key}"
+
+
+def idempotency_index(tenant: str) -> str:
+    """The tenant's stored responses (slot names), each mapped to the subjects it is about."""
+    return f"idems:{tenant}"
+
+
+def limit_writes(tenant: str) -> str:
+    """A tenant's configuration-write token bucket (tokens, time of the last write)."""
+    return f"limits:{tenant}:writes"
+
+
+def limit_inbound(tenant: str) -> str:
+    """A tenant's inbound calls in progress (``{carrier}:{carrier call id}``) by latest end."""
+    return f"limits:{tenant}:inbound"
 
 
 def kek(tenant: str) -> str:

@@ -1,8 +1,9 @@
 """Which carrier serves a number: a pure policy, ``route(number, purpose, policy, health, now)``.
 
-The DPA rule first: a number of an EU member state (EEA countries can be added) goes through the
-EU carrier (Sinch) only, and if that carrier is unavailable the request is refused: it is never
-re-routed through a US carrier. Other numbers follow the operator's policy (an order or weights
+The DPA rule first: a number of an EU member state (EEA countries can be added), or of a
+territory that is part of one (Réunion, Åland: ``territories.toml``), goes through the EU carrier
+(Sinch) only, and if that carrier is unavailable the request is refused: it is never re-routed
+through a US carrier. Other numbers follow the operator's policy (an order or weights
 per country) with failover to the next healthy carrier. Pure: no I/O, no clock (``now`` is passed).
 """
 
@@ -20,7 +21,9 @@ from typing import Any
 
 import phonenumbers
 
+from routing.destinations import DestinationTable, default_table
 from routing.errors import InvalidNumber, RouteRefused
+from routing.territories import member_state
 
 
 class Carrier(StrEnum):
@@ -71,6 +74,8 @@ class Policy:
     residency_carrier: Carrier = Carrier.SINCH
     default_order: tuple[Carrier, ...] = (Carrier.TWILIO, Carrier.TELNYX)
     countries: Mapping[str, CountryRule] = field(default_factory=dict)
+    #: Destination classes and prices of outbound calls (the operator's high-risk list).
+    destinations: DestinationTable = field(default_factory=default_table)
 
     def __post_init__(self) -> None:
         if self.residency_carrier in US_CARRIERS:
@@ -84,7 +89,8 @@ class Policy:
     def from_dict(cls, raw: Mapping[str, Any]) -> Policy:
         """Build from the documented JSON shape (see README, "Routing policy")."""
         extra = {c.upper() for c in raw.get("add_residency_countries", [])}
-        unknown = set(raw) - {"add_residency_countries", "default_order", "countries"}
+        known = {"add_residency_countries", "default_order", "countries", "high_risk_prefixes"}
+        unknown = set(raw) - known
         if unknown:
             raise ValueError(f"unknown routing policy keys: {sorted(unknown)}")
         countries = {
@@ -95,7 +101,18 @@ class Policy:
             for code, rule in raw.get("countries", {}).items()
         }
         order = tuple(Carrier(c) for c in raw.get("default_order", ["twilio", "telnyx"]))
-        return cls(EU27 | extra, Carrier.SINCH, order, countries)
+        destinations = default_table()
+        if "high_risk_prefixes" in raw:
+            destinations = destinations.with_prefixes(str(p) for p in raw["high_risk_prefixes"])
+        return cls(EU27 | extra, Carrier.SINCH, order, countries, destinations)
+
+    def resident(self, region: str) -> bool:
+        """Whether numbers of ``region`` fall under the residency rule.
+
+        By its own code, or by the member state it is part of (``RE`` is France).
+        """
+        region = region.upper()
+        return bool({region, member_state(region)} & self.residency_countries)
 
     @classmethod
     def load(cls, source: str | None) -> Policy:
@@ -155,9 +172,47 @@ def country_of(number: str) -> str:
         # main country of its calling code. For EU codes that is the member state, so an
         # unknown +33 number still goes through the EU carrier only.
         region = phonenumbers.region_code_for_country_code(parsed.country_code or 0)
-    if not region or region in ("ZZ", "001"):
+    if not region or region == "ZZ":
         raise InvalidNumber(f"{number!r} belongs to no country")
-    return str(region)
+    return str(region)  # "001": a non-geographic number (satellite, international network)
+
+
+@lru_cache(maxsize=65536)
+def regions_of(number: str) -> tuple[str, ...]:
+    """Every region whose numbering plan ``number`` is valid in (empty for an invalid number).
+
+    Several where territories share a calling code and ranges: +590 69x mobiles are numbers of
+    Guadeloupe, Saint-Barthélemy and Saint-Martin alike.
+    """
+    try:
+        parsed = phonenumbers.parse(number, None)
+    except phonenumbers.NumberParseException:
+        return ()
+    return tuple(
+        str(r)
+        for r in phonenumbers.region_codes_for_country_code(parsed.country_code or 0)
+        if phonenumbers.is_valid_number_for_region(parsed, r)
+    )
+
+
+def resident_region(number: str, country: str, policy: Policy) -> str | None:
+    """The region that puts ``number`` (of ``country``) under the residency rule, or ``None``.
+
+    ``country`` itself, or any other region the number is also valid in: where the numbering
+    plan cannot tell an EU territory from a non-EU one (Saint-Martin and Saint-Barthélemy share
+    ranges), the number is treated as EU (fail closed).
+    """
+    if policy.resident(country):
+        return country
+    return next((r for r in regions_of(number) if policy.resident(r)), None)
+
+
+def _where(country: str, via: str | None = None) -> str:
+    """``FR``; ``RE, part of FR`` for a territory; ``BL, a range shared with MF, part of FR``."""
+    if via and via != country:
+        return f"{country}, a range shared with {_where(via)}"
+    state = member_state(country)
+    return country if state == country else f"{country}, part of {state}"
 
 
 def _weighted_order(number: str, weights: Mapping[Carrier, float]) -> list[Carrier]:
@@ -187,14 +242,15 @@ def route(
     is refused. Provisioning chooses among the carriers.
     """
     country = country_of(number)
-    resident = country in policy.residency_countries
+    via = resident_region(number, country, policy)
+    resident = via is not None
     region = "eu" if resident else "international"
     if purpose in (Purpose.INBOUND, Purpose.OUTBOUND):
         if holder is None:
             raise ValueError(f"an {purpose} route needs the carrier holding our number")
         if resident and holder != policy.residency_carrier:
             raise RouteRefused(
-                f"{country} is an EU/EEA number: it may only be carried by "
+                f"{_where(country, via)} is an EU/EEA number: it may only be carried by "
                 f"{policy.residency_carrier}, not {holder}"
             )
         # An inbound call proves its carrier works: only configuration and the register count.
@@ -206,8 +262,10 @@ def route(
         what = "caller ID" if purpose == Purpose.OUTBOUND else "called number"
         reason = f"{purpose} through {holder}, which holds the {what}"
         if resident:
-            reason += f"; EU/EEA number ({country}): EU carrier only"
+            reason += f"; EU/EEA number ({_where(country, via)}): EU carrier only"
         return Decision(holder, region, country, reason)
+    if via is not None and via != country:
+        return _resident_choice(country, via, policy, health, now)
     return choose(country, number, policy, health, now)
 
 
@@ -217,14 +275,8 @@ def choose(country: str, key: str, policy: Policy, health: Health, now: float) -
     Used directly when searching numbers of a country, before any number exists.
     """
     country = country.upper()
-    if country in policy.residency_countries:
-        carrier = policy.residency_carrier
-        if not health.usable(carrier, now):
-            raise RouteRefused(
-                f"{country} is an EU/EEA country and {carrier} (the only EU carrier) is "
-                "unavailable; refused rather than routed through a US carrier"
-            )
-        return Decision(carrier, "eu", country, f"EU/EEA number ({country}): EU carrier only")
+    if policy.resident(country):
+        return _resident_choice(country, country, policy, health, now)
     region = "international"
     rule = policy.countries.get(country)
     if rule and rule.weights:
@@ -238,3 +290,17 @@ def choose(country: str, key: str, policy: Policy, health: Health, now: float) -
             failover = f", failover from {', '.join(candidates[:rank])}" if rank else ""
             return Decision(carrier, region, country, f"{how}{failover}")
     raise RouteRefused(f"no usable carrier for {country} among {', '.join(candidates)}")
+
+
+def _resident_choice(
+    country: str, via: str, policy: Policy, health: Health, now: float
+) -> Decision:
+    """The EU carrier for a number under the residency rule, or :class:`RouteRefused`."""
+    carrier = policy.residency_carrier
+    where = _where(country, via)
+    if not health.usable(carrier, now):
+        raise RouteRefused(
+            f"{where} is an EU/EEA country and {carrier} (the only EU carrier) "
+            "is unavailable; refused rather than routed through a US carrier"
+        )
+    return Decision(carrier, "eu", country, f"EU/EEA number ({where}): EU carrier only")

@@ -26,6 +26,7 @@ from recordings.keyring import KeyRing
 from recordings.objects import EncryptedObjects
 from recordings.storage import LocalStorage
 from recordings.transcripts import TranscriptLog, TurnRecord
+from tests import privacy
 from voice.calls import CallStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,12 +57,37 @@ __all__ = [
     "MASTER_KEY",
     "call_store",
     "encrypted_store",
+    "sealing_calls",
     "write_transcript",
     "free_port",
     "start_redis",
     "start_server",
     "stop_server",
 ]
+
+
+privacy.install_httpx_hook()
+
+
+@pytest.fixture(autouse=True)
+def nothing_in_clear() -> Iterator[None]:
+    """After each test: no secret, transcript words or stray phone number in Redis or logs.
+
+    Every POST to ``/v1/`` carries an ``Idempotency-Key`` (tests/privacy.py), so each stored
+    response is scanned too; what the session sent and was issued is searched for, with
+    patterns of each kind.
+    """
+    yield
+    found = privacy.WATCH.findings()
+    assert not found, "in clear:\n" + "\n".join(map(str, found[:40]))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A last scan, of what the session's teardown wrote (a server's last log lines)."""
+    found = privacy.WATCH.findings()
+    if found:
+        print("\nin clear after the session:\n" + "\n".join(map(str, found[:40])))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def start_redis(data: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -73,6 +99,8 @@ def start_redis(data: Path) -> tuple[subprocess.Popen[bytes], str]:
            "--save", "", "--appendonly", "yes"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
     url = f"redis://127.0.0.1:{port}/0"
+    privacy.REDIS_DIRS.append(data)  # scanned after each test (tests/privacy.py)
+    privacy.REDIS_URLS.append(url)
     client = sync_redis.Redis.from_url(url)
     for _ in range(200):
         try:
@@ -111,6 +139,12 @@ class LiveServer:
     sinch_api_port: int = 0
     sinch_numbers_port: int = 0
     twilio_api_port: int = 0
+    metrics_port: int = 0
+
+    @property
+    def metrics_url(self) -> str:
+        """The metrics listener's ``/metrics`` (not on the public listener)."""
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def tail(self, lines: int = 40) -> str:
         """The end of the platform's log, for an assertion's message."""
@@ -121,9 +155,11 @@ def start_server(redis_url: str, var: Path, ready: str = "/readyz", **env: str) 
     """`bonmoniq serve` as a child process on a free port; returns once ``ready`` answers 200."""
     port, telnyx_port, sinch_port = free_port(), free_port(), free_port()
     sinch_numbers_port, twilio_port = free_port(), free_port()
+    metrics_port = free_port()
     full_env = {
         **os.environ,
         "BONMONIQ_PORT": str(port),
+        "BONMONIQ_METRICS_ADDR": f"127.0.0.1:{metrics_port}",
         "BONMONIQ_PUBLIC_URL": f"http://127.0.0.1:{port}",
         "BONMONIQ_REDIS_URL": redis_url,
         "BONMONIQ_VAR_DIR": str(var),
@@ -147,9 +183,15 @@ def start_server(redis_url: str, var: Path, ready: str = "/readyz", **env: str) 
         "BONMONIQ_MASTER_KEY": base64.b64encode(MASTER_KEY).decode(),
         # Tests reach unreachable carrier APIs on purpose; a failed carrier is back soon.
         "BONMONIQ_CARRIER_DOWN_SECONDS": "2",
+        # The shared server serves many tests' tenants and calls in quick succession: its
+        # write and call caps are out of the way (tests/api/test_capacity.py sets its own).
+        "BONMONIQ_CONFIG_WRITES_PER_MINUTE": "100000",
+        "BONMONIQ_MAX_CALLS": "1000",
+        "BONMONIQ_INBOUND_CONCURRENT_CALLS": "1000",
         **env,
     }
     log = var / "serve.log"
+    privacy.LOGS.append(log)
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "api.cli", "serve"],
@@ -173,6 +215,7 @@ def start_server(redis_url: str, var: Path, ready: str = "/readyz", **env: str) 
                     sinch_port,
                     sinch_numbers_port,
                     twilio_port,
+                    metrics_port,
                 )
         except httpx.HTTPError:
             pass
@@ -193,12 +236,19 @@ def call_store(server: LiveServer, client: Redis) -> CallStore:
     return CallStore(client, encrypted_store(server, client))
 
 
+def sealing_calls(client: Redis) -> CallStore:
+    """A call store with the session's master key: it seals and opens calls' parties."""
+    return CallStore(client, keyring=KeyRing(client, MASTER_KEY))
+
+
 async def write_transcript(
     objects: EncryptedObjects, tenant: str, call_id: str, turns: list[tuple[str, str, float]]
 ) -> None:
     """Seed an encrypted transcript as a call would have written it."""
     log = TranscriptLog(objects, Identity(tenant, call_id, "transcript"), 1e12)
     for role, text, at in turns:
+        if len(text) >= 10:  # words distinctive enough to search the session's files for
+            privacy.SEEN.words.add(text)
         await log.add(TurnRecord(role, text, at))
     await log.finish()
 

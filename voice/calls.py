@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import secrets
 from collections.abc import Mapping
@@ -12,11 +13,15 @@ from typing import Any, NamedTuple
 from redis.asyncio import Redis
 
 from carriers.base import InboundCall, StatusUpdate
+from recordings.keyring import KeyRing
 from recordings.objects import EncryptedObjects
+from recordings.subjects import PARTIES, SEALED, UNREADABLE, Parties
 from recordings.transcripts import read_turns
 from routing import keys
 from routing.directory import MAX_RETENTION_DAYS, Route
 from voice.events import CallEvent, CallEventType
+
+log = logging.getLogger(__name__)
 
 #: Progress of a call; a state only ever moves to a higher rank (status callbacks arrive
 #: out of order, and a late "ringing" must not resurrect a completed call).
@@ -58,6 +63,8 @@ if not cur then return 0 end
 local ranks = cjson.decode(ARGV[3])
 if (ranks[ARGV[1]] or -1) > (ranks[cur] or -1) then
   redis.call('HSET', KEYS[1], 'state', ARGV[1], 'updated_at', ARGV[2])
+  -- when the call was answered: the platform's own measure of its length
+  if ARGV[1] == 'in-progress' then redis.call('HSETNX', KEYS[1], 'answered_at', ARGV[2]) end
   return 1
 end
 return 0
@@ -69,13 +76,23 @@ _SETTLE = """
 if redis.call('HSETNX', KEYS[1], 'settled_at', ARGV[1]) == 0 then return -1 end
 redis.call('ZREM', KEYS[2], ARGV[2])
 local reserved = tonumber(redis.call('HGET', KEYS[1], 'reserved_cents') or '0')
-local used = math.min(reserved, tonumber(ARGV[3]))
+local used = tonumber(ARGV[3])
 redis.call('HSET', KEYS[1], 'cost_cents', used)
-if reserved > used and redis.call('EXISTS', KEYS[3]) == 1 then
-  redis.call('DECRBY', KEYS[3], reserved - used)
+-- The day's counter holds the reservation: it becomes what the call cost, above the
+-- reservation too. A counter that expired belongs to a day long over.
+if used ~= reserved and redis.call('EXISTS', KEYS[3]) == 1 then
+  redis.call('INCRBY', KEYS[3], used - reserved)
 end
 return used
 """
+#: Seconds a carrier's own time limit leaves after the platform's maximum call length: time
+#: for the closing phrase and the hang-up. The carrier cuts a call only if the platform did not.
+HANGUP_GRACE_S = 30
+
+
+def carrier_time_limit(max_seconds: int) -> int:
+    """The hard limit a carrier is given for a call whose platform maximum is ``max_seconds``."""
+    return max_seconds + HANGUP_GRACE_S
 
 
 def expiry(created_at: float, retention_days: int | None) -> float:
@@ -107,7 +124,7 @@ class Reservation:
 
 @dataclass(frozen=True)
 class CallRecord:
-    """What the platform knows about one call."""
+    """What the platform knows about one call (its parties' numbers opened)."""
 
     call_id: str
     carrier: str
@@ -122,6 +139,8 @@ class CallRecord:
     updated_at: float
     agent_name: str = ""
     routing: Mapping[str, str] | None = None
+    from_ref: str = ""  # keyed digests of the parties (recordings.subjects.subject_ref)
+    to_ref: str = ""
 
     @classmethod
     def from_redis(cls, raw: dict[str, str]) -> CallRecord:
@@ -166,8 +185,12 @@ def _inbound_record(
     routing: Mapping[str, str] | None,
     refusal: str | None,
     early: str,
+    parties: Mapping[str, str],
 ) -> tuple[dict[str, str], CallEvent]:
-    """A new inbound call's hash and first event (``early``: a final status heard before it)."""
+    """A new inbound call's hash and first event (``early``: a final status heard before it).
+
+    ``parties`` are the parties' fields as stored: sealed, with their digests.
+    """
     state = "ringing" if route and not refusal else "rejected"
     if STATE_RANK.get(early, 0) >= 3:
         state = early
@@ -178,8 +201,7 @@ def _inbound_record(
         "tenant": route.tenant if route else "",
         "agent": route.agent.agent_id if route else "",
         "agent_name": route.agent.name if route else "",
-        "from_number": inbound.from_number,
-        "to_number": inbound.to_number,
+        **parties,
         "direction": "inbound",
         "state": state,
         "created_at": str(now),
@@ -188,7 +210,7 @@ def _inbound_record(
     }
     record.update({f"routing_{k}": v for k, v in (routing or {}).items()})
     answered = state == "ringing"
-    data: dict[str, Any] = {"carrier": inbound.carrier, "to": inbound.to_number}
+    data: dict[str, Any] = {"carrier": inbound.carrier, "to": parties["to_ref"]}
     if routing:
         data["routing"] = dict(routing)
     if not answered:
@@ -202,10 +224,23 @@ def _inbound_record(
 class CallStore:
     """Reads and writes calls; every multi-key write is one MULTI/EXEC."""
 
-    def __init__(self, redis: Redis, objects: EncryptedObjects | None = None) -> None:
-        """Use ``redis`` (decode_responses=True); transcripts are read from ``objects``."""
+    def __init__(
+        self,
+        redis: Redis,
+        objects: EncryptedObjects | None = None,
+        *,
+        keyring: KeyRing | None = None,
+    ) -> None:
+        """Use ``redis`` (decode_responses=True); transcripts are read from ``objects``.
+
+        Calls' parties are sealed and opened with ``keyring`` (by default that of ``objects``);
+        a store with neither reads them as :data:`~recordings.subjects.UNREADABLE` and cannot
+        record a call.
+        """
         self.redis = redis
         self.objects = objects
+        ring = keyring or (objects.keyring if objects is not None else None)
+        self.parties = Parties(ring) if ring is not None else None
         self._advance = redis.register_script(_ADVANCE)
         self._open = redis.register_script(_OPEN)
         self._settle = redis.register_script(_SETTLE)
@@ -227,12 +262,16 @@ class CallStore:
         call_id = new_call_id()
         mapping = keys.carrier_call(inbound.carrier, inbound.carrier_call_id)
         index = [keys.tenant_calls(route.tenant)] if route else []
+        parties = await self._seal(route.tenant if route else "", call_id, inbound.from_number,
+                                   inbound.to_number)  # fmt: skip
         # One script: a concurrent repeat either creates the call or sees it complete. It reads
         # the early status too: when there is one the record did not account for, it creates
         # nothing and says which, and the record is made again (rare: one more round trip).
         early = ""
         while True:
-            record, event = _inbound_record(call_id, inbound, route, now, routing, refusal, early)
+            record, event = _inbound_record(
+                call_id, inbound, route, now, routing, refusal, early, parties
+            )
             got, created, current = await self._open(
                 keys=[mapping, keys.call(call_id), keys.CALLS, keys.call_events(call_id),
                       keys.RETENTION, keys.early_status(inbound.carrier, inbound.carrier_call_id),
@@ -261,6 +300,7 @@ class CallStore:
         """
         call_id = call_id or new_call_id()
         held = reservation.as_fields() if reservation else {}
+        parties = await self._seal(source.tenant, call_id, source.number, destination)
         record = {
             "call_id": call_id,
             "carrier": routing["carrier"],
@@ -268,8 +308,7 @@ class CallStore:
             "tenant": source.tenant,
             "agent": source.agent.agent_id,
             "agent_name": source.agent.name,
-            "from_number": source.number,
-            "to_number": destination,
+            **parties,
             "direction": "outbound",
             "state": "queued",
             "created_at": str(now),
@@ -278,9 +317,8 @@ class CallStore:
             **{f"routing_{k}": v for k, v in routing.items()},
             **held,
         }
-        event = CallEvent(
-            CallEventType.OUTBOUND, call_id, now, {"to": destination, "routing": dict(routing)}
-        )
+        data = {"to": parties["to_ref"], "routing": dict(routing)}
+        event = CallEvent(CallEventType.OUTBOUND, call_id, now, data)
         async with self.redis.pipeline(transaction=True) as p:
             p.hset(keys.call(call_id), mapping=keys.fields(record))
             p.zadd(keys.CALLS, {call_id: now})
@@ -307,9 +345,29 @@ class CallStore:
             await p.execute()
 
     async def get(self, call_id: str) -> CallRecord | None:
-        """A call's record, or ``None``."""
+        """A call's record with its parties opened, or ``None``."""
         raw = keys.strs(await self.redis.hgetall(keys.call(call_id)))
-        return CallRecord.from_redis(raw) if raw else None
+        if not raw:
+            return None
+        if self.parties is not None:
+            raw |= await self.parties.open(raw)
+        else:
+            raw |= {f: UNREADABLE for f in PARTIES if raw.get(f, "").startswith(SEALED)}
+        return CallRecord.from_redis(raw)
+
+    def involves(self, record: CallRecord, number: str) -> bool:
+        """Whether ``number`` (in any form) is a party of ``record``, matched by digest."""
+        if self.parties is None:
+            raise RuntimeError("this call store has no key ring to digest numbers with")
+        fields = {"from_ref": record.from_ref, "to_ref": record.to_ref,
+                  "from_number": record.from_number, "to_number": record.to_number}  # fmt: skip
+        return self.parties.involves(fields, record.tenant, number)
+
+    async def _seal(self, tenant: str, call_id: str, from_: str, to: str) -> dict[str, str]:
+        """The parties' fields of a new call: sealed under the tenant's key, with digests."""
+        if self.parties is None:
+            raise RuntimeError("this call store has no key ring: it cannot record a call's parties")
+        return await self.parties.seal(tenant, call_id, {"from_number": from_, "to_number": to})
 
     async def by_carrier_id(self, carrier: str, carrier_call_id: str) -> str | None:
         """Our call id for a carrier's call id."""
@@ -385,19 +443,31 @@ class CallStore:
         return call_id
 
     async def settle(self, call_id: str, now: float, duration_s: float | None) -> int | None:
-        """Charge a finished outbound call and give back the rest of its reservation (once).
+        """Charge a finished outbound call what it used, against its reservation (once).
 
         ``duration_s`` is the carrier's billed duration; ``None`` when it did not say (the
-        time since the call was placed is charged then). Returns the cost in cents, or
-        ``None`` if the call held no reservation or was settled already.
+        time since the call was answered is charged then, or since it was placed). The cost
+        replaces the reservation in the day's spend: less gives the rest back, more is added,
+        so the next admission sees it. Returns the cost in cents, or ``None`` if the call
+        held no reservation or was settled already.
         """
         raw = keys.strs(await self.redis.hgetall(keys.call(call_id)))
         if not raw.get("reserved_cents"):
             return None
         if duration_s is None:
-            duration_s = max(0.0, now - float(raw["created_at"]))
+            since = raw.get("answered_at") or raw["created_at"]
+            duration_s = max(0.0, now - float(since))
         rate = int(raw.get("cents_per_minute") or 0)
         used = rate * math.ceil(duration_s / 60)
+        if used > int(raw["reserved_cents"]):
+            log.warning(
+                "call cost more than its reservation",
+                extra={
+                    "call_id": call_id,
+                    "cost_cents": used,
+                    "reserved_cents": raw["reserved_cents"],
+                },
+            )
         got = await self._settle(
             keys=[
                 keys.call(call_id),

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -135,6 +136,64 @@ class Urgency:
             return len(self._running)
 
 
+#: Default budget of the phrase cache: about 35 minutes of 8 kHz speech, a few hundred
+#: agents' announcements and greetings (BONMONIQ_PHRASE_CACHE_MB).
+PHRASE_CACHE_BYTES = 64 * 1024 * 1024
+
+
+class PhraseCache:
+    """Synthesized fixed phrases within a byte budget, the least recently used dropped first.
+
+    Any agent create or update adds phrases; the budget bounds what they can take of the
+    process's memory. A phrase larger than the whole budget is not kept. Thread-safe.
+    """
+
+    def __init__(self, max_bytes: int = PHRASE_CACHE_BYTES) -> None:
+        """Keep at most ``max_bytes`` of audio (0: keep nothing)."""
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, int]) -> bytes | None:
+        """The audio of ``key`` (marked as just used), or ``None``."""
+        with self._lock:
+            pcm = self._items.get(key)
+            if pcm is not None:
+                self._items.move_to_end(key)
+            return pcm
+
+    def put(self, key: tuple[str, int], pcm: bytes) -> None:
+        """Keep ``pcm`` under ``key``, dropping the least recently used to stay in budget."""
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._bytes -= len(old)
+            if len(pcm) > self.max_bytes:
+                return
+            self._items[key] = pcm
+            self._bytes += len(pcm)
+            while self._bytes > self.max_bytes:
+                _, dropped = self._items.popitem(last=False)
+                self._bytes -= len(dropped)
+
+    @property
+    def bytes(self) -> int:
+        """Bytes of audio kept now."""
+        with self._lock:
+            return self._bytes
+
+    def __contains__(self, key: object) -> bool:
+        """Whether ``key`` is kept (does not count as a use)."""
+        with self._lock:
+            return key in self._items
+
+    def __len__(self) -> int:
+        """How many phrases are kept."""
+        with self._lock:
+            return len(self._items)
+
+
 @dataclass
 class Engines:
     """Whisper, Piper and Silero sessions plus the LLM endpoint, shared by all calls.
@@ -148,8 +207,8 @@ class Engines:
     voice_name: str
     silero: onnxruntime.InferenceSession
     llm: LLMEndpoint
-    _phrases: dict[tuple[str, int], bytes] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Synthesized fixed phrases, within a byte budget (least recently used dropped first).
+    phrases: PhraseCache = field(default_factory=PhraseCache)
     _pending: dict[tuple[str, int], asyncio.Future[bytes]] = field(default_factory=dict)
     #: The models that have run once since loading (see :meth:`warm_up`).
     warmed: set[str] = field(default_factory=set)
@@ -164,10 +223,12 @@ class Engines:
         cpu_threads: int = 2,
         device: str = "cpu",
         board: UrgencyBoard | None = None,
+        phrase_cache_bytes: int = PHRASE_CACHE_BYTES,
     ) -> Engines:
         """Load the verified STT and TTS models and the VAD (``device``: cpu, or cuda on GPU).
 
-        ``board``: where the embedded LLM server reads how much urgent work runs.
+        ``board``: where the embedded LLM server reads how much urgent work runs;
+        ``phrase_cache_bytes``: the budget of the fixed phrases' audio.
         """
         t0 = time.monotonic()
         stt, tts = models[Role.STT], models[Role.TTS]
@@ -184,7 +245,8 @@ class Engines:
         silero = onnxruntime.InferenceSession(
             str(silero_model_path()), providers=["CPUExecutionProvider"], sess_options=opts
         )
-        engines = cls(whisper, piper, tts.spec.name, silero, llm, urgency=Urgency(board))
+        engines = cls(whisper, piper, tts.spec.name, silero, llm, urgency=Urgency(board),
+                      phrases=PhraseCache(phrase_cache_bytes))  # fmt: skip
         engines.warm_up()
         log.info("speech models loaded", extra={"seconds": round(time.monotonic() - t0, 2)})
         return engines
@@ -216,15 +278,16 @@ class Engines:
         return synthesize(self.piper, text, rate)
 
     def cached(self, text: str, rate: int = PHONE_RATE) -> bytes | None:
-        """The cached audio of a fixed phrase, if it was synthesized before."""
-        return self._phrases.get((text, rate))
+        """The cached audio of a fixed phrase, if it was synthesized before and is still kept."""
+        return self.phrases.get((text, rate))
 
     async def phrase(self, text: str, rate: int = PHONE_RATE) -> bytes:
-        """Audio of a fixed phrase (announcement, greeting, farewell): synthesized once.
+        """Audio of a fixed phrase (announcement, greeting, farewell), cached within a budget.
 
-        Concurrent requests for a phrase being synthesized wait for that one synthesis.
+        Concurrent requests for a phrase being synthesized wait for that one synthesis; a phrase
+        dropped from the cache is synthesized again when it is next needed.
         """
-        hit = self._phrases.get((text, rate))
+        hit = self.phrases.get((text, rate))
         if hit is not None:
             return hit
         pending = self._pending.get((text, rate))
@@ -236,6 +299,5 @@ class Engines:
         finally:
             if pending.done():
                 self._pending.pop((text, rate), None)
-        with self._lock:
-            self._phrases[(text, rate)] = pcm
+        self.phrases.put((text, rate), pcm)
         return pcm

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Awaitable, Callable
 
 from pipecat.frames.frames import (
-    BotStoppedSpeakingFrame,
+    BotStartedSpeakingFrame,
     Frame,
     StartFrame,
     TranscriptionFrame,
@@ -16,11 +17,15 @@ from pipecat.frames.frames import (
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
+from carriers.playback import PlaybackMarkFrame
+
 #: What a caller or agent says to end a call.
 CLOSING_PHRASE = re.compile(
     r"\b(good[\s-]?bye|bye[\s-]?bye|bye|hang up now|that'?s all,? thanks?)\b", re.IGNORECASE
 )
 _CHUNK_MS = 20
+#: The playback mark that follows the announcement's audio.
+ANNOUNCEMENT_MARK = "announcement"
 
 
 def is_closing(text: str) -> bool:
@@ -29,11 +34,14 @@ def is_closing(text: str) -> bool:
 
 
 class Announcer(FrameProcessor):
-    """Plays the announcement before anything else and reports when it has played.
+    """Plays the announcement before anything else and reports when it starts leaving.
 
-    Sits between TTS and the output transport. "Played" is the output transport's
-    ``BotStoppedSpeakingFrame`` after the last announcement chunk: measured where the audio
-    leaves for the caller, not assumed from the length of the clip.
+    Sits between TTS and the output transport. The announcement's audio is followed by a
+    playback mark (:mod:`carriers.playback`), which a carrier that acknowledges playback sends
+    back once the caller has heard it all. The output transport's ``BotStartedSpeakingFrame``
+    tells when the first chunk left: ``on_sending(at)`` (``time.monotonic()``), from which
+    the audio cannot have played before ``at + duration_s``. The output transport sends ahead
+    of real time, so the last chunk leaving says nothing about what the caller has heard.
     """
 
     def __init__(
@@ -41,21 +49,44 @@ class Announcer(FrameProcessor):
         audio: bytes,
         sample_rate: int,
         on_started: Callable[[], Awaitable[None]],
-        on_played: Callable[[], Awaitable[None]],
+        on_sending: Callable[[float], Awaitable[None]],
     ) -> None:
-        """Announce ``audio`` (16-bit mono PCM at ``sample_rate``)."""
+        """Announce ``audio`` (16-bit mono PCM at ``sample_rate``; set later if empty)."""
         super().__init__()
         self._audio = audio
         self._rate = sample_rate
         self._on_started = on_started
-        self._on_played = on_played
+        self._on_sending = on_sending
         self._playing = False
 
+    @property
+    def audio(self) -> bytes:
+        """The announcement's audio (empty until set)."""
+        return self._audio
+
+    @audio.setter
+    def audio(self, pcm: bytes) -> None:
+        """Set the audio before the pipeline starts; an empty announcement is refused."""
+        if not pcm:
+            raise ValueError("an announcement must have audio")
+        self._audio = pcm
+
+    @property
+    def duration_s(self) -> float:
+        """How long the announcement takes to play."""
+        return len(self._audio) / (self._rate * 2)
+
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        """Start the announcement after StartFrame; watch for its end."""
+        """Start the announcement after StartFrame; watch for its first chunk leaving.
+
+        Without audio the announcement never starts, so the consent gate never opens, and
+        the call ends with an apology (an error): no call goes on without its announcement.
+        """
         await super().process_frame(frame, direction)
         await self.push_frame(frame, direction)
-        if isinstance(frame, StartFrame):
+        if isinstance(frame, StartFrame) and not self._audio:
+            await self.push_error("the announcement has no audio")
+        elif isinstance(frame, StartFrame):
             self._playing = True
             await self._on_started()
             # Framed as TTS output so the transport reports bot speech for it; it carries no
@@ -67,9 +98,11 @@ class Announcer(FrameProcessor):
                 chunk = self._audio[i : i + step]
                 await self.push_frame(TTSAudioRawFrame(chunk, self._rate, 1, context_id=context_id))
             await self.push_frame(TTSStoppedFrame(context_id=context_id))
-        elif isinstance(frame, BotStoppedSpeakingFrame) and self._playing:
+            # After TTSStoppedFrame, which flushes the transport's last partial chunk.
+            await self.push_frame(PlaybackMarkFrame(message=ANNOUNCEMENT_MARK))
+        elif isinstance(frame, BotStartedSpeakingFrame) and self._playing:
             self._playing = False
-            await self._on_played()
+            await self._on_sending(time.monotonic())
 
 
 class ClosingPhrases(FrameProcessor):

@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +39,7 @@ from pipecat.utils.time import time_now_iso8601
 from llm.scheduler import CLAUSE_ENDS
 from voice.engines import Engines
 from voice.metrics import EARLY_TRANSCRIPTS, TurnTimeline
+from voice.recorder import UnheardSpeechFrame
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,10 @@ def _without_restart(text: str, least: int = 3) -> str:
 
 
 SILENCE_LOGPROB = -1.0  # faster-whisper's log_prob_threshold
+#: Without a VAD to ask, a trimmed segment shorter than this holds no words worth a decode.
+MIN_HEARD_SEGMENT_S = 0.3
+#: VAD speech after the announcement's end shorter than this is the VAD's lag, not words.
+MIN_HEARD_SPEECH_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -180,6 +185,16 @@ class EarlySegment(bytes):
     started: float = 0.0
 
 
+class UnheardSegment(bytes):
+    """A segment the caller started before the announcement had played, kept in memory only.
+
+    Decoded for the objection check alone (:class:`~voice.recorder.UnheardSpeechFrame`), never
+    transcribed. ``result``: the early decode of the same audio, when there is one.
+    """
+
+    result: asyncio.Future[Any] | None = None
+
+
 class SharedWhisperSTT(WhisperSTTService):
     """Whisper STT on the shared model: language fixed, window trimmed to the utterance.
 
@@ -190,10 +205,22 @@ class SharedWhisperSTT(WhisperSTTService):
     """
 
     def __init__(
-        self, engines: Engines, language: str, vad: SharedSileroVAD | None = None, **kwargs: Any
+        self,
+        engines: Engines,
+        language: str,
+        vad: SharedSileroVAD | None = None,
+        heard_from: Callable[[], int | None] | None = None,
+        **kwargs: Any,
     ) -> None:
-        """Transcribe in ``language`` (an ISO 639-1 code) with the shared model."""
+        """Transcribe in ``language`` (an ISO 639-1 code) with the shared model.
+
+        With ``heard_from``, only the caller's audio from that byte of the stream on is
+        transcribed (``None``: nothing yet): what the caller said before the announcement had
+        played is never transcribed, even inside an utterance that goes on after it; it is
+        only checked for an objection, in memory (:class:`UnheardSegment`).
+        """
         self._shared_model = engines.whisper
+        self._heard_from = heard_from
         self._urgency = engines.urgency
         self._vad = vad
         self._language = language
@@ -256,9 +283,57 @@ class SharedWhisperSTT(WhisperSTTService):
             self._early = early
             early.started = time.monotonic()
 
+    def _keep_heard(self) -> bool:
+        """Cut the segment to the audio after the announcement played; False: nothing left.
+
+        The segment ends at the last byte received, so it starts ``len(buffer)`` bytes before.
+        A segment that starts before that point is also queued whole, in memory, as an
+        :class:`UnheardSegment`: the caller may object at any time, even during the
+        announcement, and its words are checked for an objection only.
+        """
+        if self._heard_from is None:
+            return True
+        heard = self._heard_from()
+        start = self._received - len(self._audio_buffer)
+        if heard is not None and heard <= start:
+            return True
+        early, self._early = self._early, None  # it decodes the uncut segment: not a transcript
+        unheard = UnheardSegment(bytes(self._audio_buffer) + self._trailing_silence())
+        if early is not None and not early.stale and self.is_usable:
+            unheard.result = early.result
+        elif early is not None:
+            early.stale = True
+        self._segment_queue.put_nowait(unheard)  # before the heard part: in the order said
+        if heard is None or heard >= self._received or not self._speech_after(heard):
+            self._audio_buffer.clear()
+            self._user_speaking = False
+            return False
+        cut = heard - start
+        del self._audio_buffer[: cut + cut % 2]
+        return True
+
+    def _speech_after(self, offset: int) -> bool:
+        """Whether the caller spoke after byte ``offset`` of the stream (up to now).
+
+        The VAD's speech runs on a little after the words end (it smooths the volume over a
+        few windows): a tail shorter than ``MIN_HEARD_SPEECH_S`` is that lag, not speech.
+        """
+        if self._vad is None:
+            return self._received - offset >= MIN_HEARD_SEGMENT_S * self.sample_rate * 2
+        speech = (VADState.STARTING, VADState.SPEAKING)
+        spoken, at, state = 0, offset, self._vad.state_at(offset)
+        for change, new in self._vad.changes(offset, self._received):
+            spoken += change - at if state in speech else 0
+            at, state = change, new
+        spoken += self._received - at if state in speech else 0
+        return spoken >= MIN_HEARD_SPEECH_S * self.sample_rate * 2
+
     async def _handle_user_stopped_speaking(self, frame: VADUserStoppedSpeakingFrame) -> None:
         """Queue the early decode when it covers the whole segment, else the segment."""
         self._follow_vad()  # the VAD has analyzed every frame received: its changes are known
+        if not self._keep_heard():
+            log.debug("utterance before the announcement had played: checked for objection only")
+            return
         early, self._early = self._early, None
         if early is None or early.stale or not self.is_usable:
             await super()._handle_user_stopped_speaking(frame)
@@ -280,22 +355,49 @@ class SharedWhisperSTT(WhisperSTTService):
         if not self._model:
             yield ErrorFrame("Whisper model not available")
             return
+        if isinstance(audio, UnheardSegment):
+            async for frame in self._unheard(audio):
+                yield frame
+            return
         await self.start_processing_metrics()
         if isinstance(audio, EarlySegment):
             segments = await audio.result
         else:
             segments = await asyncio.to_thread(self._transcribe, audio)
-        cut = getattr(self._settings, "no_speech_prob", None)  # pipecat's 0.4
-        cut = cut if isinstance(cut, float) else None
-        # One transcript per segment, trimmed: pipecat joins a turn's transcripts with a space.
-        text = " ".join(
-            s.text.strip() for s in segments if cut is None or s.no_speech_prob < cut
-        ).strip()
+        text = self._text(segments)
         await self.stop_processing_metrics()
         if text:
             language = Language(self._language)
             await self._handle_transcription(text, True, language)
             yield TranscriptionFrame(text, self._user_id, time_now_iso8601(), language)
+
+    async def _unheard(self, audio: UnheardSegment) -> AsyncGenerator[Frame, None]:
+        """What the caller said before the announcement had played, for the refusal check.
+
+        Not a transcription: no ``TranscriptionFrame``, no trace or metric of it; the
+        :class:`~voice.recorder.UnheardSpeechFrame` goes no further than the refusal check.
+        A failed decode is logged and the call goes on (DTMF 9 still objects).
+        """
+        try:
+            if audio.result is not None:
+                segments = await audio.result
+            else:
+                segments = await asyncio.to_thread(self._transcribe, bytes(audio))
+        except Exception:
+            log.exception("speech before the announcement had played could not be checked")
+            return
+        text = self._text(segments)
+        if text:
+            yield UnheardSpeechFrame(text=text)
+
+    def _text(self, segments: list[Any]) -> str:
+        """Whisper's segments as one text, without those that are likely silence."""
+        cut = getattr(self._settings, "no_speech_prob", None)  # pipecat's 0.4
+        cut = cut if isinstance(cut, float) else None
+        # One transcript per segment, trimmed: pipecat joins a turn's transcripts with a space.
+        return " ".join(
+            s.text.strip() for s in segments if cut is None or s.no_speech_prob < cut
+        ).strip()
 
 
 class FirstClauseAggregator(SimpleTextAggregator):

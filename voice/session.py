@@ -48,6 +48,7 @@ from pipecat.turns.user_stop import BaseUserTurnStopStrategy, SpeechTimeoutUserT
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from pipecat.workers.runner import WorkerRunner
 
+from carriers.playback import PlaybackAcks
 from llm.client import create_llm_service
 from recordings.crypto import Identity
 from recordings.objects import EncryptedObjects
@@ -57,7 +58,7 @@ from voice.calls import CallRecord, CallStore, Turn
 from voice.engines import PHONE_RATE, Engines
 from voice.events import CallEvent, CallEventType, current_call_id
 from voice.metrics import ACTIVE_CALLS, CALLS, TurnTimeline
-from voice.processors import Announcer, ClosingPhrases, is_closing
+from voice.processors import ANNOUNCEMENT_MARK, Announcer, ClosingPhrases, is_closing
 from voice.recorder import CallRecorder, ConsentGate, RefusalPhrases
 from voice.services import SharedPiperTTS, SharedSileroVAD, SharedWhisperSTT
 from voice.turns import SpeculativeTurnStop
@@ -69,7 +70,15 @@ STT_RATE = 16000
 FAREWELL = "Thank you for calling. Goodbye."
 APOLOGY = "I'm sorry, I'm having technical trouble and have to end this call. Goodbye."
 NOT_RECORDED = "Understood. This call is no longer recorded."
+TIME_UP = "We have reached the time limit for this call. Thank you for calling. Goodbye."
+#: After the closing phrase at the maximum length, how long the pipeline may take to say it
+#: and end on its own before it is cancelled (well inside the carrier's grace period).
+END_GRACE_S = 15.0
 _MAX_REJECTED_EVENTS = 20
+#: With a carrier that acknowledges playback, how long after the announcement could have
+#: played the gate still waits for the acknowledgement before it opens anyway (a lost mark
+#: must not hold the call; by then the carrier has played it, in real time).
+MARK_GRACE_S = 3.0
 #: How often a carrier that needs it hears that a silent call is still alive.
 KEEPALIVE_S = 10.0
 #: Servers with tool calling (vLLM with a tool parser) let the model hang up; servers without
@@ -107,7 +116,15 @@ class CallConfig:
     max_tokens: int = 60
     max_sentences: int = 2
     temperature: float = 0.3
+    #: A call ends politely after this long (outbound; inbound too unless set apart).
     max_seconds: int = 900
+    inbound_max_seconds: int | None = None
+
+    def max_seconds_of(self, direction: str) -> int:
+        """The maximum length of a call going ``direction`` ("inbound" or "outbound")."""
+        if direction == "inbound" and self.inbound_max_seconds is not None:
+            return self.inbound_max_seconds
+        return self.max_seconds
 
     def vad_params(self) -> VADParams:
         """The VAD's thresholds (pipecat's confidence 0.7; start, stop and volume tuned).
@@ -134,7 +151,8 @@ def system_prompt(agent: Agent) -> str:
 def fixed_phrases(agent: Agent) -> tuple[str, ...]:
     """What an agent may say without its LLM: announcement, greeting, farewell, apologies."""
     return tuple(
-        t.strip() for t in (agent.announcement, agent.greeting, FAREWELL, APOLOGY, NOT_RECORDED)
+        t.strip()
+        for t in (agent.announcement, agent.greeting, FAREWELL, APOLOGY, NOT_RECORDED, TIME_UP)
     )
 
 
@@ -209,13 +227,24 @@ class CallSession:
         self._hang_up = hang_up
         self.agent = agent
         self.store = store
+        self.engines = engines
         self._ending = False
+        self._cut = False  # the maximum length cancelled the pipeline
         self._tasks: set[asyncio.Task[Any]] = set()
         self._rejected = 0
+        self.max_seconds = config.max_seconds_of(call.direction)
         self.timeline = TurnTimeline()
         self._observer = _CallObserver(self, self.timeline)
         self._on_objection = on_objection
         self.gate = ConsentGate(self._objection)
+        #: The byte of the caller's stream by which the announcement had played (None: not yet).
+        self.heard_at: int | None = None
+        self._heard = False
+        self._earliest: float | None = None  # monotonic: it cannot have played before
+        self._playback_timer: asyncio.Task[None] | None = None
+        self._codec = serializer if isinstance(serializer, PlaybackAcks) else None
+        if self._codec is not None:
+            self._codec.on_played = self._mark_played
         expires = call.created_at + agent.retention_days * 86400
         self.recorder = (
             CallRecorder(objects, Identity(call.tenant, call.call_id, "recording"), expires)
@@ -234,14 +263,13 @@ class CallSession:
                 audio_out_enabled=True,
                 add_wav_header=False,
                 serializer=serializer,
-                session_timeout=config.max_seconds,
             ),
         )
         vad_analyzer = SharedSileroVAD(engines.silero, config.vad_params())
         # Whisper base on 2 CPU cores: about 1.5-2 s from end of speech to transcript.
         stt = SharedWhisperSTT(
             engines, agent.language, vad=vad_analyzer if config.early_stt else None,
-            ttfs_p99_latency=2.0,
+            heard_from=lambda: self.heard_at, ttfs_p99_latency=2.0,
         )  # fmt: skip
         llm = create_llm_service(
             engines.llm,
@@ -271,9 +299,9 @@ class CallSession:
             ),
         )
         vad = VADProcessor(vad_analyzer=vad_analyzer)
-        announcement = engines.cached(agent.announcement.strip(), PHONE_RATE) or b""
+        # Its audio is set by run(): the phrase cache may drop it before then.
         self.announcer = Announcer(
-            announcement, PHONE_RATE, self._announcement_started, self._announcement_played
+            b"", PHONE_RATE, self._announcement_started, self._announcement_sending
         )
         self.pipeline = Pipeline(
             [
@@ -374,11 +402,55 @@ class CallSession:
     # -- call flow ----------------------------------------------------------------------
 
     async def _announcement_started(self) -> None:
-        await self.event(CallEventType.ANNOUNCEMENT_STARTED, text=self.agent.announcement)
+        await self.event(
+            CallEventType.ANNOUNCEMENT_STARTED,
+            text=self.agent.announcement,
+            duration_s=round(self.announcer.duration_s, 3),
+        )
 
-    async def _announcement_played(self) -> None:
+    async def _announcement_sending(self, at: float) -> None:
+        """Its first chunk left at ``at``: it has played by ``at`` + its duration at the soonest.
+
+        The gate opens on the carrier's acknowledgement of the announcement's mark; without
+        one (Sinch), once that duration has passed; with one that never comes, a grace later.
+        """
+        self._earliest = at + self.announcer.duration_s
+        acks = self._codec is not None and self._codec.acknowledges_playback
+        self._schedule_heard(self._earliest + (MARK_GRACE_S if acks else 0.0), None)
+
+    def _mark_played(self, name: str, position: int) -> None:
+        """Codec callback: the carrier has played the audio sent before mark ``name``."""
+        if name != ANNOUNCEMENT_MARK or self._earliest is None or self._heard:
+            return
+        if time.monotonic() < self._earliest:  # sooner than it can have played: not trusted
+            self._schedule_heard(self._earliest, None)
+        else:
+            self._schedule_heard(0.0, position)
+
+    def _schedule_heard(self, at: float, position: int | None) -> None:
+        if self._playback_timer is not None:
+            self._playback_timer.cancel()
+        self._playback_timer = asyncio.get_running_loop().create_task(
+            self._heard_at_time(at, position)
+        )
+
+    async def _heard_at_time(self, at: float, position: int | None) -> None:
+        """At monotonic ``at``: the caller has heard the announcement, up to ``position``."""
+        await asyncio.sleep(max(0.0, at - time.monotonic()))
+        if self._heard:
+            return
+        self._heard = True
+        if position is None:
+            position = self._codec.received if self._codec is not None else self.gate.seen
+        await self._announcement_played(position)
+
+    async def _announcement_played(self, position: int) -> None:
+        """The caller has heard the announcement by byte ``position`` of their audio."""
+        if not self.announcer.duration_s:  # nothing played: the gate stays closed
+            return
+        self.heard_at = position
         await self.event(CallEventType.ANNOUNCEMENT_PLAYED)
-        self.gate.open()
+        self.gate.open(position)
         if self.recorder is not None and self.gate.is_open:
             try:
                 await self.recorder.start()
@@ -427,10 +499,66 @@ class CallSession:
         await self.event(CallEventType.HANGUP_REQUESTED, **data)
         await self.worker.queue_frames([TTSSpeakFrame(text), EndFrame()])
 
+    async def _time_limit(self) -> None:
+        """End the call at its maximum length: the closing phrase, then the hang-up for sure.
+
+        A pipeline that has not ended ``END_GRACE_S`` after the phrase (a caller talking over
+        it, a stuck model) is cancelled; either way the carrier is told to hang up.
+        """
+        await asyncio.sleep(self.max_seconds)
+        log.info("call reached its maximum length", extra={"max_seconds": self.max_seconds})
+        if not self._ending:
+            await self._say_and_end(
+                TIME_UP, by="platform", reason="maximum length", max_seconds=self.max_seconds
+            )
+        await asyncio.sleep(END_GRACE_S)
+        log.warning("call did not end after its closing phrase: cancelled")
+        self._ending = self._cut = True
+        await self.worker.cancel()
+
     async def _fail(self, error: str) -> None:
         log.error("call pipeline error", extra={"error": error})
         await self.event(CallEventType.ERROR, error=error[:500])
         await self._say_and_end(APOLOGY, by="platform", reason="error")
+
+    async def _prepare_announcement(self) -> bool:
+        """Give the announcer its audio: from the phrase cache, or synthesized now.
+
+        The bounded cache may have dropped the phrase since the call was answered; then it is
+        synthesized again in a worker thread. False (the call cannot go on) when there is no
+        audio: a call never runs without its whole announcement.
+        """
+        text = self.agent.announcement.strip()
+        try:
+            audio = await self.engines.phrase(text, PHONE_RATE) if text else b""
+        except Exception:
+            log.exception("the announcement could not be synthesized")
+            audio = b""
+        if not audio:
+            await self.event(CallEventType.ERROR, error="announcement unavailable")
+            return False
+        self.announcer.audio = audio
+        return True
+
+    async def _run_pipeline(self) -> None:
+        """Run the pipeline until it ends, with its keep-alive and its maximum length."""
+        runner = WorkerRunner(handle_sigint=False)
+        await runner.add_workers(self.worker)
+        keepalive = (
+            asyncio.create_task(self._keep_alive(self._keepalive)) if self._keepalive else None
+        )
+        time_limit = asyncio.create_task(self._time_limit())
+        try:
+            await runner.run()
+        finally:
+            if keepalive is not None:
+                keepalive.cancel()
+            if not self._cut:  # a cut in progress finishes on its own
+                time_limit.cancel()
+            for task in (keepalive, time_limit):
+                if task is not None:
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
 
     async def run(self) -> None:
         """Run the call until either side hangs up."""
@@ -442,22 +570,22 @@ class CallSession:
                 await self.store.advance(self.call.call_id, "in-progress", time.time())
             except Exception:
                 log.exception("could not update call state")
-            runner = WorkerRunner(handle_sigint=False)
-            await runner.add_workers(self.worker)
-            keepalive = (
-                asyncio.create_task(self._keep_alive(self._keepalive)) if self._keepalive else None
-            )
-            await runner.run()
-            if keepalive is not None:
-                keepalive.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await keepalive
+            if await self._prepare_announcement():
+                await self._run_pipeline()
+            else:
+                self._ending = True
+                with contextlib.suppress(Exception):  # the caller may have gone already
+                    await self.websocket.close()
             if self._ending and self._hang_up is not None:
                 try:
                     await self._hang_up()
                 except Exception as e:  # the carrier ends the call anyway when the socket closes
                     log.warning("carrier hang-up failed", extra={"error": str(e)})
         finally:
+            if self._playback_timer is not None:
+                self._playback_timer.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._playback_timer
             for kept in (self.recorder, self.transcript):
                 if kept is not None:
                     try:

@@ -59,15 +59,29 @@ class SinchControl:
         await self.voice.request("PATCH", f"/calling/v1/calls/id/{call_id}", json=svaml)
 
     async def place_call(
-        self, from_: str, to: str, stream_url: str, headers: Mapping[str, str]
+        self,
+        from_: str,
+        to: str,
+        stream_url: str,
+        headers: Mapping[str, str],
+        time_limit_s: int | None = None,
     ) -> str:
-        """A custom callout whose ICE answer streams the call to us; its call id."""
+        """A custom callout whose ICE answer streams the call to us; its call id.
+
+        ``time_limit_s`` becomes the ``connectStream`` action's ``maxDuration``: Sinch
+        disconnects the call after it, whatever the platform does.
+        """
+        ice = (
+            svaml_connect_stream(stream_url, headers)
+            if time_limit_s is None
+            else svaml_connect_stream(stream_url, headers, max_seconds=time_limit_s)
+        )
         body = {
             "method": "customCallout",
             "customCallout": {
                 "cli": from_,
                 "destination": {"type": "number", "endpoint": to},
-                "ice": json.dumps(svaml_connect_stream(stream_url, headers)),
+                "ice": json.dumps(ice),
             },
         }
         data = await self.voice.request("POST", "/calling/v1/callouts", json=body)

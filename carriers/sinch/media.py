@@ -20,6 +20,7 @@ from pipecat.serializers.base_serializer import FrameSerializer
 
 from carriers.base import StreamStart
 from carriers.errors import MediaMalformed
+from carriers.playback import PlaybackAcks
 
 ANSWER = json.dumps({"command": "answer"})
 CLEAR = json.dumps({"command": "clear"})
@@ -53,12 +54,17 @@ def parse_connect(raw: str | bytes) -> tuple[StreamStart, int]:
     return StreamStart(call_id, call_id, params), int(rate)
 
 
-class SinchMediaCodec(FrameSerializer):
-    """Serializer for one Sinch stream at ``stream_rate``."""
+class SinchMediaCodec(FrameSerializer, PlaybackAcks):
+    """Serializer for one Sinch stream at ``stream_rate``.
+
+    Sinch documents no playback acknowledgement (no ``mark``): the session times playback
+    from the audio's duration instead (:mod:`carriers.playback`).
+    """
 
     def __init__(self, stream_rate: int, on_invalid: Callable[[str], None] | None = None) -> None:
         """Codec for a stream at ``stream_rate`` Hz."""
         super().__init__()
+        PlaybackAcks.__init__(self)
         self.stream_rate = stream_rate
         self._on_invalid = on_invalid or (lambda reason: None)
         self._sample_rate = 0
@@ -87,7 +93,8 @@ class SinchMediaCodec(FrameSerializer):
             pcm = await self._in.resample(data, self.stream_rate, self._sample_rate)
             if not pcm:
                 return None
-            return InputAudioRawFrame(audio=pcm, num_channels=1, sample_rate=self._sample_rate)
+            frame = InputAudioRawFrame(audio=pcm, num_channels=1, sample_rate=self._sample_rate)
+            return self._counted(frame)
         try:
             msg: Any = json.loads(data)
         except json.JSONDecodeError:

@@ -15,6 +15,8 @@ from carriers.base import InboundCall, StatusUpdate
 from carriers.errors import WebhookMalformed
 
 CARRIER = "sinch"
+#: The longest ``maxDuration`` of a ``connectStream`` Sinch accepts, in seconds.
+MAX_DURATION_S = 14400
 EVENTS = frozenset({"ice", "ace", "dice", "pie", "notify"})
 #: DiCE reasons: how a call ended (Sinch v1 "reason" values, mapped onto our call states).
 DICE_STATUS = {
@@ -93,14 +95,17 @@ def status(cb: Callback) -> StatusUpdate | None:
 def svaml_connect_stream(
     endpoint: str, headers: Mapping[str, str], sample_rate: int = 16000, max_seconds: int = 3600
 ) -> dict[str, Any]:
-    """Answer an ICE: stream the call's audio to our WebSocket (``connectStream``)."""
+    """Answer an ICE: stream the call's audio to our WebSocket (``connectStream``).
+
+    ``maxDuration`` is the call's hard limit: Sinch disconnects it then (at most 14400 s).
+    """
     return {
         "instructions": [{"name": "answer"}],
         "action": {
             "name": "connectStream",
             "destination": {"type": "Websocket", "endpoint": endpoint},
             "streamingOptions": {"version": 1, "sampleRate": sample_rate},
-            "maxDuration": max_seconds,
+            "maxDuration": min(max_seconds, MAX_DURATION_S),
             "callHeaders": [{"key": k, "value": v} for k, v in headers.items()],
         },
     }
@@ -117,3 +122,12 @@ def svaml_say_and_hang_up(text: str, locale: str = "en-US") -> dict[str, Any]:
 def svaml_continue() -> dict[str, Any]:
     """Let the call go on as it is (answer to ACE and PIE)."""
     return {"action": {"name": "continue"}}
+
+
+def svaml_busy() -> dict[str, Any]:
+    """Refuse an ICE unanswered (``hangup`` with no ``answer`` instruction).
+
+    Sinch v1's SVAML documents no busy cause: ``hangup`` as the ICE's action ends the call
+    before it is answered; the caller's network plays its own tone.
+    """
+    return {"action": {"name": "hangup"}}

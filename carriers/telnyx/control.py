@@ -15,9 +15,11 @@ import httpx
 
 from carriers.base import AvailableNumber, RentedNumber
 from carriers.rest import RestClient
-from carriers.telnyx.webhook import encode_client_state
+from carriers.telnyx.webhook import REJECT_BUSY, encode_client_state, reject_command
 
 API_BASE = "https://api.telnyx.com/v2"
+#: The longest ``time_limit_secs`` Telnyx allows (also its default: 4 hours).
+MAX_TIME_LIMIT_S = 14400
 
 
 @dataclass(frozen=True)
@@ -67,15 +69,28 @@ class TelnyxControl:
         """End the call."""
         await self._action(call_id, "hangup", {})
 
+    async def reject(self, call_id: str, cause: str = REJECT_BUSY) -> None:
+        """Refuse a parked incoming call unanswered (busy by default)."""
+        await self._action(call_id, "reject", reject_command(cause))
+
     async def transfer(self, call_id: str, number: str) -> None:
         """Send the call on to ``number``."""
         await self._action(call_id, "transfer", {"to": number})
 
     async def place_call(
-        self, from_: str, to: str, stream_url: str, state: Mapping[str, str]
+        self,
+        from_: str,
+        to: str,
+        stream_url: str,
+        state: Mapping[str, str],
+        time_limit_s: int | None = None,
     ) -> str:
-        """Dial ``to`` from ``from_`` and stream the answered call to us; its call_control_id."""
-        body = {
+        """Dial ``to`` from ``from_`` and stream the answered call to us; its call_control_id.
+
+        ``time_limit_s`` is the Dial command's ``time_limit_secs``: Telnyx hangs up that long
+        after the answer (``hangup_cause`` ``time_limit``), whatever the platform does.
+        """
+        body: dict[str, Any] = {
             "connection_id": self.account.connection_id,
             "to": to,
             "from": from_,
@@ -85,6 +100,8 @@ class TelnyxControl:
             "stream_bidirectional_mode": "rtp",
             "stream_bidirectional_codec": "PCMU",
         }
+        if time_limit_s is not None:
+            body["time_limit_secs"] = min(time_limit_s, MAX_TIME_LIMIT_S)
         data = await self.rest.request("POST", "/calls", json=body)
         return str(data["data"]["call_control_id"])
 

@@ -30,6 +30,7 @@ from pipecat.serializers.base_serializer import FrameSerializer
 
 from carriers.base import StreamStart
 from carriers.errors import MediaMalformed
+from carriers.playback import PlaybackAcks, PlaybackMarkFrame
 from carriers.telnyx.webhook import Event
 
 MULAW_NAMES = frozenset({"PCMU", "audio/x-mulaw"})
@@ -65,14 +66,30 @@ class ChunkReorderer:
         return bytes(out)
 
 
+def counter(value: object, name: str) -> int:
+    """A non-negative whole number sent as JSON number or decimal string (``chunk``, rates).
+
+    Anything else (``1e999``, ``NaN``, ``"x"``, ``true``, a list) is :class:`MediaMalformed`.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 18:
+        number = int(value)
+    else:
+        raise MediaMalformed(f"{name} is not a whole number")
+    if not 0 <= number < 1 << 63:
+        raise MediaMalformed(f"{name} out of range")
+    return number
+
+
 def parse_message(raw: str | bytes) -> dict[str, Any]:
     """One text message with a known ``event``; :class:`MediaMalformed` otherwise."""
     if isinstance(raw, bytes):
         raise MediaMalformed("binary frame on a Telnyx media stream")
     try:
         msg = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise MediaMalformed(f"not JSON: {e.msg}") from e
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, or nesting beyond the stack
+        raise MediaMalformed(f"not JSON: {type(e).__name__}") from e
     if not isinstance(msg, dict) or msg.get("event") not in EVENTS:
         raise MediaMalformed(
             f"unknown event {msg.get('event') if isinstance(msg, dict) else msg!r}"
@@ -90,20 +107,33 @@ def parse_start(msg: dict[str, Any]) -> StreamStart:
     if not isinstance(stream_id, str) or not stream_id or not isinstance(ccid, str) or not ccid:
         raise MediaMalformed("start without stream_id or call_control_id")
     fmt = start.get("media_format") or {}
+    if not isinstance(fmt, dict):
+        raise MediaMalformed("media_format is not an object")
     if fmt and (
-        fmt.get("encoding") not in MULAW_NAMES or int(fmt.get("sample_rate", RATE)) != RATE
+        fmt.get("encoding") not in MULAW_NAMES
+        or counter(fmt.get("sample_rate", RATE), "sample_rate") != RATE
     ):
-        raise MediaMalformed(f"unsupported media format {fmt}")
-    state = Event("", "", ccid, "", {"client_state": start.get("client_state")}).client_state
+        raise MediaMalformed(f"unsupported media format {str(fmt)[:200]}")
+    raw_state = start.get("client_state")
+    if raw_state is not None and not isinstance(raw_state, str):
+        raise MediaMalformed("client_state is not a string")
+    state = Event("", "", ccid, "", {"client_state": raw_state}).client_state
     return StreamStart(stream_id, ccid, state)
 
 
-class TelnyxMediaCodec(FrameSerializer):
-    """Serializer for one Telnyx stream (PCMU 8 kHz both ways)."""
+class TelnyxMediaCodec(FrameSerializer, PlaybackAcks):
+    """Serializer for one Telnyx stream (PCMU 8 kHz both ways).
+
+    Telnyx sends a ``mark`` back once the audio sent before ours has played: the echo goes to
+    ``on_played`` (:mod:`carriers.playback`).
+    """
+
+    acknowledges_playback = True
 
     def __init__(self, stream_id: str, on_invalid: Callable[[str], None] | None = None) -> None:
         """Codec for stream ``stream_id``."""
         super().__init__()
+        PlaybackAcks.__init__(self)
         self.stream_id = stream_id
         self._on_invalid = on_invalid or (lambda reason: None)
         self._sample_rate = 0
@@ -119,6 +149,8 @@ class TelnyxMediaCodec(FrameSerializer):
         """Agent audio to ``media`` (base64 PCMU); interruption to ``clear``."""
         if isinstance(frame, InterruptionFrame):
             return json.dumps({"event": "clear"})
+        if isinstance(frame, PlaybackMarkFrame):
+            return json.dumps({"event": "mark", "mark": {"name": frame.message}})
         if isinstance(frame, AudioRawFrame):
             pcm = await self._out.resample(frame.audio, frame.sample_rate, RATE)
             if not pcm:
@@ -137,11 +169,15 @@ class TelnyxMediaCodec(FrameSerializer):
             self._on_invalid(str(e))
             return None
         if msg["event"] == "dtmf":
-            digit = (msg.get("dtmf") or {}).get("digit")
+            dtmf = msg.get("dtmf")
+            digit = dtmf.get("digit") if isinstance(dtmf, dict) else None
             try:
                 return InputDTMFFrame(KeypadEntry(str(digit)))
             except ValueError:
                 self._on_invalid(f"unknown DTMF digit {digit!r}")
+        elif msg["event"] == "mark":
+            mark = msg.get("mark")
+            self._played(mark.get("name") if isinstance(mark, dict) else None)
         elif msg["event"] == "error":
             self._on_invalid(f"Telnyx stream error: {msg.get('payload') or msg.get('error')}")
         return None
@@ -152,11 +188,11 @@ class TelnyxMediaCodec(FrameSerializer):
         media = msg.get("media")
         if not isinstance(media, dict) or not isinstance(media.get("payload"), str):
             raise MediaMalformed("media without payload")
+        chunk = counter(media.get("chunk", 0), "chunk")
         try:
             payload = base64.b64decode(media["payload"], validate=True)
-            chunk = int(media.get("chunk", 0))
         except (binascii.Error, ValueError) as e:
-            raise MediaMalformed("media payload is not base64, or chunk not a number") from e
+            raise MediaMalformed("media payload is not base64") from e
         if len(payload) > MAX_PAYLOAD_BYTES:
             raise MediaMalformed("media payload too large")
         if media.get("track", "inbound") != "inbound":
@@ -167,4 +203,5 @@ class TelnyxMediaCodec(FrameSerializer):
         pcm = await self._in.resample(audioop.ulaw2lin(ordered, 2), RATE, self._sample_rate)
         if not pcm:
             return None
-        return InputAudioRawFrame(audio=pcm, num_channels=1, sample_rate=self._sample_rate)
+        frame = InputAudioRawFrame(audio=pcm, num_channels=1, sample_rate=self._sample_rate)
+        return self._counted(frame)

@@ -54,10 +54,15 @@ class TelnyxWire:
         })  # fmt: skip
 
     def decode(self, raw: str | bytes) -> Heard:
-        """Agent audio or ``clear``."""
+        """Agent audio, ``clear``, or a ``mark`` to send back once the audio before it played."""
         msg: dict[str, Any] = json.loads(raw)
         if msg.get("event") == "media":
             return Heard(audio=audioop.ulaw2lin(base64.b64decode(msg["media"]["payload"]), 2))
+        if msg.get("event") == "mark":
+            self.seq += 1
+            echo = {"event": "mark", "sequence_number": str(self.seq),
+                    "stream_id": self.stream_id, "mark": msg.get("mark", {})}  # fmt: skip
+            return Heard(played_reply=json.dumps(echo))
         return Heard(clear=msg.get("event") == "clear")
 
     def stop(self) -> str:
@@ -84,6 +89,9 @@ class FakeCallControl(LoopbackApi):
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
             return web.json_response({"errors": [{"code": "10009"}]}, status=401)
         body = await request.json()
+        limit = body.get("time_limit_secs", 14400)  # Telnyx's default and its maximum
+        if not isinstance(limit, int) or not 0 < limit <= 14400:
+            return web.json_response({"errors": [{"code": "90015"}]}, status=422)
         ccid = "v3:" + secrets.token_urlsafe(24)
         self.log.append((ccid, "dial", body))
         await self.commands.put((ccid, "dial", body))

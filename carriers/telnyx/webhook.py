@@ -116,3 +116,16 @@ def status(event: Event) -> StatusUpdate | None:
         return StatusUpdate(event.call_control_id, HANGUP_STATUS.get(cause, "completed"))
     state = EVENT_STATUS.get(event.type)
     return StatusUpdate(event.call_control_id, state) if state else None
+
+
+#: ``cause`` of ``actions/reject`` for a call refused because we are at capacity.
+REJECT_BUSY = "USER_BUSY"
+
+
+def reject_command(cause: str = REJECT_BUSY) -> dict[str, str]:
+    """The body of ``actions/reject``: refuse a parked incoming call unanswered.
+
+    Telnyx documents ``cause`` ``CALL_REJECTED`` or ``USER_BUSY`` and sends ``call.hangup``
+    after it (developers.telnyx.com, Call Commands: Reject a call).
+    """
+    return {"cause": cause}

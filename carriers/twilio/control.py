@@ -11,6 +11,8 @@ from carriers.base import AvailableNumber, RentedNumber
 from carriers.rest import RestClient
 
 API_BASE = "https://api.twilio.com"
+#: Twilio's default and longest ``TimeLimit`` of a call (4 hours).
+MAX_TIME_LIMIT_S = 14400
 
 
 @dataclass(frozen=True)
@@ -45,10 +47,18 @@ class TwilioControl:
         twiml = f"<Response><Dial>{escape(number)}</Dial></Response>"
         await self.rest.request("POST", f"{self._root}/Calls/{call_id}.json", data={"Twiml": twiml})
 
-    async def place_call(self, from_: str, to: str, answer_url: str, status_url: str) -> str:
-        """Start an outbound call whose answer is fetched from ``answer_url``; its CallSid."""
+    async def place_call(
+        self, from_: str, to: str, answer_url: str, status_url: str, time_limit_s: int | None = None
+    ) -> str:
+        """Start an outbound call whose answer is fetched from ``answer_url``; its CallSid.
+
+        ``time_limit_s`` is Twilio's ``TimeLimit`` (Call resource, create): Twilio ends the call
+        that many seconds after it started, whatever the platform does.
+        """
         data = {"From": from_, "To": to, "Url": answer_url, "StatusCallback": status_url,
                 "StatusCallbackEvent": "initiated ringing answered completed"}  # fmt: skip
+        if time_limit_s is not None:
+            data["TimeLimit"] = str(min(time_limit_s, MAX_TIME_LIMIT_S))
         body = await self.rest.request("POST", f"{self._root}/Calls.json", data=data)
         return str(body["sid"])
 

@@ -20,6 +20,7 @@ from pipecat.serializers.twilio import TwilioFrameSerializer
 
 from carriers.base import StreamStart
 from carriers.errors import MediaMalformed
+from carriers.playback import PlaybackAcks, PlaybackMarkFrame
 
 KNOWN_EVENTS = frozenset({"connected", "start", "media", "dtmf", "mark", "stop"})
 #: A media payload larger than this (5 s of 8 kHz mu-law) is refused.
@@ -80,14 +81,28 @@ def check_media(message: dict[str, Any], stream_sid: str) -> bytes | None:
     return None
 
 
-class TwilioMediaCodec(TwilioFrameSerializer):
-    """Serializer for one Twilio stream; ``on_invalid`` hears about each dropped message."""
+class TwilioMediaCodec(TwilioFrameSerializer, PlaybackAcks):
+    """Serializer for one Twilio stream; ``on_invalid`` hears about each dropped message.
+
+    Twilio echoes each ``mark`` once the audio sent before it has played: the echo goes to
+    ``on_played`` (:mod:`carriers.playback`).
+    """
+
+    acknowledges_playback = True
 
     def __init__(self, stream_sid: str, on_invalid: Callable[[str], None] | None = None) -> None:
         """Codec for stream ``stream_sid``; pipeline input rate comes from the pipeline."""
         super().__init__(stream_sid, params=TwilioFrameSerializer.InputParams(auto_hang_up=False))
+        PlaybackAcks.__init__(self)
         self._on_invalid = on_invalid or (lambda reason: None)
         self.stream_sid = stream_sid
+
+    async def serialize(self, frame: Frame) -> str | bytes | None:
+        """As pipecat's serializer, plus our playback marks."""
+        if isinstance(frame, PlaybackMarkFrame):
+            mark = {"event": "mark", "streamSid": self.stream_sid, "mark": {"name": frame.message}}
+            return json.dumps(mark)
+        return await super().serialize(frame)
 
     async def deserialize(self, data: str | bytes) -> Frame | None:
         """Checked decode: a malformed message becomes ``None`` and an ``on_invalid`` report."""
@@ -103,7 +118,11 @@ class TwilioMediaCodec(TwilioFrameSerializer):
             )
             if not pcm:
                 return None
-            return InputAudioRawFrame(audio=pcm, num_channels=1, sample_rate=self._sample_rate)
+            frame = InputAudioRawFrame(audio=pcm, num_channels=1, sample_rate=self._sample_rate)
+            return self._counted(frame)
+        if message["event"] == "mark":
+            mark = message.get("mark")
+            self._played(mark.get("name") if isinstance(mark, dict) else None)
         if message["event"] == "dtmf":
             digit = (message.get("dtmf") or {}).get("digit")
             try:

@@ -44,7 +44,7 @@ class TwilioWire:
         })  # fmt: skip
 
     def decode(self, raw: str | bytes) -> Heard:
-        """Agent audio, ``clear``, or a ``mark`` to echo once played (at once, here)."""
+        """Agent audio, ``clear``, or a ``mark`` to echo once the audio before it has played."""
         msg: dict[str, Any] = json.loads(raw)
         event = msg.get("event")
         if event == "media":
@@ -53,7 +53,7 @@ class TwilioWire:
             return Heard(clear=True)
         if event == "mark":
             echo = {"event": "mark", "streamSid": self.stream_sid, "mark": msg.get("mark", {})}
-            return Heard(reply=json.dumps(echo))
+            return Heard(played_reply=json.dumps(echo))
         return Heard()
 
     def stop(self) -> str:

@@ -84,3 +84,12 @@ def twiml_apology(text: str, language: str = "en-US") -> str:
         '<?xml version="1.0" encoding="UTF-8"?><Response>'
         f"<Say language={quoteattr(language)}>{escape(text)}</Say><Hangup/></Response>"
     )
+
+
+def twiml_busy() -> str:
+    """Refuse the call unanswered with a busy signal (``<Reject reason="busy"/>``).
+
+    As the first verb, ``<Reject>`` keeps Twilio from answering (nothing is billed); the call
+    ends with status ``busy`` (twilio.com/docs/voice/twiml/reject).
+    """
+    return '<?xml version="1.0" encoding="UTF-8"?><Response><Reject reason="busy"/></Response>'

@@ -8,8 +8,7 @@ from redis.asyncio import Redis
 from carriers.base import InboundCall
 from routing import Agent, Directory
 from tests.api.test_keys import auth, new_tenant
-from tests.conftest import LiveServer, encrypted_store, write_transcript
-from voice.calls import CallStore
+from tests.conftest import LiveServer, encrypted_store, sealing_calls, write_transcript
 
 
 async def seed(live_redis: Redis, tenant_id: str, n: int, server: LiveServer) -> list[str]:
@@ -17,7 +16,7 @@ async def seed(live_redis: Redis, tenant_id: str, n: int, server: LiveServer) ->
     d = Directory(live_redis)
     agent = await d.add_agent(Agent(name="desk", prompt="p", tenant=tenant_id))
     route = await d.attach("+15555550500", agent)
-    store = CallStore(live_redis)
+    store = sealing_calls(live_redis)
     ids = []
     for i in range(n):
         inbound = InboundCall(

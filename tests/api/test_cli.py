@@ -55,6 +55,9 @@ def test_agents_numbers_and_errors(env: dict[str, str]) -> None:
     assert "language" in one_line_error(
         bonmoniq("agents", "add", "b", "--prompt", "x", "--language", "xx", env=env)
     )
+    assert "AI" in one_line_error(  # the announcement must say it is an AI, as through the API
+        bonmoniq("agents", "add", "c", "--prompt", "x", "--announcement", ".", env=env)
+    )
     assert "E.164" in one_line_error(
         bonmoniq("numbers", "add", "555-0100", "--agent", "sales", env=env)
     )
@@ -79,12 +82,12 @@ def test_calls_show_json(env: dict[str, str]) -> None:
     from recordings.keyring import KeyRing
     from recordings.objects import EncryptedObjects
     from recordings.storage import LocalStorage
-    from tests.conftest import write_transcript
-    from voice.calls import CallStore, Turn
+    from tests.conftest import sealing_calls, write_transcript
+    from voice.calls import Turn
 
     async def seed() -> str:
         client = Redis.from_url(env["BONMONIQ_REDIS_URL"], decode_responses=True)
-        store = CallStore(client)
+        store = sealing_calls(client)
         call_id, _, _ = await store.open_inbound(
             InboundCall("twilio", "CA" + "5" * 32, "AC1", "+1555", "+15555550100", "ringing"),
             None,

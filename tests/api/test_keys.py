@@ -13,7 +13,10 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from tests.conftest import OPERATOR_TOKEN, REPO, LiveServer
+from api.audit import address_ref
+from recordings.keyring import KeyRing
+from recordings.lifecycle import subject_key
+from tests.conftest import MASTER_KEY, OPERATOR_TOKEN, REPO, LiveServer
 
 
 def auth(key: str) -> dict[str, str]:
@@ -152,7 +155,7 @@ async def test_another_tenants_key_is_a_404_like_a_missing_one(
 async def test_audit_records_who_what_when_where_and_the_request(
     live_server: LiveServer, live_redis: Redis
 ) -> None:
-    _, admin = await new_tenant(live_server, "A")
+    tenant, admin = await new_tenant(live_server, "A")
     async with httpx.AsyncClient(base_url=live_server.url) as c:
         created = await c.post(
             "/v1/keys", json={"role": "editor"}, headers=auth(admin) | {"X-Request-ID": "req-123"}
@@ -170,7 +173,10 @@ async def test_audit_records_who_what_when_where_and_the_request(
     assert (
         first["key_id"] == admin_id
         and first["request_id"] == "req-123"
-        and first["address"] == "127.0.0.1"
+        # from where: the address's keyed digest, never the address itself
+        and first["address"]
+        == address_ref(subject_key(KeyRing(live_redis, MASTER_KEY)), tenant, "127.0.0.1")
+        and "127.0.0.1" not in json.dumps(page)
     )
     assert second["request_id"] == revoked.headers["x-request-id"]
     # Append-only: no route edits or deletes an entry.

@@ -21,7 +21,7 @@ async def test_metrics_count_webhook_results_by_carrier(live_server: LiveServer)
                 headers={"X-Twilio-Signature": "forged"},
             )
             assert r.status_code == 403
-        metrics = await c.get("/metrics")
+        metrics = await c.get(live_server.metrics_url)
     assert metrics.headers["content-type"].startswith("text/plain")
     after = await scrape(live_server)
     assert after[key] == before + 3

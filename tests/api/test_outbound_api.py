@@ -174,7 +174,7 @@ async def test_daily_spend_cap_reserves_and_settles(
         )
         async with httpx.AsyncClient(base_url=live_server.url) as c:
             usage = (await c.get("/v1/limits", headers=auth(admin))).json()["usage"]
-        rate = per_call // 15  # the default 900 s maximum call at the per-minute rate
+        rate = per_call // 16  # the carrier's hard limit (900 s + 30 s) at the per-minute rate
         assert usage["open_calls"] == len(placed) - 1
         assert usage["spent_today_cents"] == per_call * (len(placed) - 1) + 2 * rate
         # A second final status (a carrier retry) settles nothing again.

@@ -11,13 +11,12 @@ from api.settings import Settings
 from api.telephony import Telephony
 from carriers.errors import CarrierUnavailable
 from carriers.sinch.control import SinchAccount, SinchControl
-from carriers.telnyx.control import TelnyxAccount, TelnyxControl
 from carriers.twilio.control import TwilioAccount, TwilioControl
 from routing import Agent, Directory
 from routing.errors import RouteRefused
 from routing.policy import Carrier, Health, Policy
-from tests.fakes.carrier_apis import FakeSinch, FakeTelnyx, FakeTwilio, form
-from voice.calls import CallStore
+from tests.conftest import sealing_calls
+from tests.fakes.carrier_apis import fake_carriers, form
 from voice.events import CallEventType
 
 SID, TOKEN = "AC" + "b" * 32, "tok"
@@ -26,28 +25,12 @@ PUBLIC = "https://voice.example.eu"
 
 @pytest.fixture
 async def world(redis):  # type: ignore[no-untyped-def]
-    fakes = {
-        Carrier.TWILIO: FakeTwilio(SID, TOKEN),
-        Carrier.TELNYX: FakeTelnyx("KEY1"),
-        Carrier.SINCH: FakeSinch("app", "c2VjcmV0", "proj", "kid", "ks"),
-    }
-    controls = {
-        Carrier.TWILIO: TwilioControl(
-            TwilioAccount(SID, TOKEN), transport=fakes[Carrier.TWILIO].transport()
-        ),
-        Carrier.TELNYX: TelnyxControl(
-            TelnyxAccount("KEY1", "pub", "conn-9"), transport=fakes[Carrier.TELNYX].transport()
-        ),
-        Carrier.SINCH: SinchControl(
-            SinchAccount("app", "c2VjcmV0", "proj", "kid", "ks"),
-            transport=fakes[Carrier.SINCH].transport(),
-        ),
-    }
+    fakes, controls = fake_carriers(SID, TOKEN)
     health = {"value": Health()}
     directory = Directory(redis)
     await directory.add_agent(Agent(name="bakery", prompt="p"))
     policy = Policy.from_dict({"countries": {"CA": {"order": ["telnyx", "twilio"]}}})
-    telephony = Telephony(Settings(public_url=PUBLIC), directory, CallStore(redis), policy,
+    telephony = Telephony(Settings(public_url=PUBLIC), directory, sealing_calls(redis), policy,
                           lambda now: health["value"], controls)  # fmt: skip
     return telephony, fakes, health
 

@@ -66,9 +66,10 @@ async def place(server: LiveServer, voice, to: str, sentences: list[str], **kw) 
 
 
 async def scrape(server: LiveServer) -> dict[str, float]:
-    """``/metrics`` parsed: each sample line's name and labels to its value."""
-    async with httpx.AsyncClient(base_url=server.url) as c:
-        text = (await c.get("/metrics")).text
+    """``/metrics`` (on the metrics listener) parsed: each sample line's name and labels to its
+    value."""
+    async with httpx.AsyncClient() as c:
+        text = (await c.get(server.metrics_url)).text
     return {
         line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()

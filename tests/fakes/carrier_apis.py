@@ -7,6 +7,7 @@ import base64
 import json
 import re
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import parse_qs
 
 import httpx
@@ -61,6 +62,8 @@ class FakeTwilio(FakeApi):
         def create_call(req: httpx.Request) -> httpx.Response:
             f = form(req)
             assert {"To", "From", "Url"} <= set(f)
+            # TimeLimit: a positive number of seconds, at most Twilio's 4 hours.
+            assert all(v.isdigit() and 0 < int(v) <= 14400 for v in f.get("TimeLimit", []))
             return httpx.Response(201, json={"sid": "CA" + "f" * 32, "status": "queued"})
 
         def available(req: httpx.Request, cc: str) -> httpx.Response:
@@ -121,12 +124,17 @@ class FakeTelnyx(FakeApi):
                 base64.b64decode(body["client_state"], validate=True)
             if name == "transfer":
                 assert body["to"].startswith("+")
+            if name == "reject":  # the documented causes
+                assert body["cause"] in ("CALL_REJECTED", "USER_BUSY")
             self.commands.append((ccid, name, body))
             return httpx.Response(200, json={"data": {"result": "ok"}})
 
         def dial(req: httpx.Request) -> httpx.Response:
             body = json.loads(req.content)
             assert {"connection_id", "to", "from"} <= set(body)
+            limit = body.get("time_limit_secs", 14400)  # Telnyx's default and maximum
+            assert isinstance(limit, int) and 0 < limit <= 14400
+            self.commands.append(("", "dial", body))
             return httpx.Response(
                 200,
                 json={
@@ -182,7 +190,7 @@ class FakeTelnyx(FakeApi):
             return httpx.Response(200, json={"data": {"phone_number": number}})
 
         return {
-            ("POST", r"/v2/calls/([^/]+)/actions/(answer|hangup|transfer)"): action,
+            ("POST", r"/v2/calls/([^/]+)/actions/(answer|hangup|transfer|reject)"): action,
             ("POST", r"/v2/calls"): dial,
             ("GET", r"/v2/available_phone_numbers"): available,
             ("POST", r"/v2/number_orders"): order,
@@ -200,6 +208,7 @@ class FakeSinch(FakeApi):
         self.numbers_auth = basic(key_id, key_secret)
         self.project = project
         self.patches: list[tuple[str, dict]] = []  # type: ignore[type-arg]
+        self.callouts: list[dict] = []  # type: ignore[type-arg]
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         if request.url.host == "numbers.api.sinch.com":
@@ -222,7 +231,10 @@ class FakeSinch(FakeApi):
         def callout(req: httpx.Request) -> httpx.Response:
             body = json.loads(req.content)
             assert body["method"] == "customCallout"
-            assert json.loads(body["customCallout"]["ice"])["action"]["name"] == "connectStream"
+            action = json.loads(body["customCallout"]["ice"])["action"]
+            assert action["name"] == "connectStream"
+            assert 0 < action.get("maxDuration", 14400) <= 14400  # Sinch's documented maximum
+            self.callouts.append(body)
             return httpx.Response(200, json={"callId": "out-1"})
 
         def available(req: httpx.Request) -> httpx.Response:
@@ -270,3 +282,29 @@ class FakeSinch(FakeApi):
             ("POST", rf"{proj}/availableNumbers/(\+\d+):rent"): rent,
             ("POST", rf"{proj}/activeNumbers/(\+\d+):release"): release,
         }
+
+
+def fake_carriers(sid: str, token: str) -> tuple[dict[Any, FakeApi], dict[Any, Any]]:
+    """The three carriers' REST fakes and the platform's controls talking to them, by carrier."""
+    from carriers.sinch.control import SinchAccount, SinchControl
+    from carriers.telnyx.control import TelnyxAccount, TelnyxControl
+    from carriers.twilio.control import TwilioAccount, TwilioControl
+    from routing.policy import Carrier
+
+    twilio, telnyx = FakeTwilio(sid, token), FakeTelnyx("KEY1")
+    sinch = FakeSinch("app", "c2VjcmV0", "proj", "kid", "ks")
+    fakes: dict[Any, FakeApi] = {
+        Carrier.TWILIO: twilio,
+        Carrier.TELNYX: telnyx,
+        Carrier.SINCH: sinch,
+    }
+    controls: dict[Any, Any] = {
+        Carrier.TWILIO: TwilioControl(TwilioAccount(sid, token), transport=twilio.transport()),
+        Carrier.TELNYX: TelnyxControl(
+            TelnyxAccount("KEY1", "pub", "conn-9"), transport=telnyx.transport()
+        ),
+        Carrier.SINCH: SinchControl(
+            SinchAccount("app", "c2VjcmV0", "proj", "kid", "ks"), transport=sinch.transport()
+        ),
+    }
+    return fakes, controls

@@ -6,20 +6,18 @@ from __future__ import annotations
 import os
 import random
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from moto.server import ThreadedMotoServer
 from redis.asyncio import Redis
 
 from recordings.crypto import DecryptionError, Identity, Sealer, new_key, open_object, unwrap
 from recordings.keyring import KeyRing, MasterKeyError, NoTenantKey, load_master_key
 from recordings.objects import EncryptedObjects
 from recordings.storage import LocalStorage, ObjectStorage, S3Storage
-from tests.conftest import free_port
 
 A = Identity("ten_a", "call_1", "recording")
 
@@ -92,15 +90,6 @@ def test_master_key_file_rules(tmp_path: Path) -> None:
         load_master_key(None, path)
     with pytest.raises(MasterKeyError, match="32 bytes"):
         load_master_key("c2hvcnQ=", path)
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[str]:
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 @pytest.fixture(params=["local", "s3"])

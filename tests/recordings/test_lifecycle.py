@@ -39,7 +39,7 @@ async def a_call(redis: Redis, objects: EncryptedObjects, route: Route, caller: 
                  words: str = "hello", audio: bytes = b"\x01\x02" * 8000) -> str:  # fmt: skip
     """A call to ``route`` from ``caller`` with a transcript and a recording."""
     sid = "CA" + os.urandom(16).hex()
-    call_id, _, _ = await CallStore(redis).open_inbound(
+    call_id, _, _ = await CallStore(redis, objects).open_inbound(
         InboundCall("twilio", sid, "AC1", caller, route.number, "ringing"), route, now, ROUTING
     )
     await write_transcript(objects, route.tenant, call_id, [("caller", words, now)])
@@ -215,13 +215,15 @@ async def test_offboarding_crypto_shreds_and_leaves_no_canary(
     copies = {i.object_id: (storage_root / i.name).read_bytes() for i in infos}
     wrapped_kek = (await live_redis.hget(f"kek:{tenant}", "v1")) or ""
     assert wrapped_kek
-    # Positive control: before offboarding, the scan does see the number in Redis's own files
-    # (AOF, fsynced every second); the transcript phrase is only ever there encrypted.
+    sealed_caller = str(await live_redis.hget(f"call:{call_id}", "from_number"))
+    # Positive control: before offboarding, the scan does see the call's record and the key in
+    # Redis's own files (AOF, fsynced every second); the caller's number and the transcript
+    # phrase are only ever there sealed.
     redis_dir = (await live_redis.config_get("dir"))["dir"]
     await asyncio.sleep(1.2)
     before = redis_files(redis_dir)
-    assert canary_number.encode() in before and wrapped_kek.encode() in before
-    assert canary_phrase.encode() not in before
+    assert sealed_caller.encode() in before and wrapped_kek.encode() in before
+    assert canary_phrase.encode() not in before and canary_number[1:].encode() not in before
     env = {**os.environ, "BONMONIQ_REDIS_URL": live_server.redis_url, "BONMONIQ_VAR_DIR": str(live_server.log.parent),
            "BONMONIQ_MASTER_KEY": base64.b64encode(MASTER_KEY).decode(), "BONMONIQ_LOG_LEVEL": "INFO"}  # fmt: skip
     out = await asyncio.to_thread(
@@ -232,6 +234,8 @@ async def test_offboarding_crypto_shreds_and_leaves_no_canary(
     report = json.loads(out.stdout)
     export = zipfile.ZipFile(report["export"])
     assert canary_phrase.encode() in export.read(f"calls/{call_id}/transcript.json")
+    [exported] = json.loads(export.read("manifest.json"))["calls"]
+    assert exported["call"]["from_number"] == canary_number  # opened for the export
     assert any(
         a["action"] == "data_subject.export"
         for a in json.loads(export.read("manifest.json"))["audit"]
@@ -246,7 +250,7 @@ async def test_offboarding_crypto_shreds_and_leaves_no_canary(
     at_rest += b"".join(p.read_bytes() for p in storage_root.rglob("*") if p.is_file())
     for key in await live_redis.keys("*"):
         at_rest += key.encode() + json.dumps(await live_redis.dump(key), default=str).encode()
-    for canary in (canary_number, canary_number[1:], canary_phrase, wrapped_kek):
+    for canary in (canary_number, canary_number[1:], canary_phrase, wrapped_kek, sealed_caller):
         assert canary.encode() not in at_rest, canary
     assert tenant.encode() not in redis_files(redis_dir)
     for data in copies.values():

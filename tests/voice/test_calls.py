@@ -10,7 +10,7 @@ from recordings.keyring import KeyRing
 from recordings.objects import EncryptedObjects
 from recordings.storage import LocalStorage
 from routing import Agent, Route
-from tests.conftest import write_transcript
+from tests.conftest import sealing_calls, write_transcript
 from voice.calls import CallStore, Turn
 from voice.events import CallEventType
 
@@ -19,7 +19,7 @@ ROUTE = Route("+15555550100", "default", Agent(name="bakery", prompt="p"))
 
 
 async def test_concurrent_duplicate_deliveries_create_one_call(redis) -> None:  # type: ignore[no-untyped-def]
-    store = CallStore(redis)
+    store = sealing_calls(redis)
     results = await asyncio.gather(*(store.open_inbound(INBOUND, ROUTE, 100.0) for _ in range(8)))
     ids = {call_id for call_id, _, _ in results}
     assert len(ids) == 1 and sum(created for _, created, _ in results) == 1
@@ -38,7 +38,7 @@ async def test_concurrent_duplicate_deliveries_create_one_call(redis) -> None:  
 
 
 async def test_status_callbacks_apply_once_and_never_go_back(redis) -> None:  # type: ignore[no-untyped-def]
-    store = CallStore(redis)
+    store = sealing_calls(redis)
     call_id, _, _ = await store.open_inbound(INBOUND, ROUTE, 100.0)
     sid = INBOUND.carrier_call_id
     assert (
@@ -66,7 +66,7 @@ async def test_status_callbacks_apply_once_and_never_go_back(redis) -> None:  # 
 
 
 async def test_rejected_call_and_transcript(redis, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    store = CallStore(redis)
+    store = sealing_calls(redis)
     call_id, created, state = await store.open_inbound(INBOUND, None, 100.0)
     assert created and state == "rejected"
     record = await store.get(call_id)

@@ -1,0 +1,151 @@
+"""Caps on calls in progress: per tenant (inbound, in Redis) and per process (in memory).
+
+An inbound call beyond a cap is refused with its carrier's busy answer. A call is counted under
+``{carrier}:{carrier call id}``, so repeated deliveries of one call's webhook share one place.
+
+- Per tenant: one Lua script admits a call into ``limits:{tenant}:inbound`` (a zset scored by
+  the time the call must be over by), so concurrent webhooks cannot together pass the cap.
+  Before counting, it drops calls whose record says they are over (a final state), which is how
+  a call that ended without a media stream (the caller hung up while it rang) stops counting.
+  A media session's end removes its call at once.
+- Per process: the calls whose media session runs here, plus calls admitted here whose media
+  stream has not yet arrived (for at most :data:`ATTACH_WINDOW_S`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+from redis.asyncio import Redis
+
+from routing import keys
+from voice.calls import FINAL_STATES
+
+log = logging.getLogger(__name__)
+
+#: How long a call admitted by a webhook holds a place in this process before its media stream
+#: arrives (carriers open it within seconds of the answer).
+ATTACH_WINDOW_S = 30.0
+
+_ADMIT_INBOUND = """
+local now = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZSCORE', KEYS[1], ARGV[2]) then return 1 end
+-- each call's record, found as keys.carrier_call and keys.call name it
+for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local sep = string.find(member, ':', 1, true)
+  local call_id = redis.call('GET', ARGV[5] .. string.sub(member, 1, sep - 1) .. ':call:'
+                             .. string.sub(member, sep + 1))
+  if call_id then
+    local state = redis.call('HGET', ARGV[6] .. call_id, 'state')
+    if state and ARGV[7]:find(',' .. state .. ',', 1, true) then
+      redis.call('ZREM', KEYS[1], member)
+    end
+  end
+end
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
+return 1
+"""
+
+
+def member(carrier: str, carrier_call_id: str) -> str:
+    """How a call is counted: its carrier and the carrier's id (the same on every delivery)."""
+    return f"{carrier}:{carrier_call_id}"
+
+
+@dataclass
+class ProcessSlots:
+    """Calls in progress in this process, against ``max_calls``; ``now`` passed in."""
+
+    max_calls: int
+    #: member -> time its place lapses (``inf`` once its media session runs here)
+    held: dict[str, float] = field(default_factory=dict)
+
+    def _expire(self, now: float) -> None:
+        for m in [m for m, until in self.held.items() if until <= now]:
+            del self.held[m]
+
+    def admit(self, who: str, now: float) -> bool:
+        """Hold a place for ``who`` until its media stream arrives; ``False`` when full."""
+        self._expire(now)
+        if who in self.held:
+            return True
+        if len(self.held) >= self.max_calls:
+            return False
+        self.held[who] = now + ATTACH_WINDOW_S
+        return True
+
+    def attach(self, who: str) -> None:
+        """``who``'s media session runs here now (counted until :meth:`release`)."""
+        self.held[who] = math.inf
+
+    def release(self, who: str) -> None:
+        """``who`` no longer counts."""
+        self.held.pop(who, None)
+
+    def in_progress(self, now: float) -> int:
+        """Calls counted now."""
+        self._expire(now)
+        return len(self.held)
+
+
+@dataclass(frozen=True)
+class Busy:
+    """An inbound call refused by a cap: ``max_calls`` or ``inbound_concurrent_calls``."""
+
+    limit: str
+
+
+class Admission:
+    """Admits inbound calls against the per-process and per-tenant caps."""
+
+    def __init__(
+        self, redis: Redis, max_calls: int, tenant_inbound_calls: int, max_call_seconds: int
+    ) -> None:
+        """Caps ``max_calls`` per process and ``tenant_inbound_calls`` per tenant.
+
+        A tenant's call stops counting at the latest ``max_call_seconds`` + 60 s after it was
+        admitted (a crash that lost its end).
+        """
+        self.redis = redis
+        self.slots = ProcessSlots(max_calls)
+        self.tenant_inbound_calls = tenant_inbound_calls
+        self.max_call_seconds = max_call_seconds
+        self._admit = redis.register_script(_ADMIT_INBOUND)
+
+    async def admit(self, tenant: str, who: str, now: float) -> Busy | None:
+        """Count inbound call ``who`` of ``tenant``, or say which cap refuses it."""
+        if not self.slots.admit(who, now):
+            return Busy("max_calls")
+        try:
+            ok = await self._admit(
+                keys=[keys.limit_inbound(tenant)],
+                args=[repr(now), who, repr(now + self.max_call_seconds + 60),
+                      self.tenant_inbound_calls, "carrier:", keys.CALL_PREFIX,
+                      "," + ",".join(sorted(FINAL_STATES)) + ","],
+            )  # fmt: skip
+        except BaseException:
+            self.slots.release(who)
+            raise
+        if not int(ok):
+            self.slots.release(who)
+            return Busy("inbound_concurrent_calls")
+        return None
+
+    def attach(self, who: str) -> None:
+        """The call's media session runs in this process now."""
+        self.slots.attach(who)
+
+    async def release(self, tenant: str, who: str) -> None:
+        """The call is over: it no longer counts anywhere (a Redis failure is only logged)."""
+        self.slots.release(who)
+        try:
+            await self.redis.zrem(keys.limit_inbound(tenant), who)
+        except Exception:  # it lapses on its own at its deadline
+            log.warning("could not release an inbound call's place", exc_info=True)
+
+
+__all__ = ["ATTACH_WINDOW_S", "Admission", "Busy", "ProcessSlots", "member"]

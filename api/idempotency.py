@@ -19,6 +19,9 @@ it is about (:func:`about`), so that erasure and offboarding delete it.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
 import hashlib
 import hmac
 import json
@@ -44,6 +47,9 @@ log = logging.getLogger(__name__)
 HEADER = "Idempotency-Key"
 #: How long a success is replayed.
 KEEP_S = 24 * 3600
+#: The largest response kept for replay: a larger one (a data-subject export with recordings)
+#: is not kept, so a retry runs the request again (such requests only read).
+KEEP_MAX_BYTES = 1024 * 1024
 #: How long an unfinished first request holds its key (a crash frees it after this).
 IN_FLIGHT_S = 120
 _KEY_ID = re.compile(r"\bbmq_([0-9a-f]{16})_")
@@ -82,10 +88,11 @@ class _Sealer:
 
     def seal(self, slot: str, plaintext: bytes) -> str:
         nonce = os.urandom(_NONCE_BYTES)
-        return (nonce + AESGCM(self._seal).encrypt(nonce, plaintext, slot.encode())).hex()
+        sealed = nonce + AESGCM(self._seal).encrypt(nonce, plaintext, slot.encode())
+        return base64.b64encode(sealed).decode()
 
     def open(self, slot: str, sealed: str) -> bytes:
-        raw = bytes.fromhex(sealed)
+        raw = base64.b64decode(sealed, validate=True)
         return AESGCM(self._seal).decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], slot.encode())
 
 
@@ -181,8 +188,13 @@ async def handle(
         raise
     finally:
         _PENDING.reset(token)
-    if pending.claimed and 200 <= response.status_code < 300:
-        await _keep(pending, response, content)
+    if pending.claimed and 200 <= response.status_code < 300 and len(content) <= KEEP_MAX_BYTES:
+        try:
+            await _keep(pending, response, content)
+        except Exception:  # the request succeeded: its answer goes out, only the copy is lost
+            log.warning("idempotent response not kept", exc_info=True)
+            with contextlib.suppress(Exception):
+                await redis.delete(pending.slot)
     elif pending.claimed:
         await redis.delete(pending.slot)
     return Response(
@@ -194,9 +206,8 @@ async def handle(
 async def _keep(pending: _Pending, response: StarletteResponse, content: bytes) -> None:
     """Store the sealed response and list it in each tenant's index it concerns."""
     headers = {h: response.headers[h] for h in _KEPT_HEADERS if h in response.headers}
-    plain = json.dumps(
-        {"status": response.status_code, "headers": headers, "body": content.hex()}
-    ).encode()
+    plain = json.dumps({"status": response.status_code, "headers": headers}).encode()
+    plain += b"\n" + content
     slot = pending.slot
     done = {"state": "done", "sealed": pending.sealer.seal(slot, plain)}
     async with pending.redis.pipeline(transaction=True) as p:
@@ -226,12 +237,13 @@ async def _replay(pending: _Pending) -> StarletteResponse:
         response.headers["Retry-After"] = "1"
         return response
     try:
-        kept = json.loads(pending.sealer.open(slot, stored["sealed"]))
-    except (InvalidTag, KeyError, ValueError):
+        head, _, body = pending.sealer.open(slot, stored["sealed"]).partition(b"\n")
+        kept = json.loads(head)
+    except (InvalidTag, KeyError, ValueError, binascii.Error):
         log.warning("stored idempotent response unreadable", extra={"slot": slot})
         return problem(
             422, "idempotency_key_reused", "Idempotency-Key reused",
             "the response stored under this key cannot be replayed: use a new key",
         )  # fmt: skip
     headers = dict(kept["headers"]) | {"Idempotent-Replayed": "true"}
-    return Response(bytes.fromhex(kept["body"]), int(kept["status"]), headers=headers)
+    return Response(body, int(kept["status"]), headers=headers)

@@ -22,7 +22,7 @@ from routing import keys
 from routing.directory import Route
 from routing.errors import AgentNotFound, InvalidNumber, RouteRefused
 from routing.policy import Carrier, Decision, Purpose, route
-from voice.calls import STATE_RANK
+from voice.calls import FINAL_STATES, STATE_RANK
 from voice.events import current_call_id
 from voice.session import CallSession
 
@@ -102,12 +102,21 @@ async def accept(platform: Platform, inbound: InboundCall, now: float) -> Accept
         )
         if busy is not None:
             refusal = f"busy: {busy.limit} reached"
-    call_id, created, state = await platform.calls.open_inbound(
-        inbound, found, now, decision.as_metadata() if decision else None, refusal
-    )
+    admitted = found is not None and busy is None and refusal is None
+    try:
+        call_id, created, state = await platform.calls.open_inbound(
+            inbound, found, now, decision.as_metadata() if decision else None, refusal
+        )
+    except BaseException:
+        if admitted and found is not None:  # nothing was recorded: the place goes back
+            await platform.admission.release(
+                found.tenant, member(inbound.carrier, inbound.carrier_call_id)
+            )
+        raise
     answer = found is not None and state == "ringing"
-    if found is not None and busy is None and refusal is None and not answer:
-        # admitted, but the call is already over (a final status came first): not counted
+    if admitted and found is not None and state in FINAL_STATES:
+        # admitted, but the call is already over (a final status came first): not counted.
+        # A repeated webhook of a call in progress keeps its place.
         await platform.admission.release(
             found.tenant, member(inbound.carrier, inbound.carrier_call_id)
         )

@@ -26,7 +26,7 @@ from routing import keys
 from routing.directory import DEFAULT_TENANT, Agent, Directory
 from routing.policy import Carrier, Health, Policy
 from routing.subprocessors import Register
-from voice.calls import CallStore
+from voice.calls import CallStore, carrier_time_limit
 from voice.engines import PHONE_RATE, Engines
 from voice.session import CallConfig, fixed_phrases, prepare_phrases
 
@@ -58,9 +58,10 @@ class Platform:
         self._background: set[asyncio.Task[None]] = set()
         self.calls = CallStore(self.redis, self.objects)
         #: Caps on calls in progress, per process and per tenant (inbound beyond: busy).
+        inbound_max_s = self.settings.inbound_call_max_seconds or self.settings.call_max_seconds
         self.admission = Admission(
             self.redis, self.settings.max_calls, self.settings.inbound_concurrent_calls,
-            self.settings.call_max_seconds,
+            carrier_time_limit(inbound_max_s),
         )  # fmt: skip
         self.lifecycle = Lifecycle(self.redis, self.objects)
         self.limiter = OutboundLimiter(

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
 
 from recordings.crypto import DecryptionError
 from recordings.keyring import NoTenantKey
@@ -186,7 +187,10 @@ class Lifecycle:
         for call_id in await self.calls_of(tenant, number):
             (done.erased if await self.erase_call(call_id) else done.held).append(call_id)
         await self._forget_responses(tenant, self.subject_ref(tenant, number))
-        await compact(self.redis)
+        try:
+            await compact(self.redis)
+        except (RedisError, TimeoutError):  # erased all the same; the next rewrite drops them
+            log.warning("append-only file not rewritten after an erasure", exc_info=True)
         return done
 
     async def _forget_responses(self, tenant: str, ref: str | None) -> None:
@@ -258,17 +262,45 @@ def _write_export(export_dir: Path, tenant: str, archive: bytes) -> Path:
     return target
 
 
+#: One rewrite at a time per process: concurrent erasures wait for it rather than collide.
+_COMPACTING = asyncio.Lock()
+#: How long a rewrite (or one already running) is waited for.
+COMPACT_WAIT_S = 60.0
+
+
 async def compact(redis: Redis) -> None:
-    """Make Redis rewrite its persistence files, so deleted values leave no trace on disk."""
-    config = keys.strs(await redis.config_get("appendonly")) | keys.strs(
-        await redis.config_get("save")
-    )
-    if config.get("appendonly") == "yes":
-        await redis.bgrewriteaof()
-        for _ in range(600):
-            info = await redis.info("persistence")
-            if not info.get("aof_rewrite_in_progress") and not info.get("aof_rewrite_scheduled"):
-                break
-            await asyncio.sleep(0.1)
-    if config.get("save"):
-        await redis.save()
+    """Make Redis rewrite its persistence files, so deleted values leave no trace on disk.
+
+    A rewrite already running may have forked before the deletes: it is waited for, then a new
+    one is started. The snapshot is a background save (``BGSAVE SCHEDULE``), so Redis keeps
+    serving calls while it writes. Raises :class:`redis.RedisError` (or ``TimeoutError``) when
+    Redis cannot rewrite them; the deletes stand either way.
+    """
+    async with _COMPACTING, asyncio.timeout(COMPACT_WAIT_S):
+        config = keys.strs(await redis.config_get("appendonly")) | keys.strs(
+            await redis.config_get("save")
+        )
+        if config.get("appendonly") == "yes":
+            await _idle(redis, "aof_rewrite_in_progress", "aof_rewrite_scheduled")
+            while True:
+                try:
+                    await redis.bgrewriteaof()
+                    break
+                except ResponseError as e:  # one started between our check and our request
+                    if "in progress" not in str(e):
+                        raise
+                    await _idle(redis, "aof_rewrite_in_progress", "aof_rewrite_scheduled")
+            await _idle(redis, "aof_rewrite_in_progress", "aof_rewrite_scheduled")
+        if config.get("save"):
+            await _idle(redis, "rdb_bgsave_in_progress")
+            await redis.bgsave(schedule=True)  # no rewrite runs now: it starts at once
+            await _idle(redis, "rdb_bgsave_in_progress")
+
+
+async def _idle(redis: Redis, *flags: str) -> None:
+    """Wait until none of the persistence ``flags`` is set."""
+    while True:
+        info = await redis.info("persistence")
+        if not any(info.get(f) for f in flags):
+            return
+        await asyncio.sleep(0.1)

@@ -34,6 +34,8 @@ class TranscriptLog:
         self.writer: ObjectWriter | None = None
         self.discarded = False
         self._lock = asyncio.Lock()
+        #: The deletion a discard started (it outlives a cancelled caller).
+        self._deleting: asyncio.Future[None] | None = None
 
     async def add(self, turn: TurnRecord) -> None:
         """Seal and store one turn (the object is created with the first)."""
@@ -47,14 +49,25 @@ class TranscriptLog:
             await self.writer.append(json.dumps(asdict(turn)).encode())
 
     async def finish(self) -> None:
-        """Finalize the transcript."""
+        """Finalize the transcript (or see a discard through)."""
+        if self._deleting is not None:
+            await self._deleting
         async with self._lock:
             if self.writer is not None and not self.discarded:
                 await self.writer.finalize()
 
     async def discard(self) -> None:
-        """Delete the transcript, including what a write in progress is storing."""
+        """Delete the transcript, including what a write in progress is storing.
+
+        The deletion runs to its end even if the call is cancelled meanwhile; :meth:`finish`
+        waits for it.
+        """
         self.discarded = True  # a write waiting for the lock stores nothing
+        if self._deleting is None:
+            self._deleting = asyncio.ensure_future(self._delete())
+        await asyncio.shield(self._deleting)
+
+    async def _delete(self) -> None:
         async with self._lock:
             if self.writer is not None:
                 self.writer.finished = True

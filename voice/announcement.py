@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from routing.directory import DEFAULT_ANNOUNCEMENT
+
 AI_DISCLOSURE = "ai_disclosure"
 RECORDING_NOTICE = "recording_notice"
 
@@ -164,8 +166,7 @@ REQUIRED: Mapping[str, Mapping[str, re.Pattern[str]]] = {
 
 #: Per language: the announcement an agent gets when it sets none.
 DEFAULTS: Mapping[str, str] = {
-    "en": "Hello. You are speaking with an AI assistant, an automated system, not a person. "
-    "This call may be recorded.",
+    "en": DEFAULT_ANNOUNCEMENT,
     "fr": "Bonjour. Vous parlez avec un assistant d'intelligence artificielle, un système "
     "automatisé, pas une personne. Cet appel peut être enregistré.",
     "de": "Hallo. Sie sprechen mit einem KI-Assistenten, einem automatisierten System, keinem "

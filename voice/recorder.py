@@ -180,6 +180,8 @@ class CallRecorder:
         self.writer: ObjectWriter | None = None
         self.discarded = False
         self._lock = asyncio.Lock()
+        #: The deletion a discard started (it outlives a cancelled caller).
+        self._deleting: asyncio.Future[None] | None = None
         self.buffer.add_event_handler("on_audio_data", self._on_audio)
 
     async def start(self) -> None:
@@ -206,7 +208,9 @@ class CallRecorder:
                 log.exception("recording segment could not be stored")
 
     async def finish(self) -> None:
-        """Flush the last audio and finalize the object."""
+        """Flush the last audio and finalize the object (or see a discard through)."""
+        if self._deleting is not None:
+            await self._deleting
         if self.writer is None or self.discarded:
             return
         await self.buffer.stop_recording()  # its last audio goes through _on_audio (the lock)
@@ -215,8 +219,17 @@ class CallRecorder:
                 await self.writer.finalize()
 
     async def discard(self) -> None:
-        """Stop and delete what was recorded, including a segment being stored."""
+        """Stop and delete what was recorded, including a segment being stored.
+
+        The deletion runs to its end even if the call is cancelled meanwhile (the caller hung
+        up); :meth:`finish` waits for it.
+        """
         self.discarded = True  # a write waiting for the lock stores nothing
+        if self._deleting is None:
+            self._deleting = asyncio.ensure_future(self._delete())
+        await asyncio.shield(self._deleting)
+
+    async def _delete(self) -> None:
         if self.writer is not None:
             await self.buffer.stop_recording()  # its flush sees the flag and stores nothing
         async with self._lock:

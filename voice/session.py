@@ -54,6 +54,7 @@ from recordings.crypto import Identity
 from recordings.objects import EncryptedObjects
 from recordings.transcripts import TranscriptLog, TurnRecord
 from routing.directory import Agent
+from voice.announcement import default_announcement, missing_parts
 from voice.calls import CallRecord, CallStore, Turn
 from voice.engines import PHONE_RATE, Engines
 from voice.events import CallEvent, CallEventType, current_call_id
@@ -529,6 +530,10 @@ class CallSession:
         audio: a call never runs without its whole announcement.
         """
         text = self.agent.announcement.strip()
+        if missing_parts(text, self.agent.language):
+            # Stored before announcements were checked: the language's default says it all.
+            log.warning("agent announcement incomplete: the default one is played")
+            text = default_announcement(self.agent.language)
         try:
             audio = await self.engines.phrase(text, PHONE_RATE) if text else b""
         except Exception:

@@ -5,6 +5,7 @@ with real Redis."""
 
 from __future__ import annotations
 
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -216,3 +217,14 @@ async def test_the_call_beyond_a_cap_gets_each_carriers_busy_answer(
     # Repeats of an admitted call's webhook are the same call, never refused as a new one.
     r = await first.post_signed("/webhooks/twilio/voice", first.voice_params())
     assert ET.fromstring(r.text).find("Connect/Stream") is not None
+    # ... and once it is talking, a repeat neither frees its place nor takes another.
+    store = CallStore(capped_redis)
+    call_id = await store.by_carrier_id("twilio", first.call_sid)
+    assert call_id is not None
+    await store.advance(call_id, "in-progress", time.time())
+    r = await first.post_signed("/webhooks/twilio/voice", first.voice_params())
+    assert r.status_code == 200
+    again = TwilioSimulator(capped.url, ACCOUNT_SID, AUTH_TOKEN, to="+15555550601")
+    r = await again.post_signed("/webhooks/twilio/voice", again.voice_params())
+    reject = ET.fromstring(r.text).find("Reject")
+    assert reject is not None and reject.get("reason") == "busy", r.text

@@ -163,3 +163,22 @@ async def test_a_call_plays_its_whole_announcement_when_the_phrase_cache_keeps_n
         await client.aclose()
         stop_server(server)
         redis_proc.kill()
+
+
+async def test_an_agent_stored_with_an_incomplete_announcement_plays_the_default(
+    live_server: LiveServer, live_redis: Redis, voice
+) -> None:  # type: ignore[no-untyped-def]
+    """An agent written before announcements were checked (here "."): its calls play the
+    language's default announcement, never the incomplete one."""
+    d = Directory(live_redis)
+    await d.add_agent(Agent(name="bakery", prompt=BAKERY, announcement="."))
+    await d.add_number(NUMBER, "bakery")
+    store = call_store(live_server, live_redis)
+    sim = TwilioSimulator(live_server.url, ACCOUNT_SID, AUTH_TOKEN, to=NUMBER)
+    result = await sim.run([], greeting_timeout=30.0)
+    await wait_closed(store, result.call_id)
+    events = {e.type: e for e in await store.events(result.call_id)}
+    assert CallEventType.ANNOUNCEMENT_STARTED in events, live_server.tail()
+    duration = events[CallEventType.ANNOUNCEMENT_STARTED].data["duration_s"]
+    expected = len(synthesize(voice, DEFAULT_ANNOUNCEMENT.strip(), PHONE_RATE)) / (2 * PHONE_RATE)
+    assert duration == pytest.approx(expected, rel=0.1), (duration, expected)

@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 from carriers.base import InboundCall
 from recordings.crypto import Identity, new_key
 from recordings.keyring import KeyRing, NoTenantKey
-from recordings.lifecycle import Lifecycle
+from recordings.lifecycle import Lifecycle, compact
 from recordings.objects import EncryptedObjects, ObjectInfo
 from recordings.storage import LocalStorage
 from routing import Agent, Directory
@@ -309,3 +309,22 @@ async def test_the_platform_on_s3_storage(redis_server: str, tmp_path: Path) -> 
         stop_server(server)
         moto.stop()
         await client.aclose()
+
+
+async def test_compaction_waits_for_a_rewrite_already_running_then_makes_its_own(
+    redis: Redis,
+) -> None:
+    # A rewrite that forked before an erasure's deletes still holds the erased values: the
+    # erasure must not fail on it ("already in progress") and must rewrite again after it.
+    await redis.mset({f"filler:{i}": "x" * 64 for i in range(200)})
+    await redis.config_set("rdb-key-save-delay", "2000")  # microseconds a key: a slow rewrite
+    try:
+        await redis.bgrewriteaof()
+        assert (await redis.info("persistence"))["aof_rewrite_in_progress"] == 1
+        before = (await redis.info("persistence"))["aof_rewrites"]  # counts the one running
+        await compact(redis)
+        after = await redis.info("persistence")
+    finally:
+        await redis.config_set("rdb-key-save-delay", "0")
+    assert after["aof_rewrite_in_progress"] == 0 and after["aof_rewrites"] == before + 1
+    assert after["aof_last_bgrewrite_status"] == "ok"

@@ -55,20 +55,33 @@ class _PausingAppender:
 
 class PausingLocal(LocalStorage):
     pause: Pause
+    #: Set: each delete stops until the test releases it.
+    delete_pause: Pause | None = None
 
     async def create(self, name: str) -> Appender:
         if self.pause.at_append is None:
             await self.pause.hold()
         return _PausingAppender(await super().create(name), self.pause)
+
+    async def delete(self, name: str) -> None:
+        if self.delete_pause is not None:
+            await self.delete_pause.hold()
+        await super().delete(name)
 
 
 class PausingS3(S3Storage):
     pause: Pause
+    delete_pause: Pause | None = None
 
     async def create(self, name: str) -> Appender:
         if self.pause.at_append is None:
             await self.pause.hold()
         return _PausingAppender(await super().create(name), self.pause)
+
+    async def delete(self, name: str) -> None:
+        if self.delete_pause is not None:
+            await self.delete_pause.hold()
+        await super().delete(name)
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -144,3 +157,28 @@ async def test_a_transcript_without_objection_is_still_stored(
     await log.finish()
     [info] = await objects.of_call("call-ok")
     assert (await objects.open(info)).complete
+
+
+async def test_an_objection_whose_call_is_cancelled_mid_deletion_still_deletes_everything(
+    redis: Redis, storage: PausingLocal | PausingS3
+) -> None:
+    # The caller presses 9 and hangs up: the pipeline task running the discard is cancelled
+    # while storage deletes; the deletion goes on, and finishing the call waits for it.
+    storage.pause = Pause(None)
+    storage.pause.release.set()
+    objects = EncryptedObjects(redis, KeyRing(redis, new_key()), storage)
+    log = TranscriptLog(objects, Identity("t1", "call-gone", "transcript"), 1e12)
+    await log.add(TurnRecord("caller", "my card number is 4242", 1.0))
+    recorder = CallRecorder(objects, Identity("t1", "call-gone", "recording"), 1e12)
+    await recorder.start()
+    await recorder._on_audio(None, b"\x01\x02" * 8000, 8000, 2)
+    storage.delete_pause = Pause()
+    objections = [asyncio.create_task(log.discard()), asyncio.create_task(recorder.discard())]
+    await storage.delete_pause.entered.wait()  # a deletion is inside storage now
+    for task in objections:
+        task.cancel()
+    await asyncio.gather(*objections, return_exceptions=True)
+    storage.delete_pause.release.set()
+    await log.finish()
+    await recorder.finish()
+    await _nothing_stored(redis, objects, storage, "call-gone")

@@ -124,7 +124,9 @@ async def _refuse(scope: Scope, receive: Receive, send: Send, limit: int) -> Non
     would lose the answer with it: the answer goes out first, then up to ``LINGER_BYTES`` (for
     at most ``LINGER_S``) are read and dropped so that the client can read it.
     """
-    log.warning("request body too large", extra={"path": scope["path"], "limit": limit})
+    # The route's prefix, not its path: a path may hold a phone number.
+    route = next((prefix for prefix, _ in LIMITS if scope["path"].startswith(prefix)), "other")
+    log.warning("request body too large", extra={"route": route, "limit": limit})
     response = problem(413, CODE, "Content Too Large", BodyTooLarge(limit).detail)
     headers = [*response.raw_headers, (b"connection", b"close")]
     await send({"type": "http.response.start", "status": 413, "headers": headers})

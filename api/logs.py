@@ -24,9 +24,10 @@ _STANDARD = set(vars(logging.makeLogRecord({}))) | {
 }
 
 
-#: Phone numbers, masked in every log line: E.164 (``+`` and 7-15 digits) anywhere, and
-#: quoted runs of 7-15 bare digits (carriers that drop the ``+``).
-_PHONE = re.compile(r'(?<![\w+])\+\d{5,13}(\d{2})(?!\d)|(?<=")\d{5,13}(\d{2})(?=")')
+#: Phone numbers, masked in every log line: E.164 (``+`` and 7-15 digits) anywhere, also
+#: written with separators (``+33 1 85 00 12 34``), and quoted runs of 7-15 bare digits
+#: (carriers that drop the ``+``), quoted once or inside a JSON string (``\"``).
+_PHONE = re.compile(r'(?<![\w+])\+\d(?:[ .\-()]{0,2}\d){6,14}(?!\d)|(?<=")\d{7,15}(?=\\?")')
 
 
 def redact(text: str) -> str:
@@ -35,7 +36,7 @@ def redact(text: str) -> str:
     Logs are append-only files that outlive a data subject's erasure and a tenant's
     offboarding, so personal data never enters them: no numbers, and no words of a call.
     """
-    return _PHONE.sub(lambda m: "+…" + (m.group(1) or m.group(2)), text)
+    return _PHONE.sub(lambda m: "+…" + m.group(0)[-2:], text)
 
 
 class JsonFormatter(logging.Formatter):

@@ -24,6 +24,11 @@ def split_addr(addr: str) -> tuple[str, int] | None:
     return host.strip("[]"), int(port)
 
 
+#: The longest call the platform may allow: the carriers' own maximum (4 hours) less the grace
+#: they are given after the platform's closing phrase.
+CALL_MAX_LIMIT_S = 14400 - 30
+
+
 class Settings(BaseSettings):
     """Every knob of the platform; one instance per process."""
 
@@ -108,12 +113,15 @@ class Settings(BaseSettings):
     call_max_seconds: int = Field(
         default=900,
         ge=1,
+        le=CALL_MAX_LIMIT_S,
         description="The platform ends a call (closing phrase, then hang-up at the carrier) "
-        "after this long; carriers get it plus 30 s as their own hard limit.",
+        "after this long; carriers that take a limit get it plus 30 s as their own (the "
+        "carriers' maximum is 4 hours, so at most 14370).",
     )
     inbound_call_max_seconds: int | None = Field(
         default=None,
         ge=1,
+        le=CALL_MAX_LIMIT_S,
         description="The same for inbound calls. Unset: BONMONIQ_CALL_MAX_SECONDS.",
     )
     master_key: SecretStr | None = Field(

@@ -2,7 +2,7 @@
 
 Pure: :func:`classify` reads the numbering plan (``phonenumbers``) and the operator's table
 (``destinations.toml``); :func:`check` refuses a class the tenant is not allowed to call;
-:func:`price_cents_per_minute` is what a minute to the number costs for the spend cap.
+:func:`class_price` is what a minute to a class costs for the spend cap.
 """
 
 from __future__ import annotations
@@ -142,8 +142,3 @@ def check(number: str, allowed: Iterable[str], table: DestinationTable) -> Desti
 def class_price(kind: DestinationClass, base_cents: int, table: DestinationTable) -> int:
     """Cents a minute for ``kind``: its price in the table or ``base_cents``, the higher."""
     return max(base_cents, table.cents_per_minute.get(kind, 0))
-
-
-def price_cents_per_minute(number: str, base_cents: int, table: DestinationTable) -> int:
-    """What a minute to ``number`` costs for the spend cap (``base_cents`` for a standard one)."""
-    return class_price(classify(number, table).kind, base_cents, table)

@@ -15,7 +15,6 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -154,7 +153,6 @@ class Decision:
         }
 
 
-@lru_cache(maxsize=65536)
 def country_of(number: str) -> str:
     """ISO country of an E.164 number, via ``phonenumbers``; :class:`InvalidNumber` otherwise.
 
@@ -177,7 +175,6 @@ def country_of(number: str) -> str:
     return str(region)  # "001": a non-geographic number (satellite, international network)
 
 
-@lru_cache(maxsize=65536)
 def regions_of(number: str) -> tuple[str, ...]:
     """Every region whose numbering plan ``number`` is valid in (empty for an invalid number).
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import httpx
 from aiohttp import web
@@ -88,3 +89,18 @@ async def test_a_carriers_refusal_reaches_the_client_as_a_code_not_its_words(
     log = live_server.log.read_text()
     assert "token-xyz-4242" in log  # the operator reads what the carrier said
     assert "+15555550177" not in log  # with the number masked
+
+
+def test_log_lines_mask_numbers_however_they_are_written() -> None:
+    import logging
+
+    from api.logs import JsonFormatter
+
+    record = logging.LogRecord("carriers.rest", logging.WARNING, __file__, 1, "refused %s",
+                               ("+33 1 85 00 12 34",), None)  # fmt: skip
+    record.body = '{"to": "33612345678", "from": "+1 (555) 555-4202"}'  # a carrier's reply
+    record.path = "/v1/numbers/+14155550100"
+    line = JsonFormatter().format(record)
+    for clear in ("85 00 12 34", "33612345678", "555-4202", "4155550100"):
+        assert clear not in line, line
+    assert line.count("+…") == 4 and json.loads(line)["msg"] == "refused +…34"

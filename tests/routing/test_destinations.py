@@ -17,7 +17,6 @@ from routing.destinations import (
     class_price,
     classify,
     default_table,
-    price_cents_per_minute,
 )
 from routing.errors import DestinationRefused, InvalidNumber
 from routing.policy import EEA_EXTRA, EU27, Carrier, Health, Policy, Purpose, route
@@ -83,6 +82,11 @@ def test_restricted_classes_are_refused_unless_allowed() -> None:
     assert RESTRICTED == frozenset(C) - {C.STANDARD}
     with pytest.raises(InvalidNumber):
         classify("not a number", TABLE)
+
+
+def price_cents_per_minute(number: str, base_cents: int, table: DestinationTable) -> int:
+    """What ``place_call`` charges a minute to ``number``: its class's price."""
+    return class_price(classify(number, table).kind, base_cents, table)
 
 
 def test_prices_per_class() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import shutil
 import subprocess
@@ -56,6 +57,7 @@ __all__ = [
     "LiveServer",
     "MASTER_KEY",
     "call_store",
+    "flushed",
     "encrypted_store",
     "sealing_calls",
     "write_transcript",
@@ -268,12 +270,21 @@ def live_server(
     stop_server(server)
 
 
+@contextlib.asynccontextmanager
+async def flushed(server: LiveServer) -> AsyncIterator[Redis]:
+    """A client on ``server``'s Redis database, emptied first."""
+    client = Redis.from_url(server.redis_url, decode_responses=True)
+    await client.flushdb()
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
 @pytest.fixture
 async def live_redis(live_server: LiveServer) -> AsyncIterator[Redis]:
-    client = Redis.from_url(live_server.redis_url, decode_responses=True)
-    await client.flushdb()
-    yield client
-    await client.aclose()
+    async with flushed(live_server) as client:
+        yield client
 
 
 @pytest.fixture(scope="session")

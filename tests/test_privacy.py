@@ -11,8 +11,11 @@ import zipfile
 from pathlib import Path
 
 import redis as sync_redis
+from redis.asyncio import Redis
 
 from llm.server import free_port
+from tests.api.test_keys import new_tenant
+from tests.conftest import LiveServer
 from tests.privacy import Needles, Watch, aof_commands, file_parts, redis_files, redis_values
 
 SECRET = "bmq_0123456789abcdef_" + "S" * 43
@@ -71,10 +74,31 @@ def test_a_watch_reports_only_what_is_new(tmp_path: Path) -> None:
     watch = Watch()
     privacy.LOGS.append(log)
     try:
-        assert watch.findings() == [] or all(f.where != f"log {log}" for f in watch.findings())
+        assert [f for f in watch.findings() if f.where == f"log {log}"] == []
         with log.open("a") as f:
             f.write(f'{{"msg": "issued {SECRET}"}}\n')
         assert [f.what for f in watch.findings() if f.where == f"log {log}"] == ["API key"]
-        log.write_text("")  # truncated: nothing new to report, the leak stays reported once
+        assert [f for f in watch.findings() if f.where == f"log {log}"] == []  # reported once
+        log.write_text("")  # truncated: nothing new to report
+        assert [f for f in watch.findings() if f.where == f"log {log}"] == []
     finally:
         privacy.LOGS.remove(log)
+
+
+async def test_the_suite_wide_scan_is_wired_to_the_live_platform(
+    live_server: LiveServer, live_redis: Redis
+) -> None:
+    # Positive control of what every test relies on: a key issued through the API is watched
+    # for (the httpx hook saw it), and written in clear to the platform's Redis it is found.
+    from tests import privacy
+
+    _, key = await new_tenant(live_server, "Canary")
+    assert key in privacy.SEEN.secrets
+    assert [f for f in privacy.WATCH.findings() if key[:20] in f.sample] == []
+    await live_redis.set("canary", key)
+    try:
+        found = privacy.WATCH.findings()
+        assert any(f.what == "API key" and "canary" in f.where for f in found), found
+    finally:
+        await live_redis.delete("canary")
+        privacy.WATCH.findings()  # the planted leak is not the suite's

@@ -16,6 +16,7 @@ from api.telephony import Telephony
 from carriers.base import StatusUpdate
 from carriers.telnyx.control import TelnyxAccount, TelnyxControl
 from routing import Agent, Directory, keys
+from routing.directory import Route
 from routing.policy import Carrier, Health, Policy
 from tests.conftest import sealing_calls
 from tests.fakes.carrier_apis import FakeTelnyx, fake_carriers, form
@@ -73,6 +74,16 @@ async def test_a_limit_beyond_the_carriers_maximum_is_clamped_to_it() -> None:
     assert json.loads(fake.seen[-1].content)["time_limit_secs"] == 14400
 
 
+async def _telnyx_number(redis: Redis) -> Route:
+    """The bakery's number ``FROM``, rented through Telnyx."""
+    directory = Directory(redis)
+    await directory.add_agent(Agent(name="bakery", prompt="p"))
+    await directory.add_number(FROM, "bakery", holding={"carrier": "telnyx", "carrier_id": "x"})
+    source = await directory.lookup(FROM)
+    assert source is not None
+    return source
+
+
 async def _placed(redis: Redis, limiter: OutboundLimiter, tenant: str, now: float) -> str:
     """An admitted, reserved outbound call as ``place_call`` records it; its id."""
     directory = Directory(redis)
@@ -90,11 +101,7 @@ async def _placed(redis: Redis, limiter: OutboundLimiter, tenant: str, now: floa
 
 
 async def test_a_call_longer_than_its_reservation_is_charged_in_full(redis: Redis) -> None:
-    directory = Directory(redis)
-    await directory.add_agent(Agent(name="bakery", prompt="p"))
-    await directory.add_number(FROM, "bakery", holding={"carrier": "telnyx", "carrier_id": "x"})
-    source = await directory.lookup(FROM)
-    assert source is not None
+    source = await _telnyx_number(redis)
     tenant = source.tenant
     limiter = OutboundLimiter(redis, RATE, MAX_S)
     reserve = limiter.reserve_cents()
@@ -119,11 +126,7 @@ async def test_a_call_longer_than_its_reservation_is_charged_in_full(redis: Redi
 
 
 async def test_without_a_carrier_duration_the_time_since_answer_is_charged(redis: Redis) -> None:
-    directory = Directory(redis)
-    await directory.add_agent(Agent(name="bakery", prompt="p"))
-    await directory.add_number(FROM, "bakery", holding={"carrier": "telnyx", "carrier_id": "x"})
-    source = await directory.lookup(FROM)
-    assert source is not None
+    source = await _telnyx_number(redis)
     limiter = OutboundLimiter(redis, RATE, MAX_S)
     now = time.time()
     store = sealing_calls(redis)
@@ -141,11 +144,7 @@ async def test_without_a_carrier_duration_the_time_since_answer_is_charged(redis
 
 
 async def test_a_short_call_gives_the_rest_of_its_reservation_back(redis: Redis) -> None:
-    directory = Directory(redis)
-    await directory.add_agent(Agent(name="bakery", prompt="p"))
-    await directory.add_number(FROM, "bakery", holding={"carrier": "telnyx", "carrier_id": "x"})
-    source = await directory.lookup(FROM)
-    assert source is not None
+    source = await _telnyx_number(redis)
     limiter = OutboundLimiter(redis, RATE, MAX_S)
     now = time.time()
     call_id = await _placed(redis, limiter, source.tenant, now)

@@ -23,6 +23,7 @@ from tests.conftest import (
     ACCOUNT_SID,
     AUTH_TOKEN,
     LiveServer,
+    flushed,
     sinch_sim,
     start_server,
     stop_server,
@@ -54,10 +55,24 @@ def short_calls(
 
 @pytest.fixture
 async def short_redis(short_calls: LiveServer) -> AsyncIterator[Redis]:
-    client = Redis.from_url(short_calls.redis_url, decode_responses=True)
-    await client.flushdb()
-    yield client
-    await client.aclose()
+    async with flushed(short_calls) as client:
+        yield client
+
+
+async def bakery_at(redis: Redis, number: str) -> None:
+    """An agent answering ``number``."""
+    d = Directory(redis)
+    await d.add_agent(Agent(name="bakery", prompt="You sell bread."))
+    await d.add_number(number, "bakery")
+
+
+async def ended_at_maximum_length(redis: Redis, call_id: str) -> None:
+    """The platform ended the call for its length (the event says so)."""
+    events = await CallStore(redis).events(call_id)
+    assert any(
+        e.type == CallEventType.HANGUP_REQUESTED and e.data.get("reason") == "maximum length"
+        for e in events
+    ), events
 
 
 async def settled(store: CallStore, call_id: str, limit_s: float) -> dict[str, str]:
@@ -83,11 +98,9 @@ async def test_an_outbound_call_ends_at_its_maximum_length_and_pays_what_it_used
                 "/v1/calls", json={"from_number": FROM, "to": "+15555550777"}, headers=auth(admin)
             )
             assert r.status_code == 201, r.text
-        started = time.monotonic()
         result = await asyncio.wait_for(
             sim.answer_outbound([("silence", SILENCE)], greeting_timeout=60, reply_timeout=5), 90
         )
-        lasted = time.monotonic() - started
     # The platform closed the stream, then hung up through Call Control's documented command.
     assert result.closed_by_platform, short_calls.tail()
     commands = [(action, body) for ccid, action, body in sim.api.log if ccid == sim.ccid]
@@ -103,7 +116,7 @@ async def test_an_outbound_call_ends_at_its_maximum_length_and_pays_what_it_used
     # Telnyx's hang-up event carries no duration: the time since the answer is charged.
     raw = await settled(store, result.call_id, 15)
     talked = float(raw["settled_at"]) - float(raw["answered_at"])
-    assert 0 < talked <= lasted
+    assert talked > 0  # answered, then ended: the charge is for the time in between
     assert int(raw["cost_cents"]) == CENTS_PER_MINUTE * math.ceil(talked / 60)
     async with httpx.AsyncClient(base_url=short_calls.url) as c:
         usage = (await c.get("/v1/limits", headers=auth(admin))).json()["usage"]
@@ -113,20 +126,14 @@ async def test_an_outbound_call_ends_at_its_maximum_length_and_pays_what_it_used
 async def test_an_inbound_call_ends_at_its_maximum_length_too(
     short_calls: LiveServer, short_redis: Redis
 ) -> None:
-    d = Directory(short_redis)
-    await d.add_agent(Agent(name="bakery", prompt="You sell bread."))
-    await d.add_number("+15555550300", "bakery")
+    await bakery_at(short_redis, "+15555550300")
     sim = telnyx_sim(short_calls, "+15555550300")
     result = await asyncio.wait_for(
         sim.run([("silence", SILENCE)], greeting_timeout=60, reply_timeout=5), 90
     )
     assert result.closed_by_platform, short_calls.tail()
     assert [a for c, a, _ in sim.api.log if c == sim.ccid][-1] == "hangup"
-    events = await CallStore(short_redis).events(result.call_id)
-    assert any(
-        e.type == CallEventType.HANGUP_REQUESTED and e.data.get("reason") == "maximum length"
-        for e in events
-    ), events
+    await ended_at_maximum_length(short_redis, result.call_id)
 
 
 async def test_an_inbound_twilio_call_is_ended_by_closing_its_stream(
@@ -134,27 +141,19 @@ async def test_an_inbound_twilio_call_is_ended_by_closing_its_stream(
 ) -> None:
     # Twilio's hang-up for a <Connect><Stream> call is the platform closing the stream: no TwiML
     # follows </Connect>, so Twilio ends the call.
-    d = Directory(short_redis)
-    await d.add_agent(Agent(name="bakery", prompt="You sell bread."))
-    await d.add_number("+15555550301", "bakery")
+    await bakery_at(short_redis, "+15555550301")
     sim = TwilioSimulator(short_calls.url, ACCOUNT_SID, AUTH_TOKEN, to="+15555550301")
     result = await asyncio.wait_for(
         sim.run([("silence", SILENCE)], greeting_timeout=60, reply_timeout=5), 90
     )
     assert result.closed_by_platform, short_calls.tail()
-    events = await CallStore(short_redis).events(result.call_id)
-    assert any(
-        e.type == CallEventType.HANGUP_REQUESTED and e.data.get("reason") == "maximum length"
-        for e in events
-    ), events
+    await ended_at_maximum_length(short_redis, result.call_id)
 
 
 async def test_sinch_is_given_the_hard_limit_when_it_answers(
     short_calls: LiveServer, short_redis: Redis
 ) -> None:
-    d = Directory(short_redis)
-    await d.add_agent(Agent(name="bakery", prompt="You sell bread."))
-    await d.add_number("+33185001234", "bakery")
+    await bakery_at(short_redis, "+33185001234")
     sim = sinch_sim(short_calls, "+33185001234")
     r = await sim.deliver(sim.ice())
     assert r.status_code == 200, r.text

@@ -22,6 +22,7 @@ from tests.conftest import (
     ACCOUNT_SID,
     AUTH_TOKEN,
     LiveServer,
+    flushed,
     sinch_sim,
     start_server,
     stop_server,
@@ -116,10 +117,8 @@ def capped(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 @pytest.fixture
 async def capped_redis(capped: LiveServer) -> AsyncIterator[Redis]:
-    client = Redis.from_url(capped.redis_url, decode_responses=True)
-    await client.flushdb()
-    yield client
-    await client.aclose()
+    async with flushed(capped) as client:
+        yield client
 
 
 async def test_configuration_writes_beyond_the_rate_are_429_rate_limited(

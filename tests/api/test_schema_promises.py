@@ -44,7 +44,7 @@ async def test_numbers_voices_and_languages_are_constrained_in_the_schema(
     schema = await schema_of(live_server)
     parts = schema["components"]["schemas"]
     agent = parts["AgentFields"]["properties"]
-    assert agent["voice"]["enum"] == ["en_US-joe-medium"] or agent["voice"]["enum"]
+    assert "en_US-joe-medium" in agent["voice"]["enum"]  # the voice the CPU profile installs
     assert "en" in agent["language"]["enum"] and "xx" not in agent["language"]["enum"]
     assert agent["retention_days"]["minimum"] == 1 and agent["retention_days"]["maximum"] == 180
     for model, field in [("NumberCreate", "number"), ("CallCreate", "to"),

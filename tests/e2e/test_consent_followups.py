@@ -12,6 +12,7 @@ import contextlib
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -99,6 +100,24 @@ async def call_speaking_at_once(
     return result
 
 
+async def call_playing_the_default(
+    server: LiveServer, client: Redis, voice: object
+) -> tuple[SimulationResult, dict[CallEventType, Any], float]:
+    """A silent Twilio call to ``NUMBER`` whose announcement is the default one, played whole:
+    the call's result, its events by type, and the announcement's duration."""
+    store = call_store(server, client)
+    sim = TwilioSimulator(server.url, ACCOUNT_SID, AUTH_TOKEN, to=NUMBER)
+    result = await sim.run([], greeting_timeout=30.0)
+    await wait_closed(store, result.call_id)
+    events = {e.type: e for e in await store.events(result.call_id)}
+    assert CallEventType.ANNOUNCEMENT_STARTED in events, server.tail()
+    duration = float(events[CallEventType.ANNOUNCEMENT_STARTED].data["duration_s"])
+    # Piper's timing varies a little from one synthesis to the next.
+    expected = len(synthesize(voice, DEFAULT_ANNOUNCEMENT.strip(), PHONE_RATE)) / (2 * PHONE_RATE)
+    assert duration == pytest.approx(expected, rel=0.1), (duration, expected)
+    return result, events, duration
+
+
 async def test_an_objection_said_during_the_announcement_counts_and_is_not_stored(
     live_server: LiveServer, live_redis: Redis, voice
 ) -> None:  # type: ignore[no-untyped-def]
@@ -135,19 +154,7 @@ async def test_a_call_plays_its_whole_announcement_when_the_phrase_cache_keeps_n
     client = Redis.from_url(server.redis_url, decode_responses=True)
     try:
         await recorded_bakery(client)
-        store = call_store(server, client)
-        sim = TwilioSimulator(server.url, ACCOUNT_SID, AUTH_TOKEN, to=NUMBER)
-        result = await sim.run([], greeting_timeout=30.0)
-        await wait_closed(store, result.call_id)
-
-        events = {e.type: e for e in await store.events(result.call_id)}
-        assert CallEventType.ANNOUNCEMENT_STARTED in events, server.tail()
-        duration = events[CallEventType.ANNOUNCEMENT_STARTED].data["duration_s"]
-        # Piper's timing varies a little from one synthesis to the next.
-        expected = len(synthesize(voice, DEFAULT_ANNOUNCEMENT.strip(), PHONE_RATE)) / (
-            2 * PHONE_RATE
-        )
-        assert duration == pytest.approx(expected, rel=0.1), (duration, expected)
+        result, events, duration = await call_playing_the_default(server, client, voice)
         assert CallEventType.ANNOUNCEMENT_PLAYED in events
         assert (
             events[CallEventType.RECORDING_STARTED].at
@@ -173,12 +180,4 @@ async def test_an_agent_stored_with_an_incomplete_announcement_plays_the_default
     d = Directory(live_redis)
     await d.add_agent(Agent(name="bakery", prompt=BAKERY, announcement="."))
     await d.add_number(NUMBER, "bakery")
-    store = call_store(live_server, live_redis)
-    sim = TwilioSimulator(live_server.url, ACCOUNT_SID, AUTH_TOKEN, to=NUMBER)
-    result = await sim.run([], greeting_timeout=30.0)
-    await wait_closed(store, result.call_id)
-    events = {e.type: e for e in await store.events(result.call_id)}
-    assert CallEventType.ANNOUNCEMENT_STARTED in events, live_server.tail()
-    duration = events[CallEventType.ANNOUNCEMENT_STARTED].data["duration_s"]
-    expected = len(synthesize(voice, DEFAULT_ANNOUNCEMENT.strip(), PHONE_RATE)) / (2 * PHONE_RATE)
-    assert duration == pytest.approx(expected, rel=0.1), (duration, expected)
+    await call_playing_the_default(live_server, live_redis, voice)

@@ -53,7 +53,9 @@ class _PausingAppender:
         await self.inner.finalize()
 
 
-class PausingLocal(LocalStorage):
+class _Pausing:
+    """A storage backend whose create, appends and deletes stop where the test says."""
+
     pause: Pause
     #: Set: each delete stops until the test releases it.
     delete_pause: Pause | None = None
@@ -61,27 +63,20 @@ class PausingLocal(LocalStorage):
     async def create(self, name: str) -> Appender:
         if self.pause.at_append is None:
             await self.pause.hold()
-        return _PausingAppender(await super().create(name), self.pause)
+        return _PausingAppender(await super().create(name), self.pause)  # type: ignore[misc]
 
     async def delete(self, name: str) -> None:
         if self.delete_pause is not None:
             await self.delete_pause.hold()
-        await super().delete(name)
+        await super().delete(name)  # type: ignore[misc]
 
 
-class PausingS3(S3Storage):
-    pause: Pause
-    delete_pause: Pause | None = None
+class PausingLocal(_Pausing, LocalStorage):
+    pass
 
-    async def create(self, name: str) -> Appender:
-        if self.pause.at_append is None:
-            await self.pause.hold()
-        return _PausingAppender(await super().create(name), self.pause)
 
-    async def delete(self, name: str) -> None:
-        if self.delete_pause is not None:
-            await self.delete_pause.hold()
-        await super().delete(name)
+class PausingS3(_Pausing, S3Storage):
+    pass
 
 
 @pytest.fixture(params=["local", "s3"])

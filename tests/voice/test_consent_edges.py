@@ -10,7 +10,6 @@ from __future__ import annotations
 import audioop
 from types import SimpleNamespace
 
-import onnxruntime
 import pytest
 from pipecat.audio.utils import create_stream_resampler, ulaw_to_pcm
 from pipecat.frames.frames import (
@@ -29,22 +28,13 @@ from carriers.playback import STREAM_OFFSET, PlaybackMarkFrame
 from carriers.twilio.media import TwilioMediaCodec
 from carriers.twilio.simulator import TwilioWire
 from tests.voice.test_early_stt import FRAME, pause, say
-from voice.engines import PHONE_RATE, Engines, silero_model_path
+from voice.engines import PHONE_RATE, Engines
 from voice.processors import ANNOUNCEMENT_MARK, Announcer
 from voice.recorder import ConsentGate
 from voice.services import SharedSileroVAD, SharedWhisperSTT
 from voice.session import STT_RATE, CallConfig
 
 UP = STT_RATE // PHONE_RATE  # bytes at the pipeline's rate per byte at the carrier's
-
-
-@pytest.fixture(scope="module")
-def engines(voice, whisper) -> Engines:  # type: ignore[no-untyped-def]
-    """The speech engines the STT service needs (no LLM)."""
-    silero = onnxruntime.InferenceSession(
-        str(silero_model_path()), providers=["CPUExecutionProvider"]
-    )
-    return Engines(whisper, voice, "test", silero, llm=None)  # type: ignore[arg-type]
 
 
 async def stt_frames(pcm8k: bytes) -> list[InputAudioRawFrame]:

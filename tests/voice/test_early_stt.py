@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import audioop
 
-import onnxruntime
 import pytest
 from pipecat.audio.utils import create_stream_resampler, ulaw_to_pcm
 from pipecat.frames.frames import (
@@ -27,20 +26,11 @@ from pipecat.tests.utils import SleepFrame, run_test
 from prometheus_client import REGISTRY
 
 from carriers.simulation import trim_silence
-from voice.engines import PHONE_RATE, Engines, silero_model_path, synthesize
+from voice.engines import PHONE_RATE, Engines, synthesize
 from voice.services import SharedSileroVAD, SharedWhisperSTT
 from voice.session import STT_RATE, CallConfig
 
 FRAME = PHONE_RATE * 20 // 1000 * 2  # bytes of a 20 ms carrier frame
-
-
-@pytest.fixture(scope="module")
-def engines(voice, whisper) -> Engines:  # type: ignore[no-untyped-def]
-    """The speech engines the STT service needs (no LLM: nothing here asks one)."""
-    silero = onnxruntime.InferenceSession(
-        str(silero_model_path()), providers=["CPUExecutionProvider"]
-    )
-    return Engines(whisper, voice, "test", silero, llm=None)  # type: ignore[arg-type]
 
 
 class Burst(FrameProcessor):

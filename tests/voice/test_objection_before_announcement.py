@@ -8,7 +8,6 @@ phrase check, the user aggregator, the LLM context, the transcript).
 
 from __future__ import annotations
 
-import onnxruntime
 import pytest
 from pipecat.frames.frames import Frame, TranscriptionFrame
 from pipecat.pipeline.pipeline import Pipeline
@@ -18,22 +17,13 @@ from pipecat.tests.utils import SleepFrame, run_test
 
 from tests.voice.test_consent_edges import UP, stt_frames
 from tests.voice.test_early_stt import FRAME, pause, say
-from voice.engines import Engines, silero_model_path
+from voice.engines import Engines
 from voice.recorder import ConsentGate, RefusalPhrases, UnheardSpeechFrame
 from voice.services import SharedSileroVAD, SharedWhisperSTT
 from voice.session import STT_RATE, CallConfig
 
 REFUSAL = "Please don't record this."
 EARLY = pytest.mark.parametrize("early_stt", [True, False], ids=["early-stt", "no-early-stt"])
-
-
-@pytest.fixture(scope="module")
-def engines(voice, whisper) -> Engines:  # type: ignore[no-untyped-def]
-    """The speech engines the STT service needs (no LLM)."""
-    silero = onnxruntime.InferenceSession(
-        str(silero_model_path()), providers=["CPUExecutionProvider"]
-    )
-    return Engines(whisper, voice, "test", silero, llm=None)  # type: ignore[arg-type]
 
 
 async def through_refusal_check(

@@ -28,8 +28,8 @@ from api import (
     routes_twilio,
 )
 from api.bodylimit import BodyLimit
-from api.logs import current_request_id
-from api.platform import Platform
+from app.logs import current_request_id
+from app.platform import Platform
 from llm.client import probe
 from llm.errors import LLMUnavailable
 

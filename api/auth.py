@@ -11,7 +11,7 @@ from fastapi import Request
 from starlette.exceptions import HTTPException
 
 from api import idempotency
-from api.tenants import RANK, ApiKey, Role, TenantStore
+from tenancy.tenants import RANK, ApiKey, Role, TenantStore
 
 
 class Unauthorized(HTTPException):

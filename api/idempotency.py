@@ -41,7 +41,7 @@ from redis.asyncio import Redis
 from starlette.responses import Response as StarletteResponse
 
 from api.problems import problem
-from routing import keys
+from store import keys
 
 log = logging.getLogger(__name__)
 HEADER = "Idempotency-Key"

@@ -14,7 +14,6 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 from starlette.types import Scope
 
-from api.limits import LimitExceeded
 from carriers.errors import (
     CarrierApiError,
     CarrierError,
@@ -32,6 +31,7 @@ from routing.errors import (
     RouteRefused,
     RoutingError,
 )
+from tenancy.limits import LimitExceeded
 
 log = logging.getLogger(__name__)
 MEDIA_TYPE = "application/problem+json"

@@ -13,11 +13,9 @@ from pydantic.json_schema import SkipJsonSchema
 from starlette.exceptions import HTTPException
 
 from api.auth import Caller, tenant_key
-from api.platform import Platform
 from api.problems import API_ERRORS, ApiProblem
 from api.schema import NOT_BLANK_PATTERN, PhoneNumber, whole
-from api.tenants import Role
-from api.write_limits import WriteLimiter, write_limit
+from app.platform import Platform
 from routing.directory import _LANGUAGES as LANGUAGES
 from routing.directory import (
     DEFAULT_ANNOUNCEMENT,
@@ -27,6 +25,8 @@ from routing.directory import (
     Agent,
 )
 from routing.errors import AgentNotFound
+from tenancy.tenants import Role
+from tenancy.write_limits import WriteLimiter, write_limit
 from voice.announcement import AnnouncementIncomplete, check_announcement, default_announcement
 
 Tool = Literal["end_call", "transfer"]

@@ -13,11 +13,11 @@ from starlette.exceptions import HTTPException
 
 from api import idempotency
 from api.auth import Caller, tenant_key
-from api.platform import Platform
 from api.problems import API_ERRORS
 from api.schema import E164_PATTERN, PhoneNumber
-from api.tenants import Role
-from voice.calls import CallRecord
+from app.platform import Platform
+from calls.store import CallRecord
+from tenancy.tenants import Role
 
 
 def _iso(value: object) -> object:

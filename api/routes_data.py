@@ -12,16 +12,16 @@ from starlette.exceptions import HTTPException
 
 from api import idempotency
 from api.auth import Caller, tenant_key
-from api.platform import Platform
 from api.problems import API_ERRORS, ApiProblem
 from api.routes_calls import tenant_call
 from api.schema import PhoneNumber
-from api.tenants import Role
+from app.platform import Platform
+from calls.store import CallRecord
 from recordings.crypto import DecryptionError
 from recordings.keyring import NoTenantKey
 from recordings.lifecycle import wav
 from routing.directory import normalise_number
-from voice.calls import CallRecord
+from tenancy.tenants import Role
 
 WAV = "audio/wav"
 ZIP = "application/zip"

@@ -13,12 +13,12 @@ from starlette.exceptions import HTTPException
 
 from api import idempotency
 from api.auth import Caller, operator, tenant_key
-from api.limits import Limits
-from api.platform import Platform
 from api.problems import API_ERRORS, ApiProblem
-from api.tenants import ApiKey, LastAdminKey, Role
-from api.write_limits import WriteLimiter, write_limit
+from app.platform import Platform
 from routing.destinations import RESTRICTED, DestinationClass, class_price
+from tenancy.limits import Limits
+from tenancy.tenants import ApiKey, LastAdminKey, Role
+from tenancy.write_limits import WriteLimiter, write_limit
 
 
 class KeyCreate(BaseModel):

@@ -10,14 +10,14 @@ from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
 
 from api.auth import Caller, tenant_key
-from api.platform import Platform
 from api.problems import API_ERRORS, ApiProblem
 from api.schema import PHONE_PATTERN, PhoneNumber
-from api.tenants import Role
-from api.write_limits import WriteLimiter, write_limit
-from routing import keys
+from app.platform import Platform
 from routing.directory import Agent, normalise_number
 from routing.errors import AgentNotFound
+from store import keys
+from tenancy.tenants import Role
+from tenancy.write_limits import WriteLimiter, write_limit
 
 #: A number in a path (its route's ``{number:e164}`` matches only these).
 NumberPath = Annotated[str, Path(pattern=PHONE_PATTERN, description="E.164, e.g. +33185001234")]

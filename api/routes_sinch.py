@@ -8,14 +8,15 @@ import time
 from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import JSONResponse, Response
 
-from api.inbound import CLOSE_POLICY, accept, first_message, run_stream, verified, webhook_route
-from api.platform import Platform
+from api.webhooks import verified, webhook_route
+from app.platform import Platform
+from calls.store import carrier_time_limit
 from carriers.base import StreamStart
 from carriers.errors import CarrierUnavailable
 from carriers.sinch import media, webhook
 from carriers.sinch.control import SinchControl
 from routing.policy import Carrier
-from voice.calls import carrier_time_limit
+from voice.transport import CLOSE_POLICY, first_message, run_stream
 
 log = logging.getLogger(__name__)
 CALLBACK_PATH = "/webhooks/sinch"
@@ -35,7 +36,7 @@ def router(platform: Platform) -> APIRouter:
         now = time.time()
         cb = webhook.parse(req.body)
         if cb.event == "ice":
-            accepted = await accept(platform, webhook.inbound(cb), now)
+            accepted = await platform.inbound.accept(webhook.inbound(cb), now)
             if accepted.busy:
                 return JSONResponse(webhook.svaml_busy())
             if accepted.route is None:
@@ -72,7 +73,7 @@ def router(platform: Platform) -> APIRouter:
             await ws.send_text(media.ANSWER)
 
         await run_stream(
-            platform, ws, start, webhook.CARRIER,
+            platform.stream_deps, ws, start, webhook.CARRIER,
             lambda on_invalid: media.SinchMediaCodec(rate, on_invalid=on_invalid),
             keepalive=media.HEARTBEAT, hang_up=control.hang_up, on_attached=answer,
         )  # fmt: skip

@@ -8,21 +8,14 @@ import time
 from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import Response
 
-from api.inbound import (
-    CLOSE_POLICY,
-    accept,
-    first_message,
-    run_stream,
-    start_reader,
-    verified,
-    webhook_route,
-)
-from api.platform import Platform
+from api.webhooks import verified, webhook_route
+from app.platform import Platform
 from carriers.errors import CarrierUnavailable
 from carriers.telnyx import media, webhook
 from carriers.telnyx.control import TelnyxControl
-from routing import keys
 from routing.policy import Carrier
+from store import keys
+from voice.transport import CLOSE_POLICY, first_message, run_stream, start_reader
 
 log = logging.getLogger(__name__)
 WEBHOOK_PATH = "/webhooks/telnyx"
@@ -60,7 +53,7 @@ def router(platform: Platform) -> APIRouter:
         if start is None:
             return
         await run_stream(
-            platform, ws, start, webhook.CARRIER,
+            platform.stream_deps, ws, start, webhook.CARRIER,
             lambda on_invalid: media.TelnyxMediaCodec(start.stream_id, on_invalid=on_invalid),
             hang_up=control.hang_up,
         )  # fmt: skip
@@ -73,7 +66,7 @@ async def _apply(
 ) -> None:
     """One event's effect: answer (or refuse) a new call, or move a call's state."""
     if event.type == "call.initiated" and event.payload.get("direction") == "incoming":
-        accepted = await accept(platform, webhook.inbound(event), now)
+        accepted = await platform.inbound.accept(webhook.inbound(event), now)
         if not accepted.created:
             return
         if accepted.busy:

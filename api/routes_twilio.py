@@ -9,20 +9,13 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import Response
 
-from api.inbound import (
-    CLOSE_POLICY,
-    accept,
-    first_message,
-    run_stream,
-    start_reader,
-    verified,
-    webhook_route,
-)
-from api.platform import Platform
+from api.webhooks import verified, webhook_route
+from app.platform import Platform
 from carriers.errors import CarrierUnavailable, SignatureInvalid, WebhookMalformed
 from carriers.twilio import media, signature, webhook
 from carriers.twilio.control import TwilioAccount
 from routing.policy import Carrier
+from voice.transport import CLOSE_POLICY, first_message, run_stream, start_reader
 
 log = logging.getLogger(__name__)
 VOICE_PATH = "/webhooks/twilio/voice"
@@ -66,7 +59,7 @@ def router(platform: Platform) -> APIRouter:
     async def voice(request: Request) -> Response:
         form = await _verified_form(platform, request)
         inbound = webhook.parse_voice(form)
-        accepted = await accept(platform, inbound, time.time())
+        accepted = await platform.inbound.accept(inbound, time.time())
         found = accepted.route
         if accepted.busy:
             return _twiml(webhook.twiml_busy())
@@ -128,7 +121,7 @@ def router(platform: Platform) -> APIRouter:
             return
         # Closing the stream is Twilio's hang-up: no TwiML follows <Connect>, so the call ends.
         await run_stream(
-            platform, ws, start, webhook.CARRIER,
+            platform.stream_deps, ws, start, webhook.CARRIER,
             lambda on_invalid: media.TwilioMediaCodec(start.stream_id, on_invalid=on_invalid),
         )  # fmt: skip
 

@@ -23,7 +23,7 @@ import httpx
 import numpy as np
 import soxr
 
-from api.settings import Settings
+from app.settings import Settings
 from bench.voice import ACCOUNT_SID, AUTH_TOKEN, NUMBER, start_ours
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,7 +38,7 @@ async def _components(lines: list[bytes], llm_url: str | None) -> dict[str, floa
     """The parts, timed directly: Whisper (16 kHz, language fixed), LLM first token, Piper."""
     from faster_whisper import WhisperModel
 
-    from api.runtime import DEMO_PROMPT
+    from app.runtime import DEMO_PROMPT
     from models import Role, verify_profile
     from voice.engines import load_voice
     from voice.services import TrimmedWhisper

@@ -38,7 +38,7 @@ from typing import Any
 
 import httpx
 
-from api.settings import Settings
+from app.settings import Settings
 from bench import webhooks
 from bench.encryption import machine
 from llm.server import free_port
@@ -107,7 +107,7 @@ def start_ours(var: Path) -> System:
            "BONMONIQ_LOG_LEVEL": "INFO",
            "BONMONIQ_METRICS_ADDR": f"127.0.0.1:{mport}"}  # fmt: skip
     log = var / "serve.log"
-    proc = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--demo"], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--demo"], cwd=REPO,
                             env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)  # fmt: skip
     _wait(url, proc, "/readyz", log)
     return System("ours", url, proc, [redis], f"http://127.0.0.1:{mport}/metrics")

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from redis.asyncio import Redis
 
 from recordings.crypto import KEY_BYTES, Identity, new_key, unwrap, wrap
-from routing import keys
+from store import keys
 
 log = logging.getLogger(__name__)
 

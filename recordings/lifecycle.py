@@ -29,7 +29,7 @@ from recordings.subjects import e164 as e164
 from recordings.subjects import subject_key as subject_key
 from recordings.subjects import subject_ref as subject_ref
 from recordings.transcripts import read_turns
-from routing import keys
+from store import keys
 
 log = logging.getLogger(__name__)
 #: How many expired calls one sweep looks at, at most (the next sweep goes on).

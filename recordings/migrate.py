@@ -18,7 +18,7 @@ from recordings.crypto import Identity
 from recordings.lifecycle import compact
 from recordings.objects import EncryptedObjects
 from recordings.transcripts import TranscriptLog, TurnRecord
-from routing import keys
+from store import keys
 
 log = logging.getLogger(__name__)
 _TURN_EVENTS = ('"caller_turn"', '"agent_turn"')

@@ -18,7 +18,7 @@ from recordings.crypto import DecryptionError, Identity, Opened, Sealer, open_se
 from recordings.keyring import KeyRing, WrappedKey
 from recordings.storage import Appender, ObjectMissing, ObjectStorage
 from recordings.subjects import rewrap_parties
-from routing import keys
+from store import keys
 
 #: Recorded audio: 16-bit little-endian PCM, 8 kHz, two channels (caller left, agent right).
 RECORDING_FORMAT = "pcm_s16le/8000/2"

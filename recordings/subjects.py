@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 
 from recordings.crypto import DecryptionError, Identity
 from recordings.keyring import KeyRing, NoTenantKey, WrappedKey
-from routing import keys
+from store import keys
 
 #: The purpose of the master-derived key that digests phone numbers (:func:`subject_ref`).
 SUBJECT_KEY_PURPOSE = "subject-ref"

@@ -1,4 +1,4 @@
-"""Which tenant and agent answer a number (the number directory) and the Redis key layout."""
+"""Which tenant and agent answer a number, and by which carrier: the directory and the policy."""
 
 from routing.directory import (
     DEFAULT_ANNOUNCEMENT,

@@ -11,8 +11,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from routing import keys
 from routing.errors import AgentExists, AgentInUse, AgentNotFound, InvalidNumber, NumberTaken
+from store import keys
 
 DEFAULT_TENANT = "default"
 DEFAULT_ANNOUNCEMENT = (

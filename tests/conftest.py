@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from redis.asyncio import Redis
 
+from calls.store import CallStore
 from llm.server import free_port
 from recordings.crypto import Identity
 from recordings.keyring import KeyRing
@@ -28,7 +29,6 @@ from recordings.objects import EncryptedObjects
 from recordings.storage import LocalStorage
 from recordings.transcripts import TranscriptLog, TurnRecord
 from tests import privacy
-from voice.calls import CallStore
 
 REPO = Path(__file__).resolve().parents[1]
 ACCOUNT_SID = "AC" + "e2e0" * 8
@@ -196,7 +196,7 @@ def start_server(redis_url: str, var: Path, ready: str = "/readyz", **env: str) 
     privacy.LOGS.append(log)
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "serve"],
+            [sys.executable, "-m", "app.cli", "serve"],
             cwd=REPO,
             env=full_env,
             stdout=out,

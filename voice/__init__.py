@@ -1,7 +1,7 @@
 """The call pipeline: shared speech models, one pipecat pipeline per call, the call store."""
 
-from voice.calls import CallRecord, CallStore, Turn
-from voice.events import STAGE_ORDER, CallEvent, CallEventType, current_call_id, order_violations
+from calls.events import STAGE_ORDER, CallEvent, CallEventType, current_call_id, order_violations
+from calls.store import CallRecord, CallStore, Turn
 
 __all__ = [
     "STAGE_ORDER",

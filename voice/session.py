@@ -48,6 +48,8 @@ from pipecat.turns.user_stop import BaseUserTurnStopStrategy, SpeechTimeoutUserT
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from pipecat.workers.runner import WorkerRunner
 
+from calls.events import CallEvent, CallEventType, current_call_id
+from calls.store import CallRecord, CallStore, Turn
 from carriers.playback import PlaybackAcks
 from llm.client import create_llm_service
 from recordings.crypto import Identity
@@ -55,9 +57,7 @@ from recordings.objects import EncryptedObjects
 from recordings.transcripts import TranscriptLog, TurnRecord
 from routing.directory import Agent
 from voice.announcement import default_announcement, missing_parts
-from voice.calls import CallRecord, CallStore, Turn
 from voice.engines import PHONE_RATE, Engines
-from voice.events import CallEvent, CallEventType, current_call_id
 from voice.metrics import ACTIVE_CALLS, CALLS, TurnTimeline
 from voice.processors import ANNOUNCEMENT_MARK, Announcer, ClosingPhrases, is_closing
 from voice.recorder import CallRecorder, ConsentGate, RefusalPhrases

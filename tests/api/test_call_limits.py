@@ -10,17 +10,18 @@ import time
 import pytest
 from redis.asyncio import Redis
 
-from api.limits import Limits, OutboundLimiter, day
-from api.settings import Settings
-from api.telephony import Telephony
+from app.settings import Settings
+from calls.store import HANGUP_GRACE_S, CallStore, Reservation, carrier_time_limit
 from carriers.base import StatusUpdate
 from carriers.telnyx.control import TelnyxAccount, TelnyxControl
-from routing import Agent, Directory, keys
+from routing import Agent, Directory
 from routing.directory import Route
 from routing.policy import Carrier, Health, Policy
+from store import keys
+from telephony.outbound import Telephony
+from tenancy.limits import Limits, OutboundLimiter, day
 from tests.conftest import sealing_calls
 from tests.fakes.carrier_apis import FakeTelnyx, fake_carriers, form
-from voice.calls import HANGUP_GRACE_S, CallStore, Reservation, carrier_time_limit
 
 SID, TOKEN = "AC" + "c" * 32, "tok"
 RATE = 3  # cents a minute

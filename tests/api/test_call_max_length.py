@@ -14,9 +14,12 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from calls.events import CallEventType
+from calls.store import HANGUP_GRACE_S, CallStore
 from carriers.simulation import RATE
 from carriers.twilio.simulator import TwilioSimulator
-from routing import Agent, Directory, keys
+from routing import Agent, Directory
+from store import keys
 from tests.api.test_keys import auth
 from tests.api.test_outbound_api import FROM, tenant_with_number
 from tests.conftest import (
@@ -29,8 +32,6 @@ from tests.conftest import (
     stop_server,
     telnyx_sim,
 )
-from voice.calls import HANGUP_GRACE_S, CallStore
-from voice.events import CallEventType
 
 MAX_S = 4
 CENTS_PER_MINUTE = 7

@@ -14,9 +14,12 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from api.admission import ATTACH_WINDOW_S, Admission, ProcessSlots, member
+from calls.events import CallEventType
+from calls.store import CallStore
 from carriers.twilio.simulator import TwilioSimulator
-from routing import Agent, Directory, keys
+from routing import Agent, Directory
+from store import keys
+from telephony.admission import ATTACH_WINDOW_S, Admission, ProcessSlots, member
 from tests.api.test_keys import auth, new_tenant
 from tests.conftest import (
     ACCOUNT_SID,
@@ -28,9 +31,7 @@ from tests.conftest import (
     stop_server,
     telnyx_sim,
 )
-from voice.calls import CallStore
 from voice.engines import Engines, PhraseCache, synthesize
-from voice.events import CallEventType
 
 WRITES_PER_MINUTE = 3
 TENANT_INBOUND_CALLS = 1

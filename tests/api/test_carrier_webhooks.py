@@ -8,10 +8,10 @@ import datetime as dt
 import pytest
 from redis.asyncio import Redis
 
+from calls.events import CallEventType
+from calls.store import CallStore
 from routing import Agent, Directory
 from tests.conftest import LiveServer, sinch_sim, telnyx_sim
-from voice.calls import CallStore
-from voice.events import CallEventType
 
 US = "+15555550300"
 FR = "+33185001234"

@@ -16,7 +16,7 @@ from tests.conftest import MASTER_KEY, REPO
 
 def bonmoniq(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "api.cli", *args],
+        [sys.executable, "-m", "app.cli", *args],
         cwd=REPO,
         env={**os.environ, **env},
         capture_output=True,
@@ -78,12 +78,12 @@ def test_calls_show_json(env: dict[str, str]) -> None:
 
     from redis.asyncio import Redis
 
+    from calls.store import Turn
     from carriers.base import InboundCall
     from recordings.keyring import KeyRing
     from recordings.objects import EncryptedObjects
     from recordings.storage import LocalStorage
     from tests.conftest import sealing_calls, write_transcript
-    from voice.calls import Turn
 
     async def seed() -> str:
         client = Redis.from_url(env["BONMONIQ_REDIS_URL"], decode_responses=True)

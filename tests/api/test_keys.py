@@ -13,9 +13,9 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from api.audit import address_ref
 from recordings.keyring import KeyRing
 from recordings.lifecycle import subject_key
+from tenancy.audit import address_ref
 from tests.conftest import MASTER_KEY, OPERATOR_TOKEN, REPO, LiveServer
 
 
@@ -41,7 +41,7 @@ async def test_cli_creates_a_tenant_whose_key_works(
     cmd = [
         sys.executable,
         "-m",
-        "api.cli",
+        "app.cli",
         "tenants",
         "create",
         "Acme",

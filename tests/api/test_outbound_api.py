@@ -11,13 +11,13 @@ from typing import Any
 import httpx
 from redis.asyncio import Redis
 
+from calls.store import CallStore
 from carriers.base import StatusUpdate
 from carriers.telnyx.simulator import FakeCallControl
 from routing import Directory
 from tests.api.test_keys import auth, new_tenant
 from tests.api.test_operations import carrier_up
 from tests.conftest import OPERATOR_TOKEN, TELNYX_API_KEY, LiveServer
-from voice.calls import CallStore
 
 FROM = "+15555550600"
 

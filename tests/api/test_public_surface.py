@@ -94,7 +94,7 @@ async def test_a_carriers_refusal_reaches_the_client_as_a_code_not_its_words(
 def test_log_lines_mask_numbers_however_they_are_written() -> None:
     import logging
 
-    from api.logs import JsonFormatter
+    from app.logs import JsonFormatter
 
     record = logging.LogRecord("carriers.rest", logging.WARNING, __file__, 1, "refused %s",
                                ("+33 1 85 00 12 34",), None)  # fmt: skip

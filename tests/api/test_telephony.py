@@ -7,17 +7,17 @@ import json
 
 import pytest
 
-from api.settings import Settings
-from api.telephony import Telephony
+from app.settings import Settings
+from calls.events import CallEventType
 from carriers.errors import CarrierUnavailable
 from carriers.sinch.control import SinchAccount, SinchControl
 from carriers.twilio.control import TwilioAccount, TwilioControl
 from routing import Agent, Directory
 from routing.errors import RouteRefused
 from routing.policy import Carrier, Health, Policy
+from telephony.outbound import Telephony
 from tests.conftest import sealing_calls
 from tests.fakes.carrier_apis import fake_carriers, form
-from voice.events import CallEventType
 
 SID, TOKEN = "AC" + "b" * 32, "tok"
 PUBLIC = "https://voice.example.eu"

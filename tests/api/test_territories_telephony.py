@@ -9,15 +9,15 @@ import phonenumbers
 import pytest
 from phonenumbers import PhoneNumberType
 
-from api.limits import Limits
+from calls.events import CallEventType
+from calls.store import CallStore
 from routing import Agent, Directory
 from routing.errors import DestinationRefused, RouteRefused
 from routing.policy import US_CARRIERS, Carrier
+from tenancy.limits import Limits
 from tests.api.test_telephony import world  # noqa: F401
 from tests.conftest import telnyx_sim
 from tests.routing.test_territories import EU_TERRITORIES, valid_in
-from voice.calls import CallStore
-from voice.events import CallEventType
 
 NEIGHBOURS = ["MC", "GI", "JE", "FO", "GL", "SJ", "PM", "AW", "CH"]
 US_HELD = "+12125550101"  # rented from Twilio in each test

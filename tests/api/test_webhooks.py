@@ -11,12 +11,12 @@ import pytest
 import websockets
 from redis.asyncio import Redis
 
+from calls.events import CallEventType
+from calls.store import CallStore
 from carriers.twilio.signature import compute_signature
 from carriers.twilio.simulator import TwilioSimulator
 from routing import Agent, Directory
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, LiveServer
-from voice.calls import CallStore
-from voice.events import CallEventType
 
 VOICE = "/webhooks/twilio/voice"
 

@@ -14,14 +14,14 @@ import soxr
 import websockets
 from redis.asyncio import Redis
 
+from calls.events import CallEventType, order_violations
+from calls.store import CallStore
 from carriers.simulation import SimulationResult, trim_silence
 from carriers.twilio.signature import compute_signature
 from carriers.twilio.simulator import TwilioSimulator
 from routing import Agent, Directory
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, LiveServer, call_store
-from voice.calls import CallStore
 from voice.engines import PHONE_RATE, synthesize
-from voice.events import CallEventType, order_violations
 
 pytestmark = pytest.mark.slow
 

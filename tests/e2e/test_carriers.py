@@ -7,12 +7,12 @@ import asyncio
 import pytest
 from redis.asyncio import Redis
 
+from calls.events import CallEventType, order_violations
 from carriers.simulation import trim_silence
 from routing import Agent, Directory
 from tests.conftest import LiveServer, call_store, sinch_sim, telnyx_sim
 from tests.e2e.test_call import BAKERY, wait_closed, words
 from voice.engines import PHONE_RATE, synthesize
-from voice.events import CallEventType, order_violations
 
 pytestmark = pytest.mark.slow
 
@@ -101,10 +101,10 @@ async def test_sinch_gets_heartbeats_while_the_agent_is_silent(
 async def test_an_outbound_call_through_telnyx(
     live_server: LiveServer, live_redis: Redis, voice
 ) -> None:  # type: ignore[no-untyped-def]
-    from api.settings import Settings
-    from api.telephony import Telephony
+    from app.settings import Settings
     from carriers.telnyx.control import TelnyxAccount, TelnyxControl
     from routing.policy import Carrier, Health, Policy
+    from telephony.outbound import Telephony
     from tests.conftest import TELNYX_API_KEY
 
     d = Directory(live_redis)

@@ -19,6 +19,7 @@ import pytest
 import websockets
 from redis.asyncio import Redis
 
+from calls.events import CallEventType
 from carriers.simulation import (
     FRAME_SAMPLES,
     Conversation,
@@ -43,7 +44,6 @@ from tests.conftest import (
 )
 from tests.e2e.test_call import BAKERY, hear, wait_closed, words
 from voice.engines import PHONE_RATE, synthesize
-from voice.events import CallEventType
 
 pytestmark = pytest.mark.slow
 

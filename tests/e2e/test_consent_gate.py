@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 from redis.asyncio import Redis
 
+from calls.events import CallEventType
 from carriers.twilio.simulator import TwilioSimulator
 from routing import Agent, Directory
 from tests.conftest import (
@@ -22,7 +23,6 @@ from tests.conftest import (
     telnyx_sim,
 )
 from tests.e2e.test_call import BAKERY, wait_closed
-from voice.events import CallEventType
 
 pytestmark = pytest.mark.slow
 

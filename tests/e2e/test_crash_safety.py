@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from redis.asyncio import Redis
 
+from calls.events import CallEventType
 from carriers.twilio.simulator import TwilioSimulator
 from llm import EmbeddedLLMServer
 from models import Role, profile_models, verify_model
@@ -21,7 +22,6 @@ from routing import Agent, Directory
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, REPO, encrypted_store, start_server
 from tests.e2e.test_call import BAKERY, trim_silence
 from voice.engines import PHONE_RATE, synthesize
-from voice.events import CallEventType
 
 pytestmark = pytest.mark.slow
 KILLS = 20

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from redis.asyncio import Redis
 
+from calls.events import CallEventType
 from carriers.twilio.simulator import TwilioSimulator
 from recordings.objects import EncryptedObjects
 from routing import Agent, Directory
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, LiveServer, call_store, encrypted_store
 from tests.e2e.test_call import BAKERY, hear, trim_silence, wait_closed, words
 from voice.engines import PHONE_RATE, synthesize
-from voice.events import CallEventType
 
 pytestmark = pytest.mark.slow
 

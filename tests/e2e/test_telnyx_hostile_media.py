@@ -8,12 +8,12 @@ import asyncio
 import pytest
 from redis.asyncio import Redis
 
+from calls.events import CallEventType
 from carriers.simulation import trim_silence
 from routing import Agent, Directory
 from tests.conftest import LiveServer, call_store, telnyx_sim
 from tests.e2e.test_call import BAKERY, wait_closed, words
 from voice.engines import PHONE_RATE, synthesize
-from voice.events import CallEventType
 
 pytestmark = pytest.mark.slow
 NUMBER = "+15555550310"

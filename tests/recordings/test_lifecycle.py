@@ -19,6 +19,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from calls.store import CallStore
 from carriers.base import InboundCall
 from recordings.crypto import Identity, new_key
 from recordings.keyring import KeyRing, NoTenantKey
@@ -29,7 +30,6 @@ from routing import Agent, Directory
 from routing.directory import Route
 from tests.api.test_keys import auth, new_tenant
 from tests.conftest import MASTER_KEY, REPO, LiveServer, encrypted_store, write_transcript
-from voice.calls import CallStore
 
 DAY = 86400.0
 ROUTING = {"carrier": "twilio", "region": "international", "country": "US", "reason": "r"}
@@ -227,7 +227,7 @@ async def test_offboarding_crypto_shreds_and_leaves_no_canary(
     env = {**os.environ, "BONMONIQ_REDIS_URL": live_server.redis_url, "BONMONIQ_VAR_DIR": str(live_server.log.parent),
            "BONMONIQ_MASTER_KEY": base64.b64encode(MASTER_KEY).decode(), "BONMONIQ_LOG_LEVEL": "INFO"}  # fmt: skip
     out = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "api.cli", "tenants", "offboard", "Canary Corp", "--export", str(tmp_path / "out"), "--json"],
+        subprocess.run, [sys.executable, "-m", "app.cli", "tenants", "offboard", "Canary Corp", "--export", str(tmp_path / "out"), "--json"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr

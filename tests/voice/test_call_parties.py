@@ -10,6 +10,8 @@ from pathlib import Path
 import redis as sync_redis
 from redis.asyncio import Redis
 
+from calls.events import CallEventType
+from calls.store import CallStore
 from carriers.base import InboundCall
 from recordings.crypto import new_key
 from recordings.keyring import KeyRing
@@ -21,8 +23,6 @@ from routing import Agent, Route
 from tests.api.test_cli import bonmoniq
 from tests.conftest import MASTER_KEY, sealing_calls
 from tests.privacy import PHONE, openings, redis_values
-from voice.calls import CallStore
-from voice.events import CallEventType
 
 CALLER, OURS, DIALLED = "+15555554101", "+15555550100", "+15555554102"
 ROUTE = Route(OURS, "t1", Agent(name="desk", prompt="p", tenant="t1"))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from calls.events import CallEventType
+from calls.store import CallStore, Turn
 from carriers.base import InboundCall, StatusUpdate
 from recordings.crypto import new_key
 from recordings.keyring import KeyRing
@@ -11,8 +13,6 @@ from recordings.objects import EncryptedObjects
 from recordings.storage import LocalStorage
 from routing import Agent, Route
 from tests.conftest import sealing_calls, write_transcript
-from voice.calls import CallStore, Turn
-from voice.events import CallEventType
 
 INBOUND = InboundCall("twilio", "CA" + "1" * 32, "AC1", "+15555550123", "+15555550100", "ringing")
 ROUTE = Route("+15555550100", "default", Agent(name="bakery", prompt="p"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from voice.events import CallEvent, CallEventType, order_violations
+from calls.events import CallEvent, CallEventType, order_violations
 from voice.processors import is_closing
 
 T = CallEventType

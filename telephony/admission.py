@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
-from routing import keys
-from voice.calls import FINAL_STATES
+from calls.store import FINAL_STATES, member
+from store import keys
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +49,6 @@ if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then return 0 end
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
 return 1
 """
-
-
-def member(carrier: str, carrier_call_id: str) -> str:
-    """How a call is counted: its carrier and the carrier's id (the same on every delivery)."""
-    return f"{carrier}:{carrier_call_id}"
 
 
 @dataclass

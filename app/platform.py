@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from redis.asyncio import Redis
 
-from api.accounts import Accounts, controls_for, health_at, verifiers_for
-from api.admission import Admission
-from api.audit import AuditLog
-from api.limits import Limits, OutboundLimiter
-from api.settings import Settings
-from api.telephony import Telephony
-from api.tenants import TenantStore
+from app.settings import Settings
+from calls.store import CallRecord, CallStore, carrier_time_limit
 from carriers.errors import CarrierUnavailable
 from carriers.sinch.control import SinchControl
 from carriers.telnyx.control import TelnyxControl
@@ -22,13 +18,20 @@ from carriers.twilio.control import TwilioControl
 from recordings.lifecycle import Lifecycle
 from recordings.objects import EncryptedObjects
 from recordings.subjects import subject_key
-from routing import keys
 from routing.directory import DEFAULT_TENANT, Agent, Directory
 from routing.policy import Carrier, Health, Policy
 from routing.subprocessors import Register
-from voice.calls import CallStore, carrier_time_limit
+from store import keys
+from telephony.accounts import Accounts, controls_for, health_at, verifiers_for
+from telephony.admission import Admission
+from telephony.inbound import Inbound
+from telephony.outbound import Telephony
+from tenancy.audit import AuditLog
+from tenancy.limits import Limits, OutboundLimiter
+from tenancy.tenants import TenantStore
 from voice.engines import PHONE_RATE, Engines
 from voice.session import CallConfig, fixed_phrases, prepare_phrases
+from voice.transport import StreamDeps
 
 C = TypeVar("C", TwilioControl, TelnyxControl, SinchControl)
 
@@ -73,6 +76,9 @@ class Platform:
             self.settings.concurrent_calls,
             self.settings.daily_spend_cents,
         )
+        self.inbound = Inbound(
+            self.directory, self.policy, self.health, self.admission, self.calls, self.prepare
+        )
         self.call_config = CallConfig(
             vad_start_secs=self.settings.vad_start_secs,
             vad_stop_secs=self.settings.vad_stop_secs,
@@ -86,6 +92,20 @@ class Platform:
             max_seconds=self.settings.call_max_seconds,
             inbound_max_seconds=self.settings.inbound_call_max_seconds,
         )
+
+    @property
+    def stream_deps(self) -> StreamDeps:
+        """What a carrier's media stream needs (voice/transport.py)."""
+        return StreamDeps(
+            self.calls, self.directory, self.engines, self.call_config, self.admission,
+            self.prepare, self.objects, self._objected,
+        )  # fmt: skip
+
+    async def _objected(self, record: CallRecord, how: str) -> None:
+        await self.audit.append(
+            record.tenant, at=time.time(), key_id="caller", action="recording.objected",
+            target=record.call_id, address="", request_id="", detail={"how": how},
+        )  # fmt: skip
 
     def control(self, carrier: Carrier, kind: type[C]) -> C:
         """The REST client of ``carrier``; :class:`CarrierUnavailable` if it is not configured."""

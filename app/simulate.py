@@ -8,15 +8,15 @@ import json
 import time
 from typing import Any
 
-from api.accounts import DEV_SINCH_API_PORT, DEV_TELNYX_API_PORT, load_accounts
-from api.runtime import DEMO_NUMBER
-from api.settings import Settings
-from api.state import LocalRedis, connect
+from app.runtime import DEMO_NUMBER
+from app.settings import Settings
 from carriers.simulation import read_wav, trim_silence
 from carriers.sinch.simulator import SinchSimulator
 from carriers.telnyx.simulator import TelnyxSimulator
 from carriers.twilio.simulator import TwilioSimulator
 from models import Role, profile_models, verify_model
+from store.redis import LocalRedis, connect
+from telephony.accounts import DEV_SINCH_API_PORT, DEV_TELNYX_API_PORT, load_accounts
 from voice.engines import PHONE_RATE, load_voice, synthesize
 
 DEFAULT_QUESTION = "What time do you open on Saturday?"
@@ -36,7 +36,7 @@ def utterances_for(
 
 async def _report(settings: Settings, call_id: str) -> dict[str, Any] | None:
     """The platform's record of the call, read from its Redis once the media has closed."""
-    from api.cli import call_report
+    from app.cli import call_report
 
     url = settings.redis_url
     if not url:

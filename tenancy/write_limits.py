@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from starlette.exceptions import HTTPException
 
 from api.auth import Caller
-from routing import keys
+from store import keys
 
 _TAKE = """
 local now = tonumber(ARGV[1])

@@ -13,10 +13,10 @@ import uvicorn
 
 from api import metrics
 from api.app import create_app
-from api.runtime import DEMO_AGENT, DEMO_EU_NUMBER, DEMO_NUMBER, running_platform, seed_demo
-from api.settings import Settings
-from api.state import PlatformError
+from app.runtime import DEMO_AGENT, DEMO_EU_NUMBER, DEMO_NUMBER, running_platform, seed_demo
+from app.settings import Settings
 from recordings.lifecycle import Lifecycle
+from store.redis import PlatformError
 
 log = logging.getLogger(__name__)
 

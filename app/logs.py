@@ -12,7 +12,7 @@ from typing import Any
 
 from loguru import logger as loguru_logger
 
-from voice.events import current_call_id
+from calls.events import current_call_id
 
 #: The HTTP request a coroutine serves; every log line written for it carries the id.
 current_request_id: ContextVar[str | None] = ContextVar("current_request_id", default=None)

@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 
 from api.auth import Caller
 from recordings.subjects import subject_ref
-from routing import keys
+from store import keys
 
 #: An E.164 number anywhere in a string (``+`` and 7-15 digits, not part of a longer run).
 _NUMBER = re.compile(r"(?<![\w+])\+[1-9]\d{6,14}(?!\d)")

@@ -12,14 +12,14 @@ from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
 
+from calls.events import CallEvent, CallEventType
 from carriers.base import InboundCall, StatusUpdate
 from recordings.keyring import KeyRing
 from recordings.objects import EncryptedObjects
 from recordings.subjects import PARTIES, SEALED, UNREADABLE, Parties
 from recordings.transcripts import read_turns
-from routing import keys
 from routing.directory import MAX_RETENTION_DAYS, Route
-from voice.events import CallEvent, CallEventType
+from store import keys
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,11 @@ def carrier_time_limit(max_seconds: int) -> int:
 def expiry(created_at: float, retention_days: int | None) -> float:
     """When a call and everything recorded of it must be gone (the agent's retention)."""
     return created_at + (retention_days or MAX_RETENTION_DAYS) * 86400
+
+
+def member(carrier: str, carrier_call_id: str) -> str:
+    """How a call is counted: its carrier and the carrier's id (the same on every delivery)."""
+    return f"{carrier}:{carrier_call_id}"
 
 
 def new_call_id() -> str:
@@ -368,6 +373,10 @@ class CallStore:
         if self.parties is None:
             raise RuntimeError("this call store has no key ring: it cannot record a call's parties")
         return await self.parties.seal(tenant, call_id, {"from_number": from_, "to_number": to})
+
+    async def claim_stream(self, call_id: str, stream_id: str) -> bool:
+        """Attach the media stream ``stream_id`` to the call; ``False`` if one already is."""
+        return bool(await self.redis.hsetnx(keys.call(call_id), "stream_id", stream_id))
 
     async def by_carrier_id(self, carrier: str, carrier_call_id: str) -> str | None:
         """Our call id for a carrier's call id."""

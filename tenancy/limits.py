@@ -3,7 +3,7 @@
 Admission is one Lua script, so concurrent requests cannot together pass a limit: it checks the
 three counters and, only if all allow the call, records it in all three. A call reserves the
 most it can cost (the carrier's hard time limit at the outbound rate); when it ends, the store
-replaces the reservation with what the call cost (:meth:`voice.calls.CallStore.settle`), above
+replaces the reservation with what the call cost (:meth:`calls.store.CallStore.settle`), above
 the reservation too, so a day's spend can pass the cap and then refuses every further call.
 Open calls are kept with the time their media session must be over by, so a call whose end was
 never heard (a crash) stops counting on its own.
@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass
 
 from redis.asyncio import Redis
 
-from routing import keys
-from voice.calls import carrier_time_limit
+from calls.store import carrier_time_limit
+from store import keys
 
 _ADMIT = """
 local now = tonumber(ARGV[1])
@@ -120,7 +120,7 @@ def _until_midnight(now: float) -> int:
 
 
 class OutboundLimiter:
-    """Admits outbound calls against a tenant's :class:`Limits` (Redis keys in ``routing.keys``)."""
+    """Admits outbound calls against a tenant's :class:`Limits` (Redis keys in ``store.keys``)."""
 
     def __init__(self, redis: Redis, cents_per_minute: int, max_call_seconds: int) -> None:
         """Price calls at ``cents_per_minute``; the platform ends a call at ``max_call_seconds``."""

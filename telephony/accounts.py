@@ -22,7 +22,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from api.settings import Settings
+from app.settings import Settings
 from carriers.base import WebhookVerifier
 from carriers.sinch.control import SinchAccount, SinchControl
 from carriers.sinch.signature import SinchVerifier

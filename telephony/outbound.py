@@ -7,8 +7,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from api.limits import LimitExceeded, Limits, OutboundLimiter, day
-from api.settings import Settings
+from app.settings import Settings
+from calls.store import CallStore, Reservation, carrier_time_limit, new_call_id
 from carriers.base import AvailableNumber, RentedNumber
 from carriers.errors import CarrierApiError, CarrierUnavailable
 from carriers.sinch.control import SinchControl
@@ -19,7 +19,7 @@ from routing.destinations import class_price
 from routing.directory import DEFAULT_TENANT, Agent, Directory, Route, normalise_number
 from routing.errors import RouteRefused
 from routing.policy import Carrier, Decision, Health, Policy, Purpose, choose, route
-from voice.calls import CallStore, Reservation, carrier_time_limit, new_call_id
+from tenancy.limits import LimitExceeded, Limits, OutboundLimiter, day
 
 log = logging.getLogger(__name__)
 Control = TwilioControl | TelnyxControl | SinchControl

@@ -9,10 +9,8 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from api.accounts import load_accounts
-from api.platform import Platform
-from api.settings import Settings
-from api.state import PlatformError, connect, redis_url
+from app.platform import Platform
+from app.settings import Settings
 from llm.endpoint import LLMEndpoint, check_endpoint
 from llm.scheduler import UrgencyBoard
 from llm.server import EmbeddedLLMServer
@@ -22,6 +20,8 @@ from recordings.migrate import migrate_clear_transcripts
 from recordings.objects import EncryptedObjects
 from recordings.setup import StorageConfigError, encrypted_objects, make_storage
 from routing.directory import Agent, AgentExists, Directory
+from store.redis import PlatformError, connect, redis_url
+from telephony.accounts import load_accounts
 from voice.engines import Engines
 
 log = logging.getLogger(__name__)

@@ -15,8 +15,8 @@ from enum import StrEnum
 
 from redis.asyncio import Redis
 
-from api.limits import Limits
-from routing import keys
+from store import keys
+from tenancy.limits import Limits
 
 _KEY = re.compile(r"^bmq_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
 
@@ -113,7 +113,7 @@ def _new_key(
 
 
 class TenantStore:
-    """Tenants and keys in Redis (layout in :mod:`routing.keys`)."""
+    """Tenants and keys in Redis (layout in :mod:`store.keys`)."""
 
     def __init__(self, redis: Redis) -> None:
         """Use ``redis`` (decode_responses=True)."""

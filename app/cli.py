@@ -13,8 +13,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from api import logs
-from api.settings import Settings
+from app import logs
+from app.settings import Settings
 
 log = logging.getLogger("bonmoniq")
 
@@ -35,7 +35,7 @@ def _settings() -> Settings:
 
 
 async def _with_directory(settings: Settings, fn: Callable[[Any], Awaitable[int]]) -> int:
-    from api.state import connect, redis_url
+    from store.redis import connect, redis_url
 
     with redis_url(settings) as url:
         client = connect(url)
@@ -46,14 +46,14 @@ async def _with_directory(settings: Settings, fn: Callable[[Any], Awaitable[int]
 
 
 async def _with_telephony(settings: Settings, fn: Callable[[Any], Awaitable[int]]) -> int:
-    from api.accounts import controls_for, health_at, load_accounts
-    from api.runtime import open_objects
-    from api.state import PlatformError, connect, redis_url
-    from api.telephony import Telephony
+    from app.runtime import open_objects
+    from calls.store import CallStore
     from routing.directory import Directory
     from routing.policy import Policy
     from routing.subprocessors import Register
-    from voice.calls import CallStore
+    from store.redis import PlatformError, connect, redis_url
+    from telephony.accounts import controls_for, health_at, load_accounts
+    from telephony.outbound import Telephony
 
     accounts = load_accounts(settings)
     register = Register.load()
@@ -83,7 +83,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run the platform until interrupted."""
     import uvloop
 
-    from api.serve import serve
+    from app.serve import serve
 
     settings = _settings()
     if args.host:
@@ -131,8 +131,8 @@ def cmd_tenants_create(args: argparse.Namespace) -> int:
     """Create a tenant and its first admin key (printed once)."""
     import time
 
-    from api.limits import Limits
-    from api.tenants import TenantStore
+    from tenancy.limits import Limits
+    from tenancy.tenants import TenantStore
 
     settings = _settings()
     limits = Limits(
@@ -157,7 +157,7 @@ def cmd_tenants_create(args: argparse.Namespace) -> int:
 
 async def _tenant_id(client: Any, given: str) -> str:
     """A tenant id from an id or a unique name."""
-    from routing import keys
+    from store import keys
 
     if await client.exists(keys.tenant(given)):
         return given
@@ -175,7 +175,7 @@ async def _tenant_id(client: Any, given: str) -> str:
 
 
 def _lifecycle(settings: Settings, client: Any) -> Any:
-    from api.runtime import open_objects
+    from app.runtime import open_objects
     from recordings.lifecycle import Lifecycle
 
     return Lifecycle(client, open_objects(settings, client))
@@ -354,9 +354,9 @@ async def call_report(client: Any, call_id: str, settings: Settings) -> dict[str
     """
     from dataclasses import asdict
 
-    from api.runtime import open_objects
-    from api.state import PlatformError
-    from voice.calls import CallStore
+    from app.runtime import open_objects
+    from calls.store import CallStore
+    from store.redis import PlatformError
 
     try:
         store = CallStore(client, open_objects(settings, client))
@@ -403,7 +403,7 @@ def cmd_calls_show(args: argparse.Namespace) -> int:
 
 def cmd_call(args: argparse.Namespace) -> int:
     """Place a simulated Twilio call into a running platform."""
-    from api.simulate import simulate
+    from app.simulate import simulate
 
     return asyncio.run(simulate(_settings(), args))
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import redis
 from redis.asyncio import Redis
 
-from api.settings import Settings
+from app.settings import Settings
 from llm.server import child_env, die_with_parent
 
 log = logging.getLogger(__name__)

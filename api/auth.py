@@ -5,13 +5,12 @@ from __future__ import annotations
 import hmac
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from fastapi import Request
 from starlette.exceptions import HTTPException
 
 from api import idempotency
-from tenancy.tenants import RANK, ApiKey, Role, TenantStore
+from tenancy.tenants import RANK, Caller, Role, TenantStore
 
 
 class Unauthorized(HTTPException):
@@ -28,20 +27,6 @@ class Forbidden(HTTPException):
     def __init__(self, detail: str) -> None:
         """``detail`` says which role is needed."""
         super().__init__(403, detail)
-
-
-@dataclass(frozen=True)
-class Caller:
-    """The authenticated tenant key behind a request, and where it came from."""
-
-    key: ApiKey
-    address: str
-    request_id: str
-
-    @property
-    def tenant_id(self) -> str:
-        """The caller's tenant."""
-        return self.key.tenant_id
 
 
 def bearer(request: Request) -> str:

@@ -12,7 +12,7 @@ from pydantic.config import JsonDict
 from pydantic.json_schema import SkipJsonSchema
 from starlette.exceptions import HTTPException
 
-from api.auth import Caller, tenant_key
+from api.auth import tenant_key
 from api.problems import API_ERRORS, ApiProblem
 from api.schema import NOT_BLANK_PATTERN, PhoneNumber, whole
 from app.platform import Platform
@@ -25,7 +25,7 @@ from routing.directory import (
     Agent,
 )
 from routing.errors import AgentNotFound
-from tenancy.tenants import Role
+from tenancy.tenants import Caller, Role
 from tenancy.write_limits import WriteLimiter, write_limit
 from voice.announcement import AnnouncementIncomplete, check_announcement, default_announcement
 

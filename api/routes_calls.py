@@ -12,12 +12,12 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from api import idempotency
-from api.auth import Caller, tenant_key
+from api.auth import tenant_key
 from api.problems import API_ERRORS
 from api.schema import E164_PATTERN, PhoneNumber
 from app.platform import Platform
 from calls.store import CallRecord
-from tenancy.tenants import Role
+from tenancy.tenants import Caller, Role
 
 
 def _iso(value: object) -> object:

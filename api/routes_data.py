@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from starlette.exceptions import HTTPException
 
 from api import idempotency
-from api.auth import Caller, tenant_key
+from api.auth import tenant_key
 from api.problems import API_ERRORS, ApiProblem
 from api.routes_calls import tenant_call
 from api.schema import PhoneNumber
@@ -21,7 +21,7 @@ from recordings.crypto import DecryptionError
 from recordings.keyring import NoTenantKey
 from recordings.lifecycle import wav
 from routing.directory import normalise_number
-from tenancy.tenants import Role
+from tenancy.tenants import Caller, Role
 
 WAV = "audio/wav"
 ZIP = "application/zip"

@@ -12,12 +12,12 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from starlette.exceptions import HTTPException
 
 from api import idempotency
-from api.auth import Caller, operator, tenant_key
+from api.auth import operator, tenant_key
 from api.problems import API_ERRORS, ApiProblem
 from app.platform import Platform
 from routing.destinations import RESTRICTED, DestinationClass, class_price
 from tenancy.limits import Limits
-from tenancy.tenants import ApiKey, LastAdminKey, Role
+from tenancy.tenants import ApiKey, Caller, LastAdminKey, Role
 from tenancy.write_limits import WriteLimiter, write_limit
 
 

@@ -9,14 +9,14 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
 
-from api.auth import Caller, tenant_key
+from api.auth import tenant_key
 from api.problems import API_ERRORS, ApiProblem
 from api.schema import PHONE_PATTERN, PhoneNumber
 from app.platform import Platform
 from routing.directory import Agent, normalise_number
 from routing.errors import AgentNotFound
 from store import keys
-from tenancy.tenants import Role
+from tenancy.tenants import Caller, Role
 from tenancy.write_limits import WriteLimiter, write_limit
 
 #: A number in a path (its route's ``{number:e164}`` matches only these).

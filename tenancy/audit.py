@@ -19,9 +19,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from api.auth import Caller
 from recordings.subjects import subject_ref
 from store import keys
+from tenancy.tenants import Caller
 
 #: An E.164 number anywhere in a string (``+`` and 7-15 digits, not part of a longer run).
 _NUMBER = re.compile(r"(?<![\w+])\+[1-9]\d{6,14}(?!\d)")

@@ -217,3 +217,17 @@ class TenantStore:
             return None
         key = ApiKey.from_redis(raw)
         return key if key.usable(now) else None
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The authenticated tenant key behind a request, and where it came from."""
+
+    key: ApiKey
+    address: str
+    request_id: str
+
+    @property
+    def tenant_id(self) -> str:
+        """The caller's tenant."""
+        return self.key.tenant_id

@@ -17,8 +17,8 @@ from fastapi import Depends, Request
 from redis.asyncio import Redis
 from starlette.exceptions import HTTPException
 
-from api.auth import Caller
 from store import keys
+from tenancy.tenants import Caller
 
 _TAKE = """
 local now = tonumber(ARGV[1])

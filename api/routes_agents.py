@@ -163,7 +163,7 @@ def router(platform: Platform) -> APIRouter:
     viewer = Depends(tenant_key(platform.tenants, Role.VIEWER))
     # Writes make the shared cores synthesize phrases: metered per tenant (429 rate_limited).
     limited = write_limit(
-        WriteLimiter(platform.redis, platform.settings.config_writes_per_minute), as_editor
+        WriteLimiter(platform.redis, platform.settings.limits.config_writes_per_minute), as_editor
     )
     voices = frozenset({platform.engines.voice_name})
     _VOICES.update(voices)

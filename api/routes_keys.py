@@ -154,7 +154,7 @@ def router(platform: Platform) -> APIRouter:
     admin = Depends(as_admin)
     viewer = Depends(tenant_key(platform.tenants, Role.VIEWER))
     limited = write_limit(
-        WriteLimiter(platform.redis, platform.settings.config_writes_per_minute), as_admin
+        WriteLimiter(platform.redis, platform.settings.limits.config_writes_per_minute), as_admin
     )
     as_operator = Depends(operator(lambda: platform.operator_token))
 

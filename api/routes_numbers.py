@@ -87,7 +87,7 @@ def router(platform: Platform) -> APIRouter:
     editor = Depends(as_editor)
     viewer = Depends(tenant_key(platform.tenants, Role.VIEWER))
     limited = write_limit(
-        WriteLimiter(platform.redis, platform.settings.config_writes_per_minute), as_editor
+        WriteLimiter(platform.redis, platform.settings.limits.config_writes_per_minute), as_editor
     )
 
     async def agent_of(caller: Caller, agent_id: str) -> Agent:

@@ -136,11 +136,15 @@ def cmd_tenants_create(args: argparse.Namespace) -> int:
 
     settings = _settings()
     limits = Limits(
-        args.calls_per_minute if args.calls_per_minute is not None else settings.calls_per_minute,
-        args.concurrent_calls if args.concurrent_calls is not None else settings.concurrent_calls,
+        args.calls_per_minute
+        if args.calls_per_minute is not None
+        else settings.limits.calls_per_minute,
+        args.concurrent_calls
+        if args.concurrent_calls is not None
+        else settings.limits.concurrent_calls,
         args.daily_spend_cents
         if args.daily_spend_cents is not None
-        else settings.daily_spend_cents,
+        else settings.limits.daily_spend_cents,
     )
 
     async def run(client: Any) -> int:

@@ -61,36 +61,42 @@ class Platform:
         self._background: set[asyncio.Task[None]] = set()
         self.calls = CallStore(self.redis, self.objects)
         #: Caps on calls in progress, per process and per tenant (inbound beyond: busy).
-        inbound_max_s = self.settings.inbound_call_max_seconds or self.settings.call_max_seconds
+        inbound_max_s = (
+            self.settings.call.inbound_call_max_seconds or self.settings.call.call_max_seconds
+        )
         self.admission = Admission(
-            self.redis, self.settings.max_calls, self.settings.inbound_concurrent_calls,
+            self.redis,
+            self.settings.limits.max_calls,
+            self.settings.limits.inbound_concurrent_calls,
             carrier_time_limit(inbound_max_s),
-        )  # fmt: skip
+        )
         self.lifecycle = Lifecycle(self.redis, self.objects)
         self.limiter = OutboundLimiter(
-            self.redis, self.settings.outbound_cents_per_minute, self.settings.call_max_seconds
+            self.redis,
+            self.settings.limits.outbound_cents_per_minute,
+            self.settings.call.call_max_seconds,
         )
         #: Limits of a tenant that has none of its own (BONMONIQ_* defaults).
         self.default_limits = Limits(
-            self.settings.calls_per_minute,
-            self.settings.concurrent_calls,
-            self.settings.daily_spend_cents,
+            self.settings.limits.calls_per_minute,
+            self.settings.limits.concurrent_calls,
+            self.settings.limits.daily_spend_cents,
         )
         self.inbound = Inbound(
             self.directory, self.policy, self.health, self.admission, self.calls, self.prepare
         )
         self.call_config = CallConfig(
-            vad_start_secs=self.settings.vad_start_secs,
-            vad_stop_secs=self.settings.vad_stop_secs,
-            vad_min_volume=self.settings.vad_min_volume,
-            turn_timeout_secs=self.settings.turn_timeout_secs,
-            early_stt=self.settings.early_stt,
-            speculate=self.settings.speculate,
-            max_tokens=self.settings.llm_max_tokens,
-            max_sentences=self.settings.llm_max_sentences,
-            temperature=self.settings.llm_temperature,
-            max_seconds=self.settings.call_max_seconds,
-            inbound_max_seconds=self.settings.inbound_call_max_seconds,
+            vad_start_secs=self.settings.call.vad_start_secs,
+            vad_stop_secs=self.settings.call.vad_stop_secs,
+            vad_min_volume=self.settings.call.vad_min_volume,
+            turn_timeout_secs=self.settings.call.turn_timeout_secs,
+            early_stt=self.settings.call.early_stt,
+            speculate=self.settings.call.speculate,
+            max_tokens=self.settings.llm.max_tokens,
+            max_sentences=self.settings.llm.max_sentences,
+            temperature=self.settings.llm.temperature,
+            max_seconds=self.settings.call.call_max_seconds,
+            inbound_max_seconds=self.settings.call.inbound_call_max_seconds,
         )
 
     @property

@@ -45,19 +45,19 @@ def llm_endpoint(
 
     The embedded server reads ``board`` (how much work callers wait for in this process).
     """
-    if settings.llm_url:
-        url = check_endpoint(settings.llm_url, settings.llm_allowed_hosts)
-        key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
-        yield LLMEndpoint(url, settings.llm_model, key)
+    if settings.llm.url:
+        url = check_endpoint(settings.llm.url, settings.llm.allowed_hosts)
+        key = settings.llm.api_key.get_secret_value() if settings.llm.api_key else None
+        yield LLMEndpoint(url, settings.llm.model, key)
         return
     if gguf is None:
         raise PlatformError(
             f"profile {settings.profile!r} has no embedded LLM: set BONMONIQ_LLM_URL"
         )
     server = EmbeddedLLMServer(
-        gguf, settings.llm_model, settings.var_dir / "log" / "llm-server.log", settings.cpu_threads,
-        generation_threads=settings.llm_generation_threads,
-        prompt_states_mb=settings.llm_prompt_states_mb,
+        gguf, settings.llm.model, settings.var_dir / "log" / "llm-server.log", settings.cpu_threads,
+        generation_threads=settings.llm.generation_threads,
+        prompt_states_mb=settings.llm.prompt_states_mb,
         urgency_file=board.path if board is not None else None,
     )  # fmt: skip
     with server as endpoint:
@@ -68,15 +68,21 @@ def open_objects(
     settings: Settings, client: Redis, create_master: bool = False
 ) -> EncryptedObjects:
     """The encrypted store of ``settings`` (``serve`` creates the master key on first start)."""
+    stored = settings.recordings
     s3 = {
-        "endpoint": settings.s3_endpoint, "bucket": settings.s3_bucket,
-        "access_key": settings.s3_access_key,
-        "secret_key": settings.s3_secret_key.get_secret_value() if settings.s3_secret_key else None,
-        "region": settings.s3_region,
-    }  # fmt: skip
+        "endpoint": stored.s3.endpoint,
+        "bucket": stored.s3.bucket,
+        "access_key": stored.s3.access_key,
+        "secret_key": stored.s3.secret_key.get_secret_value() if stored.s3.secret_key else None,
+        "region": stored.s3.region,
+    }
     try:
-        storage = make_storage(settings.storage, settings.objects_path, s3)
-        master = settings.master_key.get_secret_value() if settings.master_key else None
+        storage = make_storage(settings.recordings.storage, settings.objects_path, s3)
+        master = (
+            settings.recordings.master_key.get_secret_value()
+            if settings.recordings.master_key
+            else None
+        )
         return encrypted_objects(
             client, master, settings.master_key_path, storage, create_master=create_master
         )
@@ -87,21 +93,21 @@ def open_objects(
 @contextlib.asynccontextmanager
 async def running_platform(settings: Settings) -> AsyncIterator[Platform]:
     """Everything a serving process needs, torn down in reverse order on exit."""
-    if settings.llm_url:  # fail fast, before anything starts
-        check_endpoint(settings.llm_url, settings.llm_allowed_hosts)
+    if settings.llm.url:  # fail fast, before anything starts
+        check_endpoint(settings.llm.url, settings.llm.allowed_hosts)
     accounts = load_accounts(settings)
     models = verify_profile(settings.profile, settings.models_cache)
     llm = models.get(Role.LLM)
     gguf = next((f.path for f in llm.files if f.path.suffix == ".gguf"), None) if llm else None
     # The embedded LLM server and this process share a count of the work callers wait for.
-    board = None if settings.llm_url else UrgencyBoard(settings.var_dir / "run" / "urgent", True)
+    board = None if settings.llm.url else UrgencyBoard(settings.var_dir / "run" / "urgent", True)
     with redis_url(settings) as url, llm_endpoint(settings, gguf, board) as endpoint:
         client = connect(url)
         try:
             await client.ping()
             device = "cuda" if settings.profile == "gpu" else "cpu"
             engines = Engines.load(models, endpoint, settings.cpu_threads, device, board,
-                                   settings.phrase_cache_mb * 1024 * 1024)  # fmt: skip
+                                   settings.call.phrase_cache_mb * 1024 * 1024)  # fmt: skip
             objects = open_objects(settings, client, create_master=True)
             await migrate_clear_transcripts(client, objects)
             yield Platform(settings, client, engines, accounts, objects=objects)

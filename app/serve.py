@@ -146,4 +146,4 @@ async def sweep_forever(lifecycle: Lifecycle, settings: Settings) -> None:
             await lifecycle.sweep(time.time())
         except Exception:  # Redis or storage away: the next sweep tries again
             log.exception("retention sweep failed")
-        await asyncio.sleep(settings.retention_sweep_seconds)
+        await asyncio.sleep(settings.recordings.retention_sweep_seconds)

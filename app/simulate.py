@@ -38,7 +38,7 @@ async def _report(settings: Settings, call_id: str) -> dict[str, Any] | None:
     """The platform's record of the call, read from its Redis once the media has closed."""
     from app.cli import call_report
 
-    url = settings.redis_url
+    url = settings.store.url
     if not url:
         local = LocalRedis(settings.var_dir)
         if not local.answers():

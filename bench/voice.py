@@ -363,8 +363,8 @@ async def run() -> dict[str, Any]:
     settings = Settings()  # the baseline's LLM server's threads as the platform's own
     baseline_llm = EmbeddedLLMServer(
         gguf, "smollm2-135m-instruct", var / "llm-baseline.log", settings.cpu_threads,
-        generation_threads=settings.llm_generation_threads,
-        prompt_states_mb=settings.llm_prompt_states_mb, module=BASELINE_LLM,
+        generation_threads=settings.llm.generation_threads,
+        prompt_states_mb=settings.llm.prompt_states_mb, module=BASELINE_LLM,
     )  # fmt: skip
     report["llm_servers"] = {"ours": "llm.llama_server (its own)", "baseline": BASELINE_LLM}
     report["llm_threads"] = {

@@ -87,8 +87,8 @@ class LocalRedis:
 @contextlib.contextmanager
 def redis_url(settings: Settings) -> Iterator[str]:
     """``BONMONIQ_REDIS_URL``, or a local server for as long as the block runs."""
-    if settings.redis_url:
-        yield settings.redis_url
+    if settings.store.url:
+        yield settings.store.url
         return
     local = LocalRedis(settings.var_dir)
     local.start()

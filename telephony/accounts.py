@@ -104,23 +104,23 @@ def _dev_secrets(path: Path) -> dict[str, Any]:
 
 def load_accounts(settings: Settings) -> Accounts:
     """The carrier accounts the settings describe (see the module docstring for development)."""
-    twilio = {"twilio_account_sid": settings.twilio_account_sid,
-              "twilio_auth_token": _secret(settings.twilio_auth_token)}  # fmt: skip
-    telnyx = {"telnyx_api_key": _secret(settings.telnyx_api_key),
-              "telnyx_public_key": settings.telnyx_public_key,
-              "telnyx_connection_id": settings.telnyx_connection_id}  # fmt: skip
-    sinch = {"sinch_app_key": settings.sinch_app_key,
-             "sinch_app_secret": _secret(settings.sinch_app_secret),
-             "sinch_project_id": settings.sinch_project_id,
-             "sinch_key_id": settings.sinch_key_id,
-             "sinch_key_secret": _secret(settings.sinch_key_secret)}  # fmt: skip
+    twilio = {"twilio_account_sid": settings.carriers.twilio.account_sid,
+              "twilio_auth_token": _secret(settings.carriers.twilio.auth_token)}  # fmt: skip
+    telnyx = {"telnyx_api_key": _secret(settings.carriers.telnyx.api_key),
+              "telnyx_public_key": settings.carriers.telnyx.public_key,
+              "telnyx_connection_id": settings.carriers.telnyx.connection_id}  # fmt: skip
+    sinch = {"sinch_app_key": settings.carriers.sinch.app_key,
+             "sinch_app_secret": _secret(settings.carriers.sinch.app_secret),
+             "sinch_project_id": settings.carriers.sinch.project_id,
+             "sinch_key_id": settings.carriers.sinch.key_id,
+             "sinch_key_secret": _secret(settings.carriers.sinch.key_secret)}  # fmt: skip
     given = (("Twilio", twilio), ("Telnyx", telnyx), ("Sinch", sinch))
     has = {name: _complete(name, fields) for name, fields in given}
     if not any(has.values()):
         dev = _dev_secrets(settings.var_dir / "secrets" / "carriers-dev.json")
         t, x, s = dev["twilio"], dev["telnyx"], dev["sinch"]
         return Accounts(
-            TwilioAccount(t["account_sid"], t["auth_token"], settings.twilio_api_base),
+            TwilioAccount(t["account_sid"], t["auth_token"], settings.carriers.twilio.api_base),
             TelnyxAccount(x["api_key"], x["public_key"], x["connection_id"],
                           f"http://127.0.0.1:{DEV_TELNYX_API_PORT}/v2"),
             SinchAccount(s["app_key"], s["app_secret"], s["project_id"], s["key_id"],
@@ -130,14 +130,14 @@ def load_accounts(settings: Settings) -> Accounts:
         )  # fmt: skip
     return Accounts(
         TwilioAccount(twilio["twilio_account_sid"] or "", twilio["twilio_auth_token"] or "",
-                      settings.twilio_api_base) if has["Twilio"] else None,
+                      settings.carriers.twilio.api_base) if has["Twilio"] else None,
         TelnyxAccount(telnyx["telnyx_api_key"] or "", telnyx["telnyx_public_key"] or "",
-                      telnyx["telnyx_connection_id"] or "", settings.telnyx_api_base)
+                      telnyx["telnyx_connection_id"] or "", settings.carriers.telnyx.api_base)
         if has["Telnyx"] else None,
         SinchAccount(sinch["sinch_app_key"] or "", sinch["sinch_app_secret"] or "",
                      sinch["sinch_project_id"] or "", sinch["sinch_key_id"] or "",
-                     sinch["sinch_key_secret"] or "", settings.sinch_voice_base,
-                     settings.sinch_numbers_base) if has["Sinch"] else None,
+                     sinch["sinch_key_secret"] or "", settings.carriers.sinch.voice_base,
+                     settings.carriers.sinch.numbers_base) if has["Sinch"] else None,
     )  # fmt: skip
 
 

@@ -102,7 +102,7 @@ class Telephony:
                 if self.mark_down is None or not e.retryable:
                     raise
                 log.warning("carrier API failing: marked down", extra={"carrier": decision.carrier})
-                self.mark_down(decision.carrier, now + self.settings.carrier_down_seconds)
+                self.mark_down(decision.carrier, now + self.settings.carriers.carrier_down_seconds)
                 tried.append(decision.carrier)
                 continue
             log.info("number search", extra={**decision.as_metadata(), "found": len(found)})
@@ -195,7 +195,7 @@ class Telephony:
         self, control: Control, holder: Carrier, source: str, destination: str, call_id: str
     ) -> str:
         # The carrier's own hard limit, in case the platform cannot end the call itself.
-        limit = carrier_time_limit(self.settings.call_max_seconds)
+        limit = carrier_time_limit(self.settings.call.call_max_seconds)
         if isinstance(control, TwilioControl):
             # Twilio asks for the call's TwiML once answered: our stream, for this call id.
             answer = self.settings.public(f"/webhooks/twilio/outbound?call_id={call_id}")

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from pipecat.audio.vad.vad_analyzer import VADParams
+from typing import TYPE_CHECKING
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from pipecat.audio.vad.vad_analyzer import VADParams
 
 #: The longest call the platform may allow: the carriers' own maximum (4 hours) less the grace
 #: they are given after the platform's closing phrase.
@@ -69,6 +73,9 @@ class CallSettings(BaseSettings):
         volume is measured over a 0.4 s window and smoothed, so a short "Yes." or "No." is loud
         enough for too short a time. BENCHMARKS.md has the measurement.
         """
+        # pipecat logs a banner when first imported: settings are read before logging is set.
+        from pipecat.audio.vad.vad_analyzer import VADParams
+
         return VADParams(
             start_secs=self.vad_start_secs,
             stop_secs=self.vad_stop_secs,

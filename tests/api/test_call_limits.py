@@ -22,6 +22,7 @@ from telephony.outbound import Telephony
 from tenancy.limits import Limits, OutboundLimiter, day
 from tests.conftest import sealing_calls
 from tests.fakes.carrier_apis import FakeTelnyx, fake_carriers, form
+from voice.settings import CallSettings
 
 SID, TOKEN = "AC" + "c" * 32, "tok"
 RATE = 3  # cents a minute
@@ -35,7 +36,9 @@ async def world(redis: Redis):  # type: ignore[no-untyped-def]
     directory = Directory(redis)
     await directory.add_agent(Agent(name="bakery", prompt="p"))
     limiter = OutboundLimiter(redis, RATE, MAX_S)
-    settings = Settings(public_url="https://voice.example.com", call_max_seconds=MAX_S)
+    settings = Settings(
+        public_url="https://voice.example.com", call=CallSettings(call_max_seconds=MAX_S)
+    )
     telephony = Telephony(
         settings, directory, sealing_calls(redis), Policy.from_dict({}), lambda now: Health(),
         controls, limiter=limiter,

@@ -28,7 +28,7 @@ from api import (
     routes_twilio,
 )
 from api.bodylimit import BodyLimit
-from app.logs import current_request_id
+from api.context import current_request_id
 from app.platform import Platform
 from llm.client import probe
 from llm.errors import LLMUnavailable

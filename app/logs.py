@@ -7,15 +7,13 @@ import logging
 import re
 import sys
 import time
-from contextvars import ContextVar
 from typing import Any
 
 from loguru import logger as loguru_logger
 
+from api.context import current_request_id
 from calls.events import current_call_id
 
-#: The HTTP request a coroutine serves; every log line written for it carries the id.
-current_request_id: ContextVar[str | None] = ContextVar("current_request_id", default=None)
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {
     "message",
     "asctime",

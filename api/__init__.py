@@ -1,3 +1,3 @@
-"""The FastAPI app, the ``bonmoniq`` CLI and the process runtime (Redis, LLM server, models)."""
+"""The HTTP edge: customer and carrier routes, middleware, problem+json and the app factory."""
 
 __all__: list[str] = []

@@ -1,37 +1,21 @@
-"""The FastAPI application: carrier webhooks, the media WebSocket, health checks."""
+"""The FastAPI app factory: routers given, the edge's middleware, problem+json, health checks."""
 
 from __future__ import annotations
 
 import logging
-import time
 import uuid
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import (
-    idempotency,
-    metrics,
-    problems,
-    public,
-    routes_agents,
-    routes_calls,
-    routes_data,
-    routes_keys,
-    routes_numbers,
-    routes_sinch,
-    routes_telnyx,
-    routes_twilio,
-)
+from api import idempotency, metrics, problems
 from api.bodylimit import BodyLimit
 from api.context import current_request_id
-from app.platform import Platform
-from llm.client import probe
-from llm.errors import LLMUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -91,29 +75,37 @@ class Conventions:
                 metrics.count_webhook(scope["path"], status)
 
 
+class NotReady(Exception):  # noqa: N818 - an answer of the readiness check, not a fault
+    """What a readiness check raises: the part not ready (``title``), said to anyone asking."""
+
+    def __init__(self, title: str, detail: str, cause: object) -> None:
+        """``title`` and ``detail`` go in the 503; ``cause`` (URLs, internal errors) is logged."""
+        super().__init__(title)
+        self.title, self.detail, self.cause = title, detail, cause
+
+
+#: The readiness check: the body of a ready answer, or :class:`NotReady`.
+Readiness = Callable[[], Awaitable[dict[str, Any]]]
+
+
 def not_ready(title: str, detail: str, cause: object) -> JSONResponse:
     """A 503 with a generic ``detail``; ``cause`` (URLs, internal errors) is only logged."""
     log.warning("not ready", extra={"reason": title, "cause": str(cause)})
     return problems.problem(503, "not_ready", title, detail)
 
 
-def create_app(platform: Platform) -> FastAPI:
-    """The ASGI app serving ``platform``."""
+def create_app(routers: Iterable[APIRouter], redis: Redis, readiness: Readiness) -> FastAPI:
+    """The ASGI app serving ``routers``, in order.
+
+    ``redis`` keeps the responses of idempotent requests; ``readiness`` answers ``/readyz``.
+    """
     app = FastAPI(title="Bonmoniq Voice", version="0.1.0")
-    app.state.platform = platform
     problems.install(app)
-    app.include_router(routes_twilio.router(platform))
-    app.include_router(routes_telnyx.router(platform))
-    app.include_router(routes_sinch.router(platform))
-    app.include_router(public.router(platform.register))
-    app.include_router(routes_keys.router(platform))
-    app.include_router(routes_agents.router(platform))
-    app.include_router(routes_numbers.router(platform))
-    app.include_router(routes_calls.router(platform))
-    app.include_router(routes_data.router(platform))
+    for router in routers:
+        app.include_router(router)
     # /metrics is not here: `serve` answers it on its own listener (BONMONIQ_METRICS_ADDR).
 
-    app.add_middleware(Conventions, redis=platform.redis)
+    app.add_middleware(Conventions, redis=redis)
     # Added last, so outermost: bodies are limited before signatures, idempotency or parsing.
     app.add_middleware(BodyLimit)
 
@@ -127,22 +119,8 @@ def create_app(platform: Platform) -> FastAPI:
         """Redis answers, the models are loaded and the LLM server answers."""
         # Anyone may ask: the answer says which part is not ready, the log says why.
         try:
-            await platform.redis.ping()
-        except Exception as e:  # any failure means not ready
-            return not_ready("State store unreachable", "the state store does not answer", e)
-        missing = platform.engines.missing()
-        if missing:
-            return not_ready("Models not loaded", "speech models are not loaded", missing)
-        try:
-            await probe(platform.engines.llm)
-        except LLMUnavailable as e:
-            return not_ready("LLM unreachable", "the language model does not answer", e)
-        now = time.time()
-        usable = platform.health(now)
-        carriers = {
-            str(c): "up" if usable.usable(c, now) else "down"
-            for c in sorted(platform.controls, key=str)
-        }
-        return {"status": "ready", "models": "loaded", "llm": "reachable", "carriers": carriers}
+            return await readiness()
+        except NotReady as e:
+            return not_ready(e.title, e.detail, e.cause)
 
     return app

@@ -63,6 +63,11 @@ return 1
 #: Response headers replayed with the body.
 _KEPT_HEADERS = ("content-type", "location")
 _NONCE_BYTES = 12
+#: The ``detail`` of each refusal.
+_INVALID = "use 1-255 visible ASCII characters, e.g. a UUID"
+_REUSED = "this key was used for a different request: use a new key for a new request"
+_IN_FLIGHT = "the first request with this key has not finished: retry shortly"
+_UNREADABLE = "the response stored under this key cannot be replayed: use a new key"
 
 
 def applies(request: Request) -> bool:
@@ -159,10 +164,7 @@ async def handle(
     """Run ``request`` once per key; replay, refuse or pass through as described above."""
     key = request.headers[HEADER.lower()]
     if not _VALID.fullmatch(key):
-        return problem(
-            400, "idempotency_key_invalid", "Invalid Idempotency-Key",
-            "use 1-255 visible ASCII characters, e.g. a UUID",
-        )  # fmt: skip
+        return problem(400, "idempotency_key_invalid", "Invalid Idempotency-Key", _INVALID)
     body = await request.body()
     auth = request.headers.get("authorization", "")
     key_id = _KEY_ID.search(auth)
@@ -170,10 +172,9 @@ async def handle(
     # The key id leads, so that offboarding finds a tenant's stored responses by its keys too.
     scope = f"{key_id.group(1) if key_id else 'operator'}:{digest}"
     sealer = _Sealer(auth, key)
-    pending = _Pending(
-        redis, keys.idempotency(scope, hashlib.sha256(key.encode()).hexdigest()[:32]),
-        sealer.fingerprint(request.method, request.url.path, body), sealer,
-    )  # fmt: skip
+    slot = keys.idempotency(scope, hashlib.sha256(key.encode()).hexdigest()[:32])
+    fingerprint = sealer.fingerprint(request.method, request.url.path, body)
+    pending = _Pending(redis, slot, fingerprint, sealer)
     token = _PENDING.set(pending)
     try:
         response = await call_next(request)
@@ -198,9 +199,11 @@ async def handle(
     elif pending.claimed:
         await redis.delete(pending.slot)
     return Response(
-        content, status_code=response.status_code, headers=dict(response.headers),
+        content,
+        status_code=response.status_code,
+        headers=dict(response.headers),
         media_type=response.media_type,
-    )  # fmt: skip
+    )
 
 
 async def _keep(pending: _Pending, response: StarletteResponse, content: bytes) -> None:
@@ -225,15 +228,9 @@ async def _replay(pending: _Pending) -> StarletteResponse:
     slot = pending.slot
     stored = keys.strs(await pending.redis.hgetall(slot))
     if not hmac.compare_digest(stored.get("fingerprint", ""), pending.fingerprint):
-        return problem(
-            422, "idempotency_key_reused", "Idempotency-Key reused",
-            "this key was used for a different request: use a new key for a new request",
-        )  # fmt: skip
+        return problem(422, "idempotency_key_reused", "Idempotency-Key reused", _REUSED)
     if stored.get("state") != "done":
-        response = problem(
-            409, "idempotency_in_flight", "Request in progress",
-            "the first request with this key has not finished: retry shortly",
-        )  # fmt: skip
+        response = problem(409, "idempotency_in_flight", "Request in progress", _IN_FLIGHT)
         response.headers["Retry-After"] = "1"
         return response
     try:
@@ -241,9 +238,6 @@ async def _replay(pending: _Pending) -> StarletteResponse:
         kept = json.loads(head)
     except (InvalidTag, KeyError, ValueError, binascii.Error):
         log.warning("stored idempotent response unreadable", extra={"slot": slot})
-        return problem(
-            422, "idempotency_key_reused", "Idempotency-Key reused",
-            "the response stored under this key cannot be replayed: use a new key",
-        )  # fmt: skip
+        return problem(422, "idempotency_key_reused", "Idempotency-Key reused", _UNREADABLE)
     headers = dict(kept["headers"]) | {"Idempotent-Replayed": "true"}
     return Response(body, int(kept["status"]), headers=headers)

@@ -18,8 +18,15 @@ WEBHOOKS = Counter(
     "unknown, unavailable, error).",
     ["carrier", "result"],
 )
-_RESULTS = {400: "malformed", 403: "refused_signature", 404: "unknown", 409: "unknown",
-            422: "malformed", 503: "unavailable"}  # fmt: skip
+#: The result label of each refusing status (any other: ``error``).
+_RESULTS = {
+    400: "malformed",
+    403: "refused_signature",
+    404: "unknown",
+    409: "unknown",
+    422: "malformed",
+    503: "unavailable",
+}
 
 
 def count_webhook(path: str, status: int) -> None:

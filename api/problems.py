@@ -1,4 +1,10 @@
-"""RFC 9457 problem+json responses, each with a stable ``code``."""
+"""RFC 9457 problem+json responses, each with a stable ``code``.
+
+Each package's typed errors are translated here, found by the package's base class: the status
+is the class's own entry in ``_STATUS`` or its nearest base's, the ``code`` the error's own. A
+refusal (4xx, 502, 503) says why in ``detail``; an error of the platform itself (500) says only
+where to look, and its traceback is logged.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 from starlette.types import Scope
 
+from calls.errors import CallError
 from carriers.errors import (
     CarrierApiError,
     CarrierError,
@@ -21,6 +28,8 @@ from carriers.errors import (
     SignatureInvalid,
     WebhookMalformed,
 )
+from llm.errors import LLMError, LLMUnavailable
+from recordings.errors import DecryptionError, RecordingsError
 from routing.errors import (
     AgentExists,
     AgentInUse,
@@ -31,11 +40,22 @@ from routing.errors import (
     RouteRefused,
     RoutingError,
 )
-from tenancy.limits import LimitExceeded
+from tenancy.errors import LastAdminKey, LimitExceeded, TenancyError
+from voice.errors import AnnouncementIncomplete, VoiceError
 
 log = logging.getLogger(__name__)
 MEDIA_TYPE = "application/problem+json"
-_STATUS = {
+#: HTTP status by error class; a class not listed takes its nearest listed base's. The first
+#: entries are the packages' base classes (``DecryptionError`` is the crypto format's own).
+_STATUS: dict[type[Exception], int] = {
+    CarrierError: 400,
+    RoutingError: 400,
+    TenancyError: 400,
+    VoiceError: 500,
+    CallError: 500,
+    RecordingsError: 500,
+    DecryptionError: 500,
+    LLMError: 500,
     SignatureInvalid: 403,
     WebhookMalformed: 400,
     CarrierUnavailable: 503,
@@ -47,7 +67,25 @@ _STATUS = {
     AgentInUse: 409,
     RouteRefused: 422,
     DestinationRefused: 403,
+    LastAdminKey: 409,
+    AnnouncementIncomplete: 422,
+    LLMUnavailable: 503,
 }
+#: The classes whose errors are translated (each package's base, and the crypto format's).
+_BASES = (
+    CarrierError,
+    RoutingError,
+    TenancyError,
+    VoiceError,
+    CallError,
+    RecordingsError,
+    DecryptionError,
+    LLMError,
+)
+#: The errors that refuse a WebSocket's handshake with a problem (a carrier's media stream).
+_REFUSE_HANDSHAKE = (CarrierError, RoutingError)
+#: The detail of an error of the platform itself (500): what went wrong is only logged.
+INTERNAL_DETAIL = "the request id (X-Request-ID) finds the reason in the platform's log"
 
 
 #: The detail of every ``carrier_api_error``: the carrier's own answer is only logged.
@@ -116,20 +154,30 @@ def problem(status: int, code: str, title: str, detail: str = "") -> JSONRespons
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE)
 
 
+def status_of(exc: Exception) -> int:
+    """The HTTP status of a typed error (400 for an error of no listed class)."""
+    return next((_STATUS[c] for c in type(exc).__mro__ if c in _STATUS), 400)
+
+
 def install(app: FastAPI) -> None:
     """Translate typed errors into problem+json at the HTTP boundary."""
 
-    @app.exception_handler(CarrierError)
-    @app.exception_handler(RoutingError)
     async def _typed(request: Request, exc: Exception) -> JSONResponse:
-        status = _STATUS.get(type(exc), 400)
+        if request.scope["type"] != "http" and not isinstance(exc, _REFUSE_HANDSHAKE):
+            raise exc  # the socket ends as on any error of the platform
+        status = status_of(exc)
         code = getattr(exc, "code", "error")
-        log.warning(
-            "request refused", extra={"code": code, "path": request.url.path, "error": str(exc)}
-        )
+        extra = {"code": code, "path": request.url.path, "error": str(exc)}
+        if status == 500:
+            log.error("request failed", extra=extra, exc_info=exc)
+            return problem(status, code, type(exc).__name__, INTERNAL_DETAIL)
+        log.warning("request refused", extra=extra)
         # What a carrier's API said is for the operator's log, never for the API's client.
         detail = CARRIER_API_DETAIL if isinstance(exc, CarrierApiError) else str(exc)
         return problem(status, code, type(exc).__name__, detail)
+
+    for base in _BASES:
+        app.add_exception_handler(base, _typed)
 
     @app.exception_handler(ApiProblem)
     async def _api(request: Request, exc: ApiProblem) -> JSONResponse:

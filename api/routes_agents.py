@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Response
@@ -15,7 +16,7 @@ from starlette.exceptions import HTTPException
 from api.auth import tenant_key
 from api.problems import API_ERRORS, ApiProblem
 from api.schema import NOT_BLANK_PATTERN, PhoneNumber, whole
-from app.platform import Platform
+from api.write_limits import write_limit
 from routing.directory import _LANGUAGES as LANGUAGES
 from routing.directory import (
     DEFAULT_ANNOUNCEMENT,
@@ -23,11 +24,14 @@ from routing.directory import (
     DEFAULT_VOICE,
     MAX_RETENTION_DAYS,
     Agent,
+    Directory,
 )
 from routing.errors import AgentNotFound
-from tenancy.tenants import Caller, Role
-from tenancy.write_limits import WriteLimiter, write_limit
-from voice.announcement import AnnouncementIncomplete, check_announcement, default_announcement
+from tenancy.audit import AuditLog
+from tenancy.tenants import Caller, Role, TenantStore
+from tenancy.write_limits import WriteLimiter
+from voice.announcement import check_announcement, default_announcement
+from voice.errors import AnnouncementIncomplete
 
 Tool = Literal["end_call", "transfer"]
 
@@ -121,14 +125,21 @@ class AgentOut(AgentFields):
     def of(cls, a: Agent) -> AgentOut:
         """From the directory's record."""
         return cls(
-            agent_id=a.agent_id, name=a.name, language=a.language, system_prompt=a.prompt,
-            voice=a.voice, greeting=a.greeting, announcement=a.announcement,
-            recording=a.recording, store_transcripts=a.store_transcripts,
-            retention_days=a.retention_days, transfer_number=a.transfer_number,
+            agent_id=a.agent_id,
+            name=a.name,
+            language=a.language,
+            system_prompt=a.prompt,
+            voice=a.voice,
+            greeting=a.greeting,
+            announcement=a.announcement,
+            recording=a.recording,
+            store_transcripts=a.store_transcripts,
+            retention_days=a.retention_days,
+            transfer_number=a.transfer_number,
             tools=list(a.tools),  # type: ignore[arg-type]
             created_at=dt.datetime.fromtimestamp(a.created_at, dt.UTC),
             updated_at=dt.datetime.fromtimestamp(a.updated_at, dt.UTC),
-        )  # fmt: skip
+        )
 
 
 class AgentList(BaseModel):
@@ -154,23 +165,28 @@ def _build(tenant: str, fields: dict[str, object], voices: frozenset[str], **kee
     return agent
 
 
-def router(platform: Platform) -> APIRouter:
-    """Routes bound to ``platform``."""
+def router(
+    *,
+    tenants: TenantStore,
+    directory: Directory,
+    audit: AuditLog,
+    writes: WriteLimiter,
+    prepare: Callable[[Agent], None],
+    voices: frozenset[str],
+) -> APIRouter:
+    """``/v1/agents``: agents speak one of ``voices``; ``prepare(agent)`` readies its phrases."""
     r = APIRouter(prefix="/v1/agents", tags=["agents"], responses=API_ERRORS)
 
-    as_editor = tenant_key(platform.tenants, Role.EDITOR)
+    as_editor = tenant_key(tenants, Role.EDITOR)
     editor = Depends(as_editor)
-    viewer = Depends(tenant_key(platform.tenants, Role.VIEWER))
+    viewer = Depends(tenant_key(tenants, Role.VIEWER))
     # Writes make the shared cores synthesize phrases: metered per tenant (429 rate_limited).
-    limited = write_limit(
-        WriteLimiter(platform.redis, platform.settings.limits.config_writes_per_minute), as_editor
-    )
-    voices = frozenset({platform.engines.voice_name})
+    limited = write_limit(writes, as_editor)
     _VOICES.update(voices)
 
     async def find(caller: Caller, agent_id: str) -> Agent:
         try:
-            return await platform.directory.get_agent_by_id(agent_id, caller.tenant_id)
+            return await directory.get_agent_by_id(agent_id, caller.tenant_id)
         except AgentNotFound as e:
             raise HTTPException(404, "no such agent") from e
 
@@ -181,16 +197,16 @@ def router(platform: Platform) -> APIRouter:
         if "announcement" not in body.model_fields_set:  # the default, in the agent's language
             fields["announcement"] = default_announcement(body.language)
         agent = _build(caller.tenant_id, fields, voices)
-        await platform.directory.add_agent(agent)
-        platform.prepare(agent)  # its announcement is ready before its first call
-        await platform.audit.record(caller, "agent.create", agent.agent_id, name=agent.name)
+        await directory.add_agent(agent)
+        prepare(agent)  # its announcement is ready before its first call
+        await audit.record(caller, "agent.create", agent.agent_id, name=agent.name)
         return AgentOut.of(agent)
 
     @r.get("", response_model=AgentList)
     async def list_agents(caller: Caller = viewer) -> AgentList:
         """Your tenant's agents."""
         return AgentList(
-            items=[AgentOut.of(a) for a in await platform.directory.list_agents(caller.tenant_id)]
+            items=[AgentOut.of(a) for a in await directory.list_agents(caller.tenant_id)]
         )
 
     @r.get("/{agent_id}", response_model=AgentOut)
@@ -222,19 +238,19 @@ def router(platform: Platform) -> APIRouter:
                 422, "transfer_number_missing", "the transfer tool needs a transfer_number"
             )
         fields = {k: merged[k] for k in AgentFields.model_fields}
-        agent = _build(caller.tenant_id, fields, voices, agent_id=current.agent_id,
-                       created_at=current.created_at, updated_at=time.time())  # fmt: skip
-        await platform.directory.update_agent(agent, current.name)
-        platform.prepare(agent)
-        await platform.audit.record(caller, "agent.update", agent.agent_id, fields=sorted(changes))
+        kept = {"agent_id": current.agent_id, "created_at": current.created_at}
+        agent = _build(caller.tenant_id, fields, voices, **kept, updated_at=time.time())
+        await directory.update_agent(agent, current.name)
+        prepare(agent)
+        await audit.record(caller, "agent.update", agent.agent_id, fields=sorted(changes))
         return AgentOut.of(agent)
 
     @r.delete("/{agent_id}", status_code=204, dependencies=[limited])
     async def delete(agent_id: str, caller: Caller = editor) -> Response:
         """Delete an agent that answers no number (409 otherwise)."""
         agent = await find(caller, agent_id)
-        await platform.directory.delete_agent(agent)
-        await platform.audit.record(caller, "agent.delete", agent.agent_id, name=agent.name)
+        await directory.delete_agent(agent)
+        await audit.record(caller, "agent.delete", agent.agent_id, name=agent.name)
         return Response(status_code=204)
 
     return r

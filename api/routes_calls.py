@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
@@ -15,9 +16,12 @@ from api import idempotency
 from api.auth import tenant_key
 from api.problems import API_ERRORS
 from api.schema import E164_PATTERN, PhoneNumber
-from app.platform import Platform
-from calls.store import CallRecord
-from tenancy.tenants import Caller, Role
+from calls.records import CallRecord
+from calls.store import CallStore
+from telephony.service import Telephony
+from tenancy.audit import AuditLog
+from tenancy.limits import Limits
+from tenancy.tenants import Caller, Role, TenantStore
 
 
 def _iso(value: object) -> object:
@@ -50,12 +54,17 @@ class CallOut(BaseModel):
     def of(cls, r: CallRecord) -> CallOut:
         """From the store's record."""
         return cls(
-            call_id=r.call_id, direction=r.direction, state=r.state, carrier=r.carrier,
-            from_number=r.from_number, to_number=r.to_number, agent_id=r.agent,
+            call_id=r.call_id,
+            direction=r.direction,
+            state=r.state,
+            carrier=r.carrier,
+            from_number=r.from_number,
+            to_number=r.to_number,
+            agent_id=r.agent,
             created_at=dt.datetime.fromtimestamp(r.created_at, dt.UTC),
             updated_at=dt.datetime.fromtimestamp(r.updated_at, dt.UTC),
             routing=dict(r.routing) if r.routing else None,
-        )  # fmt: skip
+        )
 
 
 class CallCreate(BaseModel):
@@ -103,37 +112,48 @@ class Transcript(BaseModel):
     turns: list[TurnOut]
 
 
-async def tenant_call(platform: Platform, caller: Caller, call_id: str) -> CallRecord:
+async def tenant_call(calls: CallStore, caller: Caller, call_id: str) -> CallRecord:
     """The caller's tenant's call ``call_id``; another tenant's is the same 404 as none."""
-    record = await platform.calls.get(call_id)
+    record = await calls.get(call_id)
     if record is None or record.tenant != caller.tenant_id:
         raise HTTPException(404, "no such call")
     return record
 
 
-def router(platform: Platform) -> APIRouter:
-    """Routes bound to ``platform``."""
+def router(
+    *,
+    tenants: TenantStore,
+    calls: CallStore,
+    audit: AuditLog,
+    telephony: Telephony,
+    default_limits: Limits,
+    subject_ref: Callable[[str, str], str],
+) -> APIRouter:
+    """``/v1/calls``.
+
+    Outbound calls go through ``telephony`` within the tenant's limits (``default_limits``
+    for a tenant without its own); ``subject_ref(tenant, number)`` names a called number in
+    the audit log.
+    """
     r = APIRouter(prefix="/v1/calls", tags=["calls"], responses=API_ERRORS)
 
-    viewer = Depends(tenant_key(platform.tenants, Role.VIEWER))
-    editor = Depends(tenant_key(platform.tenants, Role.EDITOR))
+    viewer = Depends(tenant_key(tenants, Role.VIEWER))
+    editor = Depends(tenant_key(tenants, Role.EDITOR))
 
     async def find(caller: Caller, call_id: str) -> CallRecord:
-        return await tenant_call(platform, caller, call_id)
+        return await tenant_call(calls, caller, call_id)
 
     @r.post("", status_code=201, response_model=CallOut)
     async def place(body: CallCreate, response: Response, caller: Caller = editor) -> CallOut:
         """Place an outbound call, routed and within your limits (429 and Retry-After beyond)."""
-        limits = await platform.tenants.limits(caller.tenant_id, platform.default_limits)
-        placed = await platform.telephony().place_call(
-            body.from_number, body.to, caller.tenant_id, limits
-        )
-        destination = platform.lifecycle.subject_ref(caller.tenant_id, body.to)
+        limits = await tenants.limits(caller.tenant_id, default_limits)
+        placed = await telephony.place_call(body.from_number, body.to, caller.tenant_id, limits)
+        destination = subject_ref(caller.tenant_id, body.to)
         idempotency.about(caller.tenant_id, destination)
-        await platform.audit.record(
+        await audit.record(
             caller, "call.place", placed.call_id, to=destination, **placed.decision.as_metadata()
         )
-        record = await platform.calls.get(placed.call_id)
+        record = await calls.get(placed.call_id)
         if record is None:  # written before the carrier was asked; gone only if Redis lost it
             raise HTTPException(503, "the call was placed but its record is not readable yet")
         response.headers["Location"] = f"/v1/calls/{placed.call_id}"
@@ -157,7 +177,7 @@ def router(platform: Platform) -> APIRouter:
         items: list[CallRecord] = []
         scanned = 0
         while len(items) < limit and scanned < _SCAN:
-            batch = await platform.calls.page(caller.tenant_id, before, limit)
+            batch = await calls.page(caller.tenant_id, before, limit)
             if not batch:
                 break
             scanned += len(batch)
@@ -166,7 +186,7 @@ def router(platform: Platform) -> APIRouter:
                 if since and rec.created_at < since.timestamp():
                     batch = []
                     break
-                if number and not platform.calls.involves(rec, number):
+                if number and not calls.involves(rec, number):
                     continue
                 if (direction and rec.direction != direction) or (status and rec.state != status):
                     continue
@@ -188,7 +208,7 @@ def router(platform: Platform) -> APIRouter:
             EventOut(
                 type=str(e.type), at=dt.datetime.fromtimestamp(e.at, dt.UTC), data=dict(e.data)
             )
-            for e in await platform.calls.events(call_id)
+            for e in await calls.events(call_id)
         ]
         return CallDetail(**CallOut.of(record).model_dump(), events=events)
 
@@ -196,8 +216,8 @@ def router(platform: Platform) -> APIRouter:
     async def transcript(call_id: str, caller: Caller = viewer) -> Transcript:
         """What was said; every read is written to the audit log."""
         await find(caller, call_id)
-        turns = await platform.calls.transcript(call_id)
-        await platform.audit.record(caller, "transcript.read", call_id)
+        turns = await calls.transcript(call_id)
+        await audit.record(caller, "transcript.read", call_id)
         return Transcript(
             call_id=call_id,
             turns=[

@@ -6,6 +6,8 @@ numbers never enter the audit log: a data subject is named by a keyed digest.
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from starlette.exceptions import HTTPException
@@ -15,16 +17,23 @@ from api.auth import tenant_key
 from api.problems import API_ERRORS, ApiProblem
 from api.routes_calls import tenant_call
 from api.schema import PhoneNumber
-from app.platform import Platform
-from calls.store import CallRecord
-from recordings.crypto import DecryptionError
-from recordings.keyring import NoTenantKey
-from recordings.lifecycle import wav
+from calls.records import CallRecord
+from calls.store import CallStore
+from recordings.errors import DecryptionError, NoTenantKey
+from recordings.lifecycle import Lifecycle, wav
+from recordings.objects import EncryptedObjects
 from routing.directory import normalise_number
-from tenancy.tenants import Caller, Role
+from tenancy.audit import AuditLog
+from tenancy.tenants import Caller, Role, TenantStore
 
 WAV = "audio/wav"
 ZIP = "application/zip"
+
+
+def _binary(media_type: str, description: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses``: a 200 whose body is a file of ``media_type``."""
+    schema = {"schema": {"type": "string", "format": "binary"}}
+    return {200: {"content": {media_type: schema}, "description": description}}
 
 
 class HoldIn(BaseModel):
@@ -57,23 +66,29 @@ class ErasureOut(BaseModel):
     kept_under_legal_hold: list[str]
 
 
-def router(platform: Platform) -> APIRouter:
-    """Routes bound to ``platform``."""
+def router(
+    *,
+    tenants: TenantStore,
+    calls: CallStore,
+    objects: EncryptedObjects,
+    lifecycle: Lifecycle,
+    audit: AuditLog,
+) -> APIRouter:
+    """Recordings and legal holds of ``calls``, data-subject requests through ``lifecycle``."""
     r = APIRouter(prefix="/v1", responses=API_ERRORS)
-    viewer = Depends(tenant_key(platform.tenants, Role.VIEWER))
-    editor = Depends(tenant_key(platform.tenants, Role.EDITOR))
-    admin = Depends(tenant_key(platform.tenants, Role.ADMIN))
+    viewer = Depends(tenant_key(tenants, Role.VIEWER))
+    editor = Depends(tenant_key(tenants, Role.EDITOR))
+    admin = Depends(tenant_key(tenants, Role.ADMIN))
 
     async def find(caller: Caller, call_id: str) -> CallRecord:
-        return await tenant_call(platform, caller, call_id)
+        return await tenant_call(calls, caller, call_id)
 
     @r.get(
         "/calls/{call_id}/recording",
         tags=["calls"],
         response_class=Response,
-        responses={200: {"content": {WAV: {"schema": {"type": "string", "format": "binary"}}},
-                         "description": "WAV, 8 kHz, 16-bit, stereo (caller left, agent right)"}},
-    )  # fmt: skip
+        responses=_binary(WAV, "WAV, 8 kHz, 16-bit, stereo (caller left, agent right)"),
+    )
     async def recording(call_id: str, caller: Caller = viewer) -> Response:
         """The call's recording, decrypted (each read audited); 404 if it was not recorded.
 
@@ -81,14 +96,14 @@ def router(platform: Platform) -> APIRouter:
         authenticates is served, the rest is missing.
         """
         await find(caller, call_id)
-        found = await platform.objects.of_call(call_id, "recording")
+        found = await objects.of_call(call_id, "recording")
         if not found:
             raise HTTPException(404, "this call has no recording")
         try:
-            opened = await platform.objects.open(found[0])
+            opened = await objects.open(found[0])
         except (DecryptionError, NoTenantKey) as e:
             raise ApiProblem(409, "recording_unreadable", str(e)) from e
-        await platform.audit.record(caller, "recording.read", call_id)
+        await audit.record(caller, "recording.read", call_id)
         return Response(
             wav(opened.plaintext),
             media_type=WAV,
@@ -99,22 +114,22 @@ def router(platform: Platform) -> APIRouter:
     async def delete_recording(call_id: str, caller: Caller = editor) -> Response:
         """Delete the call's recording (refused while the call is under legal hold)."""
         await find(caller, call_id)
-        if (await platform.lifecycle.call(call_id)).get("legal_hold"):
+        if (await lifecycle.call(call_id)).get("legal_hold"):
             raise ApiProblem(409, "legal_hold", "the call is under legal hold")
-        found = await platform.objects.of_call(call_id, "recording")
+        found = await objects.of_call(call_id, "recording")
         if not found:
             raise HTTPException(404, "this call has no recording")
         for info in found:
-            await platform.objects.delete(info.object_id)
-        await platform.audit.record(caller, "recording.delete", call_id)
+            await objects.delete(info.object_id)
+        await audit.record(caller, "recording.delete", call_id)
         return Response(status_code=204)
 
     @r.put("/calls/{call_id}/legal-hold", response_model=HoldOut, tags=["calls"])
     async def legal_hold(call_id: str, body: HoldIn, caller: Caller = admin) -> HoldOut:
         """Place or lift a legal hold: a held call survives retention and erasure."""
         await find(caller, call_id)
-        await platform.lifecycle.set_hold(call_id, body.hold, body.reason)
-        await platform.audit.record(
+        await lifecycle.set_hold(call_id, body.hold, body.reason)
+        await audit.record(
             caller, "call.hold" if body.hold else "call.release_hold", call_id, reason=body.reason
         )
         return HoldOut(
@@ -125,19 +140,18 @@ def router(platform: Platform) -> APIRouter:
         "/data-subjects/export",
         tags=["data subjects"],
         response_class=Response,
-        responses={200: {"content": {ZIP: {"schema": {"type": "string", "format": "binary"}}},
-                         "description": "manifest.json, transcripts and recordings (WAV)"}},
-    )  # fmt: skip
+        responses=_binary(ZIP, "manifest.json, transcripts and recordings (WAV)"),
+    )
     async def export(body: SubjectIn, caller: Caller = admin) -> Response:
         """Everything of your tenant involving a phone number (GDPR Art. 15/20), as a zip."""
         number = normalise_number(body.phone_number)
-        calls = await platform.lifecycle.calls_of(caller.tenant_id, number)
-        archive = await platform.lifecycle.export(
+        calls = await lifecycle.calls_of(caller.tenant_id, number)
+        archive = await lifecycle.export(
             caller.tenant_id, calls, {"kind": "data subject export", "subject": number}
         )
-        subject = platform.lifecycle.subject_ref(caller.tenant_id, number)
+        subject = lifecycle.subject_ref(caller.tenant_id, number)
         idempotency.about(caller.tenant_id, subject)  # a stored copy goes with an erasure
-        await platform.audit.record(caller, "data_subject.export", subject, calls=len(calls))
+        await audit.record(caller, "data_subject.export", subject, calls=len(calls))
         return Response(
             archive,
             media_type=ZIP,
@@ -151,11 +165,11 @@ def router(platform: Platform) -> APIRouter:
         Calls under legal hold are kept and listed.
         """
         number = normalise_number(body.phone_number)
-        done = await platform.lifecycle.erase_subject(caller.tenant_id, number)
-        await platform.audit.record(
-            caller, "data_subject.erase", platform.lifecycle.subject_ref(caller.tenant_id, number),
-            erased=len(done.erased), held=len(done.held),
-        )  # fmt: skip
+        done = await lifecycle.erase_subject(caller.tenant_id, number)
+        subject = lifecycle.subject_ref(caller.tenant_id, number)
+        await audit.record(
+            caller, "data_subject.erase", subject, erased=len(done.erased), held=len(done.held)
+        )
         return ErasureOut(erased_calls=len(done.erased), kept_under_legal_hold=done.held)
 
     return r

@@ -1,4 +1,4 @@
-"""``/v1/keys`` (a tenant's admins manage its keys), ``/v1/audit`` and operator ``/v1/operator``."""
+"""``/v1/keys`` (a tenant's admins manage its keys), ``/v1/audit`` and ``/v1/limits``."""
 
 from __future__ import annotations
 
@@ -7,18 +7,19 @@ import time
 from dataclasses import asdict
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from fastapi import APIRouter, Depends, Query, Response
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
-from api import idempotency
-from api.auth import operator, tenant_key
+from api.auth import tenant_key
 from api.problems import API_ERRORS, ApiProblem
-from app.platform import Platform
-from routing.destinations import RESTRICTED, DestinationClass, class_price
-from tenancy.limits import Limits
-from tenancy.tenants import ApiKey, Caller, LastAdminKey, Role
-from tenancy.write_limits import WriteLimiter, write_limit
+from api.write_limits import write_limit
+from routing.destinations import DestinationClass, DestinationTable, class_price
+from tenancy.audit import AuditLog
+from tenancy.errors import LastAdminKey
+from tenancy.limits import Limits, OutboundLimiter
+from tenancy.tenants import ApiKey, Caller, Role, TenantStore
+from tenancy.write_limits import WriteLimiter
 
 
 class KeyCreate(BaseModel):
@@ -85,27 +86,6 @@ class AuditPage(BaseModel):
     next_cursor: str | None
 
 
-class LimitsIn(BaseModel):
-    """A tenant's outbound limits (0 forbids outbound calls)."""
-
-    model_config = ConfigDict(extra="ignore")
-    calls_per_minute: StrictInt = Field(ge=0, le=100_000)
-    concurrent_calls: StrictInt = Field(ge=0, le=100_000)
-    daily_spend_cents: StrictInt = Field(ge=0, le=100_000_000)
-    allowed_destinations: list[DestinationClass] | None = Field(
-        default=None,
-        max_length=len(DestinationClass),
-        description="Destination classes besides standard the tenant may call (premium_rate, "
-        "satellite...); every other one is refused. Omitted: the tenant's current allowance.",
-    )
-
-    def limits(self, current: frozenset[str] = frozenset()) -> Limits:
-        """As :class:`Limits`; without ``allowed_destinations``, the ``current`` allowance."""
-        allowed = current if self.allowed_destinations is None else self.allowed_destinations
-        return Limits(self.calls_per_minute, self.concurrent_calls, self.daily_spend_cents,
-                      frozenset(str(c) for c in allowed if c in RESTRICTED))  # fmt: skip
-
-
 class UsageOut(BaseModel):
     """Where the tenant stands now."""
 
@@ -130,52 +110,44 @@ class LimitsOut(BaseModel):
     usage: UsageOut
 
 
-class TenantCreate(BaseModel):
-    """A new tenant; without ``limits`` it gets the operator's defaults."""
+def router(
+    *,
+    tenants: TenantStore,
+    audit: AuditLog,
+    writes: WriteLimiter,
+    limiter: OutboundLimiter,
+    destinations: DestinationTable,
+    default_limits: Limits,
+) -> APIRouter:
+    """``/v1/keys``, ``/v1/audit`` and ``/v1/limits``.
 
-    model_config = ConfigDict(extra="ignore")
-    name: str = Field(min_length=1, max_length=200)
-    limits: LimitsIn | None = None
-
-
-class TenantCreated(BaseModel):
-    """A tenant and its first admin key (shown once)."""
-
-    tenant_id: str
-    name: str
-    api_key: str
-
-
-def router(platform: Platform) -> APIRouter:
-    """Routes bound to ``platform``."""
+    ``limiter`` and ``destinations`` price a tenant's outbound calls; ``default_limits`` are
+    those of a tenant without its own.
+    """
     r = APIRouter(prefix="/v1", responses=API_ERRORS)
 
-    as_admin = tenant_key(platform.tenants, Role.ADMIN)
+    as_admin = tenant_key(tenants, Role.ADMIN)
     admin = Depends(as_admin)
-    viewer = Depends(tenant_key(platform.tenants, Role.VIEWER))
-    limited = write_limit(
-        WriteLimiter(platform.redis, platform.settings.limits.config_writes_per_minute), as_admin
-    )
-    as_operator = Depends(operator(lambda: platform.operator_token))
+    viewer = Depends(tenant_key(tenants, Role.VIEWER))
+    limited = write_limit(writes, as_admin)
 
-    @r.post("/keys", status_code=201, response_model=KeyCreated, tags=["keys"],
-            dependencies=[limited])  # fmt: skip
+    @r.post(
+        "/keys", status_code=201, response_model=KeyCreated, tags=["keys"], dependencies=[limited]
+    )
     async def create_key(body: KeyCreate, caller: Caller = admin) -> KeyCreated:
         """Create a key of ``role`` for your tenant; its value is shown in this response only."""
         expires = body.expires_at.timestamp() if body.expires_at else None
         now = time.time()
         if expires is not None and expires <= now:
             raise ApiProblem(422, "expires_in_past", "expires_at must be in the future")
-        key, raw = await platform.tenants.create_key(caller.tenant_id, body.role, now, expires)
-        await platform.audit.record(caller, "key.create", key.key_id, role=str(body.role))
+        key, raw = await tenants.create_key(caller.tenant_id, body.role, now, expires)
+        await audit.record(caller, "key.create", key.key_id, role=str(body.role))
         return KeyCreated(**KeyOut.of(key).model_dump(), api_key=raw)
 
     @r.get("/keys", response_model=KeyList, tags=["keys"])
     async def list_keys(caller: Caller = admin) -> KeyList:
         """Your tenant's keys (never their values)."""
-        return KeyList(
-            items=[KeyOut.of(k) for k in await platform.tenants.list_keys(caller.tenant_id)]
-        )
+        return KeyList(items=[KeyOut.of(k) for k in await tenants.list_keys(caller.tenant_id)])
 
     @r.delete("/keys/{key_id}", status_code=204, tags=["keys"], dependencies=[limited])
     async def revoke_key(key_id: str, caller: Caller = admin) -> Response:
@@ -183,12 +155,12 @@ def router(platform: Platform) -> APIRouter:
         if key_id == caller.key.key_id:
             raise ApiProblem(409, "own_key", "a key cannot revoke itself: use another admin key")
         try:
-            revoked = await platform.tenants.revoke_key(caller.tenant_id, key_id, time.time())
+            revoked = await tenants.revoke_key(caller.tenant_id, key_id, time.time())
         except LastAdminKey as e:
             raise ApiProblem(409, "last_admin_key", str(e)) from e
         if revoked is None:
             raise HTTPException(404, "no such key")
-        await platform.audit.record(caller, "key.revoke", key_id)
+        await audit.record(caller, "key.revoke", key_id)
         return Response(status_code=204)
 
     @r.get("/audit", response_model=AuditPage, tags=["audit"])
@@ -200,69 +172,36 @@ def router(platform: Platform) -> APIRouter:
         """Your tenant's audit log, oldest first (append-only: nothing edits or deletes it)."""
         if cursor != "-" and any(int(part) >= 2**64 for part in cursor.split("-")):
             raise HTTPException(422, "cursor is not an entry id of the audit log")
-        entries = await platform.audit.read(caller.tenant_id, cursor, limit)
-        items = [AuditOut(id=e.id, at=dt.datetime.fromtimestamp(e.at, dt.UTC), key_id=e.key_id,
-                          action=e.action, target=e.target, address=e.address,
-                          request_id=e.request_id) for e in entries]  # fmt: skip
+        entries = await audit.read(caller.tenant_id, cursor, limit)
+        items = [
+            AuditOut(
+                id=e.id,
+                at=dt.datetime.fromtimestamp(e.at, dt.UTC),
+                key_id=e.key_id,
+                action=e.action,
+                target=e.target,
+                address=e.address,
+                request_id=e.request_id,
+            )
+            for e in entries
+        ]
         return AuditPage(items=items, next_cursor=items[-1].id if len(items) == limit else None)
 
     @r.get("/limits", response_model=LimitsOut, tags=["limits"])
     async def read_limits(caller: Caller = viewer) -> LimitsOut:
         """Your tenant's outbound limits and how much of them is in use."""
-        limits = await platform.tenants.limits(caller.tenant_id, platform.default_limits)
-        usage = await platform.limiter.usage(caller.tenant_id, time.time())
-        base, table = platform.limiter.cents_per_minute, platform.policy.destinations
+        limits = await tenants.limits(caller.tenant_id, default_limits)
+        usage = await limiter.usage(caller.tenant_id, time.time())
+        base = limiter.cents_per_minute
         return LimitsOut(
             calls_per_minute=limits.calls_per_minute,
             concurrent_calls=limits.concurrent_calls,
             daily_spend_cents=limits.daily_spend_cents,
             allowed_destinations=sorted(DestinationClass(c) for c in limits.allowed_destinations),
-            cents_per_minute={c: class_price(c, base, table) for c in DestinationClass},
-            cents_reserved_per_call=platform.limiter.reserve_cents(),
+            cents_per_minute={c: class_price(c, base, destinations) for c in DestinationClass},
+            cents_reserved_per_call=limiter.reserve_cents(),
             usage=UsageOut(**asdict(usage)),
         )
-
-    @r.post("/operator/tenants", status_code=201, response_model=TenantCreated, tags=["operator"],
-            dependencies=[as_operator])  # fmt: skip
-    async def create_tenant(body: TenantCreate, request: Request) -> TenantCreated:
-        """Operator only: a new tenant and its first admin key."""
-        limits = body.limits.limits() if body.limits else None
-        tenant, raw = await platform.tenants.create_tenant(body.name, time.time(), limits)
-        if limits is not None:
-            await audit_operator(request, tenant.tenant_id, "limits.set", limits)
-        idempotency.about(tenant.tenant_id)  # a stored copy of its key goes with offboarding
-        return TenantCreated(tenant_id=tenant.tenant_id, name=tenant.name, api_key=raw)
-
-    @r.put("/operator/tenants/{tenant_id}/limits", response_model=LimitsIn, tags=["operator"],
-           dependencies=[as_operator])  # fmt: skip
-    async def set_limits(tenant_id: str, body: LimitsIn, request: Request) -> LimitsIn:
-        """Operator only: set a tenant's outbound limits and allowed destination classes.
-
-        Recorded in the tenant's audit log (key id ``operator``).
-        """
-        current = await platform.tenants.limits(tenant_id, platform.default_limits)
-        limits = body.limits(current.allowed_destinations)
-        if not await platform.tenants.set_limits(tenant_id, limits):
-            raise HTTPException(404, "no such tenant")
-        await audit_operator(request, tenant_id, "limits.set", limits)
-        return LimitsIn(
-            calls_per_minute=limits.calls_per_minute,
-            concurrent_calls=limits.concurrent_calls,
-            daily_spend_cents=limits.daily_spend_cents,
-            allowed_destinations=sorted(DestinationClass(c) for c in limits.allowed_destinations),
-        )
-
-    async def audit_operator(request: Request, tenant_id: str, action: str, limits: Limits) -> None:
-        """Record an operator's change of a tenant's limits in the tenant's audit log."""
-        await platform.audit.append(
-            tenant_id, at=time.time(), key_id="operator", action=action, target=tenant_id,
-            address=request.client.host if request.client else "",
-            request_id=getattr(request.state, "request_id", ""),
-            detail={"calls_per_minute": limits.calls_per_minute,
-                    "concurrent_calls": limits.concurrent_calls,
-                    "daily_spend_cents": limits.daily_spend_cents,
-                    "allowed_destinations": sorted(limits.allowed_destinations)},
-        )  # fmt: skip
 
     return r
 

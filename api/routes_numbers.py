@@ -12,12 +12,13 @@ from starlette.exceptions import HTTPException
 from api.auth import tenant_key
 from api.problems import API_ERRORS, ApiProblem
 from api.schema import PHONE_PATTERN, PhoneNumber
-from app.platform import Platform
-from routing.directory import Agent, normalise_number
+from api.write_limits import write_limit
+from routing.directory import Agent, Directory, normalise_number
 from routing.errors import AgentNotFound
-from store import keys
-from tenancy.tenants import Caller, Role
-from tenancy.write_limits import WriteLimiter, write_limit
+from telephony.service import Telephony
+from tenancy.audit import AuditLog
+from tenancy.tenants import Caller, Role, TenantStore
+from tenancy.write_limits import WriteLimiter
 
 #: A number in a path (its route's ``{number:e164}`` matches only these).
 NumberPath = Annotated[str, Path(pattern=PHONE_PATTERN, description="E.164, e.g. +33185001234")]
@@ -79,26 +80,31 @@ class NumberList(BaseModel):
     items: list[NumberOut]
 
 
-def router(platform: Platform) -> APIRouter:
-    """Routes bound to ``platform``."""
+def router(
+    *,
+    tenants: TenantStore,
+    directory: Directory,
+    audit: AuditLog,
+    writes: WriteLimiter,
+    telephony: Telephony,
+) -> APIRouter:
+    """``/v1/numbers``: carriers reached through ``telephony``; each write metered by ``writes``."""
     r = APIRouter(prefix="/v1/numbers", tags=["numbers"], responses=API_ERRORS)
 
-    as_editor = tenant_key(platform.tenants, Role.EDITOR)
+    as_editor = tenant_key(tenants, Role.EDITOR)
     editor = Depends(as_editor)
-    viewer = Depends(tenant_key(platform.tenants, Role.VIEWER))
-    limited = write_limit(
-        WriteLimiter(platform.redis, platform.settings.limits.config_writes_per_minute), as_editor
-    )
+    viewer = Depends(tenant_key(tenants, Role.VIEWER))
+    limited = write_limit(writes, as_editor)
 
     async def agent_of(caller: Caller, agent_id: str) -> Agent:
         try:
-            return await platform.directory.get_agent_by_id(agent_id, caller.tenant_id)
+            return await directory.get_agent_by_id(agent_id, caller.tenant_id)
         except AgentNotFound as e:
             raise ApiProblem(422, "unknown_agent", f"no agent {agent_id!r} in your tenant") from e
 
     async def number_out(caller: Caller, raw: str) -> NumberOut:
         e164 = normalise_number(raw)
-        fields = keys.strs(await platform.redis.hgetall(keys.number(e164)))
+        fields = await directory.number_fields(e164)
         if not fields or fields.get("tenant") != caller.tenant_id:
             raise HTTPException(404, "no such number")
         routing = {k[8:]: v for k, v in fields.items() if k.startswith("routing_")}
@@ -121,7 +127,7 @@ def router(platform: Platform) -> APIRouter:
         """Numbers for rent, from the carrier the routing policy picks for ``country``."""
         if country not in phonenumbers.SUPPORTED_REGIONS:
             raise ApiProblem(422, "unknown_country", f"{country!r} is not a country with numbers")
-        decision, found = await platform.telephony().search(country, area_code, contains)
+        decision, found = await telephony.search(country, area_code, contains)
         return SearchOut(
             routing=RoutingOut(**decision.as_metadata()),
             items=[
@@ -133,16 +139,14 @@ def router(platform: Platform) -> APIRouter:
     async def provision(body: NumberCreate, caller: Caller = editor) -> NumberOut:
         """Rent a number through the carrier the router picks; 422 with the reason if refused."""
         agent = await agent_of(caller, body.agent_id)
-        decision, rented, route = await platform.telephony().rent(body.number, agent)
-        await platform.audit.record(
-            caller, "number.provision", route.number, **decision.as_metadata()
-        )
+        decision, rented, route = await telephony.rent(body.number, agent)
+        await audit.record(caller, "number.provision", route.number, **decision.as_metadata())
         return await number_out(caller, route.number)
 
     @r.get("", response_model=NumberList)
     async def list_numbers(caller: Caller = viewer) -> NumberList:
         """Your tenant's numbers."""
-        numbers = [n for n, _ in await platform.directory.list_numbers(caller.tenant_id)]
+        numbers = [n for n, _ in await directory.list_numbers(caller.tenant_id)]
         return NumberList(items=[await number_out(caller, n) for n in numbers])
 
     @r.get("/{number:e164}", response_model=NumberOut)
@@ -155,18 +159,16 @@ def router(platform: Platform) -> APIRouter:
         """Point one of your numbers at another of your agents."""
         current = await number_out(caller, number)
         agent = await agent_of(caller, body.agent_id)
-        await platform.directory.attach(current.number, agent, reassign=True)
-        await platform.audit.record(
-            caller, "number.attach", current.number, agent_id=agent.agent_id
-        )
+        await directory.attach(current.number, agent, reassign=True)
+        await audit.record(caller, "number.attach", current.number, agent_id=agent.agent_id)
         return await number_out(caller, current.number)
 
     @r.delete("/{number:e164}", status_code=204, dependencies=[limited])
     async def release(number: NumberPath, caller: Caller = editor) -> Response:
         """Release one of your numbers (given back to its carrier if rented through us)."""
         current = await number_out(caller, number)
-        await platform.telephony().release(current.number, caller.tenant_id)
-        await platform.audit.record(caller, "number.release", current.number)
+        await telephony.release(current.number, caller.tenant_id)
+        await audit.record(caller, "number.release", current.number)
         return Response(status_code=204)
 
     return r

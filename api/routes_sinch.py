@@ -8,60 +8,63 @@ import time
 from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import JSONResponse, Response
 
-from api.webhooks import verified, webhook_route
-from app.platform import Platform
-from calls.store import carrier_time_limit
-from carriers.base import StreamStart
+from api.webhooks import CarrierDeps, verified, webhook_route
+from carriers.base import Carrier, StreamStart, carrier_time_limit
 from carriers.errors import CarrierUnavailable
 from carriers.sinch import media, webhook
-from carriers.sinch.control import SinchControl
-from routing.policy import Carrier
+from carriers.sinch.kit import PATHS, SinchKit
+from voice.media import MediaSocket
 from voice.transport import CLOSE_POLICY, first_message, run_stream
 
 log = logging.getLogger(__name__)
-CALLBACK_PATH = "/webhooks/sinch"
-MEDIA_PATH = "/media/sinch"
+CALLBACK_PATH = PATHS.voice
+MEDIA_PATH = PATHS.media
 APOLOGY_UNKNOWN_NUMBER = "Sorry, this number is not in service. Goodbye."
 
 
-def router(platform: Platform) -> APIRouter:
-    """Routes bound to ``platform``."""
+def router(kit: SinchKit | None, deps: CarrierDeps, inbound_max_seconds: int) -> APIRouter:
+    """Sinch's routes, for ``kit``'s application (``None``: Sinch is not configured).
+
+    An inbound call is given ``inbound_max_seconds`` plus the carriers' grace as Sinch's own
+    hard limit.
+    """
     r = APIRouter(tags=["carrier: sinch"])
 
     @webhook_route(r, CALLBACK_PATH)
     async def callback(request: Request) -> Response:
-        platform.control(Carrier.SINCH, SinchControl)
+        if kit is None:
+            raise CarrierUnavailable(
+                "sinch is not configured: set its BONMONIQ_SINCH_* settings (README, Settings)"
+            )
         # Sinch signs the path it called: the public one, whatever a proxy rewrote.
-        req = await verified(platform, Carrier.SINCH, request)
+        req = await verified(kit, Carrier.SINCH, deps.urls, request)
         now = time.time()
         cb = webhook.parse(req.body)
         if cb.event == "ice":
-            accepted = await platform.inbound.accept(webhook.inbound(cb), now)
+            accepted = await deps.inbound.accept(webhook.inbound(cb), now)
             if accepted.busy:
                 return JSONResponse(webhook.svaml_busy())
             if accepted.route is None:
                 return JSONResponse(webhook.svaml_say_and_hang_up(APOLOGY_UNKNOWN_NUMBER))
             # Sinch's own hard limit, in case the platform cannot end the call itself.
-            limit = carrier_time_limit(platform.call_config.max_seconds_of("inbound"))
+            limit = carrier_time_limit(inbound_max_seconds)
             return JSONResponse(
                 webhook.svaml_connect_stream(
-                    platform.settings.public_ws(MEDIA_PATH),
+                    deps.urls.public_ws(MEDIA_PATH),
                     {"call_id": accepted.call_id},
                     max_seconds=limit,
                 )
             )
         update = webhook.status(cb)
         if update is not None:
-            await platform.calls.apply_status(webhook.CARRIER, update, now)
+            await deps.calls.apply_status(webhook.CARRIER, update, now)
         if cb.event in ("ace", "pie"):
             return JSONResponse(webhook.svaml_continue())
         return Response(status_code=200)
 
     @r.websocket(MEDIA_PATH)
     async def media_stream(ws: WebSocket) -> None:
-        try:
-            control = platform.control(Carrier.SINCH, SinchControl)
-        except CarrierUnavailable:
+        if kit is None:
             await ws.close(code=CLOSE_POLICY)
             return
         opened = await first_message(ws, _read_connect)
@@ -73,14 +76,19 @@ def router(platform: Platform) -> APIRouter:
             await ws.send_text(media.ANSWER)
 
         await run_stream(
-            platform.stream_deps, ws, start, webhook.CARRIER,
+            deps.stream,
+            ws,
+            start,
+            webhook.CARRIER,
             lambda on_invalid: media.SinchMediaCodec(rate, on_invalid=on_invalid),
-            keepalive=media.HEARTBEAT, hang_up=control.hang_up, on_attached=answer,
-        )  # fmt: skip
+            keepalive=media.HEARTBEAT,
+            hang_up=kit.control.hang_up,
+            on_attached=answer,
+        )
 
     return r
 
 
-async def _read_connect(ws: WebSocket) -> tuple[StreamStart, int]:
+async def _read_connect(ws: MediaSocket) -> tuple[StreamStart, int]:
     """The ``connect`` command: the stream and its sample rate."""
     return media.parse_connect(await ws.receive_text())

@@ -8,78 +8,89 @@ import time
 from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import Response
 
-from api.webhooks import verified, webhook_route
-from app.platform import Platform
+from api.webhooks import CarrierDeps, verified, webhook_route
+from calls.state import CallState
+from carriers.base import Carrier
 from carriers.errors import CarrierUnavailable
 from carriers.telnyx import media, webhook
 from carriers.telnyx.control import TelnyxControl
-from routing.policy import Carrier
-from store import keys
+from carriers.telnyx.kit import PATHS, TelnyxKit
 from voice.transport import CLOSE_POLICY, first_message, run_stream, start_reader
 
 log = logging.getLogger(__name__)
-WEBHOOK_PATH = "/webhooks/telnyx"
-MEDIA_PATH = "/media/telnyx"
+WEBHOOK_PATH = PATHS.voice
+MEDIA_PATH = PATHS.media
 
 
-def router(platform: Platform) -> APIRouter:
-    """Routes bound to ``platform``."""
+def _configured(kit: TelnyxKit | None) -> TelnyxKit:
+    if kit is None:
+        raise CarrierUnavailable(
+            "telnyx is not configured: set its BONMONIQ_TELNYX_* settings (README, Settings)"
+        )
+    return kit
+
+
+def router(kit: TelnyxKit | None, deps: CarrierDeps) -> APIRouter:
+    """Telnyx's routes, for ``kit``'s account (``None``: Telnyx is not configured).
+
+    A repeated delivery of an event is applied once (the call store remembers the events).
+    """
     r = APIRouter(tags=["carrier: telnyx"])
 
     @webhook_route(r, WEBHOOK_PATH)
     async def events(request: Request) -> Response:
-        control = platform.control(Carrier.TELNYX, TelnyxControl)
-        req = await verified(platform, Carrier.TELNYX, request)
+        control = _configured(kit).control
+        req = await verified(kit, Carrier.TELNYX, deps.urls, request)
         now = time.time()
         event = webhook.parse(req.body)
-        marker = keys.dedupe(webhook.CARRIER, "event", event.id)
-        if not await platform.redis.set(marker, "1", nx=True, ex=keys.DEDUPE_TTL_S):
+        if not await deps.calls.first_delivery(webhook.CARRIER, "event", event.id):
             return Response(status_code=200)  # a repeat delivery: applied once already
         try:
-            await _apply(platform, control, event, now)
+            await _apply(deps, control, event, now)
         except Exception:
-            await platform.redis.delete(marker)  # let Telnyx's retry try again
+            await deps.calls.forget_delivery(webhook.CARRIER, "event", event.id)  # Telnyx retries
             raise
         return Response(status_code=200)
 
     @r.websocket(MEDIA_PATH)
     async def media_stream(ws: WebSocket) -> None:
-        try:
-            control = platform.control(Carrier.TELNYX, TelnyxControl)
-        except CarrierUnavailable:
+        if kit is None:
             await ws.close(code=CLOSE_POLICY)
             return
         start = await first_message(ws, start_reader(media.parse_message, media.parse_start))
         if start is None:
             return
         await run_stream(
-            platform.stream_deps, ws, start, webhook.CARRIER,
+            deps.stream,
+            ws,
+            start,
+            webhook.CARRIER,
             lambda on_invalid: media.TelnyxMediaCodec(start.stream_id, on_invalid=on_invalid),
-            hang_up=control.hang_up,
-        )  # fmt: skip
+            hang_up=kit.control.hang_up,
+        )
 
     return r
 
 
 async def _apply(
-    platform: Platform, control: TelnyxControl, event: webhook.Event, now: float
+    deps: CarrierDeps, control: TelnyxControl, event: webhook.Event, now: float
 ) -> None:
     """One event's effect: answer (or refuse) a new call, or move a call's state."""
     if event.type == "call.initiated" and event.payload.get("direction") == "incoming":
-        accepted = await platform.inbound.accept(webhook.inbound(event), now)
+        accepted = await deps.inbound.accept(webhook.inbound(event), now)
         if not accepted.created:
             return
         if accepted.busy:
             await control.reject(event.call_control_id)
             return
         if accepted.route is not None:
-            stream_url = platform.settings.public_ws(MEDIA_PATH)
+            stream_url = deps.urls.public_ws(MEDIA_PATH)
             await control.answer(event.call_control_id, stream_url, {"call_id": accepted.call_id})
             return
-        record = await platform.calls.get(accepted.call_id)
-        if record is not None and record.state == "rejected":
+        record = await deps.calls.get(accepted.call_id)
+        if record is not None and record.state is CallState.REJECTED:
             await control.hang_up(event.call_control_id)
         return
     update = webhook.status(event)
     if update is not None:
-        await platform.calls.apply_status(webhook.CARRIER, update, now)
+        await deps.calls.apply_status(webhook.CARRIER, update, now)

@@ -1,4 +1,4 @@
-"""Bringing a platform up: the local Redis, the models, the LLM server, the demo."""
+"""Bringing a serving platform up: Redis, the models, the LLM server, the encrypted store."""
 
 from __future__ import annotations
 
@@ -7,21 +7,20 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-from redis.asyncio import Redis
-
+from app.core import build_platform, open_objects
+from app.errors import PlatformError
+from app.local_redis import redis_url
 from app.platform import Platform
 from app.settings import Settings
+from calls.archive import CallArchive
+from carriers.registry import load_carriers
 from llm.endpoint import LLMEndpoint, check_endpoint
 from llm.scheduler import UrgencyBoard
 from llm.server import EmbeddedLLMServer
 from models import Role, verify_profile
-from recordings.keyring import MasterKeyError
 from recordings.migrate import migrate_clear_transcripts
-from recordings.objects import EncryptedObjects
-from recordings.setup import StorageConfigError, encrypted_objects, make_storage
 from routing.directory import Agent, AgentExists, Directory
-from store.redis import PlatformError, connect, redis_url
-from telephony.accounts import load_accounts
+from store.redis import connect
 from voice.engines import Engines
 
 log = logging.getLogger(__name__)
@@ -55,39 +54,16 @@ def llm_endpoint(
             f"profile {settings.profile!r} has no embedded LLM: set BONMONIQ_LLM_URL"
         )
     server = EmbeddedLLMServer(
-        gguf, settings.llm.model, settings.var_dir / "log" / "llm-server.log", settings.cpu_threads,
+        gguf,
+        settings.llm.model,
+        settings.var_dir / "log" / "llm-server.log",
+        settings.cpu_threads,
         generation_threads=settings.llm.generation_threads,
         prompt_states_mb=settings.llm.prompt_states_mb,
         urgency_file=board.path if board is not None else None,
-    )  # fmt: skip
+    )
     with server as endpoint:
         yield endpoint
-
-
-def open_objects(
-    settings: Settings, client: Redis, create_master: bool = False
-) -> EncryptedObjects:
-    """The encrypted store of ``settings`` (``serve`` creates the master key on first start)."""
-    stored = settings.recordings
-    s3 = {
-        "endpoint": stored.s3.endpoint,
-        "bucket": stored.s3.bucket,
-        "access_key": stored.s3.access_key,
-        "secret_key": stored.s3.secret_key.get_secret_value() if stored.s3.secret_key else None,
-        "region": stored.s3.region,
-    }
-    try:
-        storage = make_storage(settings.recordings.storage, settings.objects_path, s3)
-        master = (
-            settings.recordings.master_key.get_secret_value()
-            if settings.recordings.master_key
-            else None
-        )
-        return encrypted_objects(
-            client, master, settings.master_key_path, storage, create_master=create_master
-        )
-    except (MasterKeyError, StorageConfigError) as e:
-        raise PlatformError(str(e)) from e
 
 
 @contextlib.asynccontextmanager
@@ -95,7 +71,7 @@ async def running_platform(settings: Settings) -> AsyncIterator[Platform]:
     """Everything a serving process needs, torn down in reverse order on exit."""
     if settings.llm.url:  # fail fast, before anything starts
         check_endpoint(settings.llm.url, settings.llm.allowed_hosts)
-    accounts = load_accounts(settings)
+    carriers = load_carriers(settings.carriers, settings.var_dir)
     models = verify_profile(settings.profile, settings.models_cache)
     llm = models.get(Role.LLM)
     gguf = next((f.path for f in llm.files if f.path.suffix == ".gguf"), None) if llm else None
@@ -106,11 +82,15 @@ async def running_platform(settings: Settings) -> AsyncIterator[Platform]:
         try:
             await client.ping()
             device = "cuda" if settings.profile == "gpu" else "cpu"
-            engines = Engines.load(models, endpoint, settings.cpu_threads, device, board,
-                                   settings.call.phrase_cache_mb * 1024 * 1024)  # fmt: skip
+            cache_bytes = settings.call.phrase_cache_mb * 1024 * 1024
+            engines = Engines.load(
+                models, endpoint, settings.cpu_threads, device, board, cache_bytes
+            )
             objects = open_objects(settings, client, create_master=True)
-            await migrate_clear_transcripts(client, objects)
-            yield Platform(settings, client, engines, accounts, objects=objects)
+            await migrate_clear_transcripts(client, CallArchive(client), objects)
+            yield build_platform(
+                settings, client, objects=objects, engines=engines, carriers=carriers
+            )
         finally:
             await client.aclose()
 

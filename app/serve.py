@@ -12,11 +12,11 @@ from collections.abc import Iterator
 import uvicorn
 
 from api import metrics
-from api.app import create_app
+from app.errors import PlatformError
+from app.http import http_app
 from app.runtime import DEMO_AGENT, DEMO_EU_NUMBER, DEMO_NUMBER, running_platform, seed_demo
 from app.settings import Settings
 from recordings.lifecycle import Lifecycle
-from store.redis import PlatformError
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ async def _serve(settings: Settings, demo: bool, metrics_sock: socket.socket | N
         took = round(time.monotonic() - t0, 2)
         log.info("fixed phrases ready", extra={"agents": agents, "seconds": took})
         config = uvicorn.Config(
-            create_app(platform),
+            http_app(platform),
             host=settings.host,
             port=settings.port,
             log_config=None,

@@ -8,15 +8,20 @@ import json
 import time
 from typing import Any
 
+from app.local_redis import LocalRedis
 from app.runtime import DEMO_NUMBER
 from app.settings import Settings
+from carriers.base import Carrier
+from carriers.registry import load_carriers
 from carriers.simulation import read_wav, trim_silence
+from carriers.sinch.kit import DEV_API_PORT as DEV_SINCH_API_PORT
 from carriers.sinch.simulator import SinchSimulator
+from carriers.telnyx.kit import DEV_API_PORT as DEV_TELNYX_API_PORT
 from carriers.telnyx.simulator import TelnyxSimulator
+from carriers.twilio.kit import TwilioKit
 from carriers.twilio.simulator import TwilioSimulator
 from models import Role, profile_models, verify_model
-from store.redis import LocalRedis, connect
-from telephony.accounts import DEV_SINCH_API_PORT, DEV_TELNYX_API_PORT, load_accounts
+from store.redis import connect
 from voice.engines import PHONE_RATE, load_voice, synthesize
 
 DEFAULT_QUESTION = "What time do you open on Saturday?"
@@ -36,7 +41,8 @@ def utterances_for(
 
 async def _report(settings: Settings, call_id: str) -> dict[str, Any] | None:
     """The platform's record of the call, read from its Redis once the media has closed."""
-    from app.cli import call_report
+    from app.commands import call_report
+    from app.core import build_platform, readable_objects
 
     url = settings.store.url
     if not url:
@@ -46,9 +52,10 @@ async def _report(settings: Settings, call_id: str) -> dict[str, Any] | None:
         url = local.url
     client = connect(url)
     try:
+        core = build_platform(settings, client, objects=readable_objects(settings, client))
         deadline = time.monotonic() + 10
         while True:
-            report = await call_report(client, call_id, settings)
+            report = await call_report(core, call_id)
             closed = report and any(e["type"] == "media_closed" for e in report["events"])
             if closed or time.monotonic() > deadline:
                 return report
@@ -63,25 +70,25 @@ def simulator_for(settings: Settings, carrier: str, to: str, from_: str, url: st
     Telnyx signs with a private key no real account hands out: its simulator works with the
     local development accounts only (and plays the Telnyx and Sinch REST APIs on loopback).
     """
-    accounts = load_accounts(settings)
+    carriers = load_carriers(settings.carriers, settings.var_dir)
     if carrier == "twilio":
-        if accounts.twilio is None:
+        twilio = carriers.find(Carrier.TWILIO, TwilioKit)
+        if twilio is None:
             raise ValueError("Twilio is not configured")
-        return TwilioSimulator(
-            settings.public_url, accounts.twilio.account_sid, accounts.twilio.auth_token,
-            to=to, from_=from_, base_url=url,
-        )  # fmt: skip
-    if accounts.dev is None:
+        sid, token = twilio.account.account_sid, twilio.account.auth_token
+        return TwilioSimulator(settings.public_url, sid, token, to=to, from_=from_, base_url=url)
+    if carriers.dev is None:
         raise ValueError(
             f"the {carrier} simulator needs the local development accounts (no carrier configured)"
         )
     if carrier == "telnyx":
-        x = accounts.dev["telnyx"]
-        return TelnyxSimulator(settings.public_url, x["private_key"], x["api_key"],
-                               DEV_TELNYX_API_PORT, to=to, from_=from_)  # fmt: skip
-    s = accounts.dev["sinch"]
-    return SinchSimulator(settings.public_url, s["app_key"], s["app_secret"], DEV_SINCH_API_PORT,
-                          to=to, from_=from_.lstrip("+"))  # fmt: skip
+        x = carriers.dev["telnyx"]
+        keys = (x["private_key"], x["api_key"])
+        return TelnyxSimulator(settings.public_url, *keys, DEV_TELNYX_API_PORT, to=to, from_=from_)
+    s = carriers.dev["sinch"]
+    app = (s["app_key"], s["app_secret"])
+    caller = from_.lstrip("+")  # Sinch writes numbers without the plus
+    return SinchSimulator(settings.public_url, *app, DEV_SINCH_API_PORT, to=to, from_=caller)
 
 
 async def simulate(settings: Settings, args: argparse.Namespace) -> int:

@@ -87,10 +87,12 @@ def create_app(llm_url: str, model: str, public_ws: str) -> FastAPI:
         transport = FastAPIWebsocketTransport(
             websocket,
             FastAPIWebsocketParams(
-                audio_in_enabled=True, audio_out_enabled=True, add_wav_header=False,
+                audio_in_enabled=True,
+                audio_out_enabled=True,
+                add_wav_header=False,
                 serializer=serializer,
             ),
-        )  # fmt: skip
+        )
         stt = WhisperSTTService(
             settings=WhisperSTTService.Settings(model=str(stt_dir), language=Language.EN)
         )
@@ -103,9 +105,16 @@ def create_app(llm_url: str, model: str, public_ws: str) -> FastAPI:
             context, user_params=LLMUserAggregatorParams(vad_analyzer=SileroVADAnalyzer())
         )
         pipeline = Pipeline(
-            [transport.input(), stt, aggregators.user(), llm, voice_tts, transport.output(),
-             aggregators.assistant()]
-        )  # fmt: skip
+            [
+                transport.input(),
+                stt,
+                aggregators.user(),
+                llm,
+                voice_tts,
+                transport.output(),
+                aggregators.assistant(),
+            ]
+        )
         worker = PipelineWorker(
             pipeline,
             params=PipelineParams(audio_in_sample_rate=16000, audio_out_sample_rate=8000),
@@ -133,8 +142,12 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m-instruct")
     args = parser.parse_args()
     public = f"ws://127.0.0.1:{args.port}"
-    uvicorn.run(create_app(args.llm_url, args.model, public), host="127.0.0.1", port=args.port,
-                log_level="warning")  # fmt: skip
+    uvicorn.run(
+        create_app(args.llm_url, args.model, public),
+        host="127.0.0.1",
+        port=args.port,
+        log_level="warning",
+    )
 
 
 if __name__ == "__main__":

@@ -41,8 +41,8 @@ async def _components(lines: list[bytes], llm_url: str | None) -> dict[str, floa
     from app.runtime import DEMO_PROMPT
     from models import Role, verify_profile
     from voice.engines import load_voice
+    from voice.prompt import system_prompt
     from voice.services import TrimmedWhisper
-    from voice.session import system_prompt
 
     models = verify_profile("cpu", REPO / "var" / "models")
     whisper = TrimmedWhisper(  # as the platform runs it: window fitted to the utterance
@@ -116,7 +116,7 @@ async def run() -> dict[str, Any]:
         system.stop()
         shutil.rmtree(var, ignore_errors=True)
     latencies = [t.latency_s for t in result.turns if t.latency_s is not None]
-    vad_hangover = Settings().vad_stop_secs  # what the platform was started with
+    vad_hangover = Settings().call.vad_stop_secs  # what the platform was started with
     baseline = vad_hangover + sum(components.values())
     median = statistics.median(latencies) if latencies else None
     return {

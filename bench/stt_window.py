@@ -10,7 +10,7 @@ against the reference texts and its median time.
 
 from __future__ import annotations
 
-import audioop  # noqa: the carrier's G.711, as in carriers/
+import audioop  # the carriers' G.711 mu-law
 import re
 import statistics
 import time
@@ -25,10 +25,16 @@ REPO = Path(__file__).resolve().parents[1]
 TAKES = 3
 
 
-_NUMBERS = dict(enumerate(
+_WORDS = (
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-    "fifteen sixteen seventeen eighteen nineteen twenty".split()
-)) | {30: "thirty", 40: "forty", 50: "fifty", 100: "hundred"}  # fmt: skip
+    "fifteen sixteen seventeen eighteen nineteen twenty"
+)
+_NUMBERS = dict(enumerate(_WORDS.split())) | {
+    30: "thirty",
+    40: "forty",
+    50: "fifty",
+    100: "hundred",
+}
 
 
 def normalise(text: str) -> list[str]:

@@ -95,20 +95,29 @@ def _wait(url: str, proc: subprocess.Popen[bytes], path: str, log: Path) -> None
 def start_ours(var: Path) -> System:
     """``bonmoniq serve --demo``, its own Redis and its own embedded LLM, logging at INFO."""
     port, rport, mport = free_port(), free_port(), free_port()
-    redis = subprocess.Popen(
-        [shutil.which("redis-server") or "redis-server", "--port", str(rport), "--save", "",
-         "--appendonly", "no", "--dir", str(var)],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
+    server = [shutil.which("redis-server") or "redis-server", "--port", str(rport)]
+    server += ["--save", "", "--appendonly", "no", "--dir", str(var)]
+    redis = subprocess.Popen(server, stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "BONMONIQ_PORT": str(port), "BONMONIQ_PUBLIC_URL": url,
-           "BONMONIQ_REDIS_URL": f"redis://127.0.0.1:{rport}/0", "BONMONIQ_VAR_DIR": str(var),
-           "BONMONIQ_TWILIO_ACCOUNT_SID": ACCOUNT_SID, "BONMONIQ_TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-           "BONMONIQ_LOG_LEVEL": "INFO",
-           "BONMONIQ_METRICS_ADDR": f"127.0.0.1:{mport}"}  # fmt: skip
+    env = {
+        **os.environ,
+        "BONMONIQ_PORT": str(port),
+        "BONMONIQ_PUBLIC_URL": url,
+        "BONMONIQ_REDIS_URL": f"redis://127.0.0.1:{rport}/0",
+        "BONMONIQ_VAR_DIR": str(var),
+        "BONMONIQ_TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+        "BONMONIQ_TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "BONMONIQ_LOG_LEVEL": "INFO",
+        "BONMONIQ_METRICS_ADDR": f"127.0.0.1:{mport}",
+    }
     log = var / "serve.log"
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--demo"], cwd=REPO,
-                            env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve", "--demo"],
+        cwd=REPO,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
     _wait(url, proc, "/readyz", log)
     return System("ours", url, proc, [redis], f"http://127.0.0.1:{mport}/metrics")
 
@@ -119,8 +128,10 @@ def start_baseline(var: Path, llm_v1: str) -> System:
     log = var / "baseline.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.baseline_bot", "--port", str(port), "--llm-url", llm_v1],
-        cwd=REPO, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        cwd=REPO,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
     _wait(url, proc, "/docs", log)
     return System("baseline", url, proc)
 
@@ -253,8 +264,9 @@ class Sweep:
             while len(lat) < TURNS:
                 starts = range(first, first + level * QUESTIONS_PER_CALL, QUESTIONS_PER_CALL)
                 first = starts.stop
-                chunks = [[lines[(n + k) % len(lines)] for k in range(QUESTIONS_PER_CALL)]
-                          for n in starts]  # fmt: skip
+                chunks = [
+                    [lines[(n + k) % len(lines)] for k in range(QUESTIONS_PER_CALL)] for n in starts
+                ]
                 calls = [asyncio.create_task(one_call(self.system, chunk)) for chunk in chunks]
                 while not all(c.done() for c in calls):
                     peak = max(peak, rss_mb(pid))
@@ -267,10 +279,12 @@ class Sweep:
         _, steal1, all1 = machine_ticks()
         used = (cpu_s(pid) - cpu0) / (time.monotonic() - t0)
         self.levels[str(level)] = {
-            "turns": len(lat), "unanswered": sum(1 for x in lat if x == float("inf")),
+            "turns": len(lat),
+            "unanswered": sum(1 for x in lat if x == float("inf")),
             "p50_s": finite(statistics.median(lat)) if lat else None,
             "p95_s": finite(pct(lat, 0.95)) if lat else None,
-            "cpu_cores": round(used, 2), "rss_peak_mb": round(peak, 1),
+            "cpu_cores": round(used, 2),
+            "rss_peak_mb": round(peak, 1),
             "rss_per_call_mb": round((peak - self.idle_mb) / level, 1),
             "settled_s": settled,
             "probe_p50_ms": round(statistics.median(probe.ms), 2) if probe.ms else None,
@@ -278,7 +292,7 @@ class Sweep:
             "steal_pct": round(100 * (steal1 - steal0) / max(1, all1 - all0), 1),
             "driver_lag_p99_ms": round(1000 * pct(lag, 0.99), 1) if lag else None,
             "driver_lag_max_ms": round(1000 * max(lag), 1) if lag else None,
-        }  # fmt: skip
+        }
         self.idle_mb = min(self.idle_mb, rss_mb(pid))
 
     def report(self) -> dict[str, Any]:
@@ -362,10 +376,14 @@ async def run() -> dict[str, Any]:
     report: dict[str, Any] = {"machine": machine(), "questions": len(lines)}
     settings = Settings()  # the baseline's LLM server's threads as the platform's own
     baseline_llm = EmbeddedLLMServer(
-        gguf, "smollm2-135m-instruct", var / "llm-baseline.log", settings.cpu_threads,
+        gguf,
+        "smollm2-135m-instruct",
+        var / "llm-baseline.log",
+        settings.cpu_threads,
         generation_threads=settings.llm.generation_threads,
-        prompt_states_mb=settings.llm.prompt_states_mb, module=BASELINE_LLM,
-    )  # fmt: skip
+        prompt_states_mb=settings.llm.prompt_states_mb,
+        module=BASELINE_LLM,
+    )
     report["llm_servers"] = {"ours": "llm.llama_server (its own)", "baseline": BASELINE_LLM}
     report["llm_threads"] = {
         "prompt": baseline_llm.threads,

@@ -25,8 +25,14 @@ def signed_voice_requests(
     target = url + "/webhooks/twilio/voice"
     out = []
     for k in range(n):
-        params = {"CallSid": f"CA{k:032d}", "AccountSid": account_sid, "From": "+15555559999",
-                  "To": to, "CallStatus": "ringing", "Direction": "inbound"}  # fmt: skip
+        params = {
+            "CallSid": f"CA{k:032d}",
+            "AccountSid": account_sid,
+            "From": "+15555559999",
+            "To": to,
+            "CallStatus": "ringing",
+            "Direction": "inbound",
+        }
         body = urlencode(params).encode()
         sig = compute_signature(target, sorted(params.items()), auth_token)
         head = (

@@ -5,45 +5,36 @@ from __future__ import annotations
 import json
 import logging
 import math
-import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 from redis.asyncio import Redis
 
+from calls.errors import CallStoreIncomplete, UnknownCallState
 from calls.events import CallEvent, CallEventType
+from calls.records import CallRecord, Opened, Reservation, Turn, expiry, new_call_id
+from calls.state import CallState
 from carriers.base import InboundCall, StatusUpdate
 from recordings.keyring import KeyRing
 from recordings.objects import EncryptedObjects
 from recordings.subjects import PARTIES, SEALED, UNREADABLE, Parties
 from recordings.transcripts import read_turns
-from routing.directory import MAX_RETENTION_DAYS, Route
+from routing.directory import Route
 from store import keys
 
 log = logging.getLogger(__name__)
 
-#: Progress of a call; a state only ever moves to a higher rank (status callbacks arrive
-#: out of order, and a late "ringing" must not resurrect a completed call).
-STATE_RANK = {
-    "queued": 0,
-    "ringing": 1,
-    "in-progress": 2,
-    "completed": 3,
-    "busy": 3,
-    "failed": 3,
-    "no-answer": 3,
-    "canceled": 3,
-    "rejected": 3,
-}
+# Records an inbound call once. A repeat returns the first call's id (its state is read after);
+# a final status heard before the call (KEYS[6]) that the record did not account for creates
+# nothing and is returned instead.
 _OPEN = """
 local early = redis.call('GET', KEYS[6])
-if early and early ~= ARGV[8] and redis.call('EXISTS', KEYS[1]) == 0 then
+if early and early ~= ARGV[6] and redis.call('EXISTS', KEYS[1]) == 0 then
   return {'', 0, early}
 end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX') then
   local fields = {}
-  for k, v in pairs(cjson.decode(ARGV[7])) do
+  for k, v in pairs(cjson.decode(ARGV[5])) do
     fields[#fields + 1] = k
     fields[#fields + 1] = v
   end
@@ -52,11 +43,11 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX') then
   redis.call('RPUSH', KEYS[4], ARGV[3])
   redis.call('ZADD', KEYS[5], ARGV[4], ARGV[1])
   if KEYS[7] then redis.call('ZADD', KEYS[7], ARGV[2], ARGV[1]) end
-  return {ARGV[1], 1, ARGV[6]}
+  return {ARGV[1], 1, ''}
 end
-local first = redis.call('GET', KEYS[1])
-return {first, 0, redis.call('HGET', ARGV[5] .. first, 'state') or ''}
+return {redis.call('GET', KEYS[1]), 0, ''}
 """
+# Moves a call to a state of higher rank (ARGV[3]: each state's rank).
 _ADVANCE = """
 local cur = redis.call('HGET', KEYS[1], 'state')
 if not cur then return 0 end
@@ -64,14 +55,12 @@ local ranks = cjson.decode(ARGV[3])
 if (ranks[ARGV[1]] or -1) > (ranks[cur] or -1) then
   redis.call('HSET', KEYS[1], 'state', ARGV[1], 'updated_at', ARGV[2])
   -- when the call was answered: the platform's own measure of its length
-  if ARGV[1] == 'in-progress' then redis.call('HSETNX', KEYS[1], 'answered_at', ARGV[2]) end
+  if ARGV[1] == ARGV[4] then redis.call('HSETNX', KEYS[1], 'answered_at', ARGV[2]) end
   return 1
 end
 return 0
 """
-
-#: Final states: the call is over (its reservation against the spend cap is settled).
-FINAL_STATES = frozenset(s for s, rank in STATE_RANK.items() if rank == 3)
+_RANKS = json.dumps({str(s): s.rank for s in CallState})
 _SETTLE = """
 if redis.call('HSETNX', KEYS[1], 'settled_at', ARGV[1]) == 0 then return -1 end
 redis.call('ZREM', KEYS[2], ARGV[2])
@@ -85,101 +74,22 @@ if used ~= reserved and redis.call('EXISTS', KEYS[3]) == 1 then
 end
 return used
 """
-#: Seconds a carrier's own time limit leaves after the platform's maximum call length: time
-#: for the closing phrase and the hang-up. The carrier cuts a call only if the platform did not.
-HANGUP_GRACE_S = 30
 
 
-def carrier_time_limit(max_seconds: int) -> int:
-    """The hard limit a carrier is given for a call whose platform maximum is ``max_seconds``."""
-    return max_seconds + HANGUP_GRACE_S
+def state_of(status: str) -> CallState:
+    """The call state a carrier's status names; :class:`UnknownCallState` if none."""
+    try:
+        return CallState(status)
+    except ValueError:
+        raise UnknownCallState(f"unknown call state {status!r}") from None
 
 
-def expiry(created_at: float, retention_days: int | None) -> float:
-    """When a call and everything recorded of it must be gone (the agent's retention)."""
-    return created_at + (retention_days or MAX_RETENTION_DAYS) * 86400
+def _is_final(status: str) -> bool:
+    """Whether a carrier's status ends the call (an unknown status does not)."""
+    return status in _FINAL
 
 
-def member(carrier: str, carrier_call_id: str) -> str:
-    """How a call is counted: its carrier and the carrier's id (the same on every delivery)."""
-    return f"{carrier}:{carrier_call_id}"
-
-
-def new_call_id() -> str:
-    """A fresh call id, ours (carriers' ids stay in the record)."""
-    return "call_" + secrets.token_hex(12)
-
-
-@dataclass(frozen=True)
-class Reservation:
-    """What an outbound call holds of its tenant's daily spend cap."""
-
-    cents: int
-    day: str
-    cents_per_minute: int
-
-    def as_fields(self) -> dict[str, str]:
-        """As fields of the call's hash."""
-        return {
-            "reserved_cents": str(self.cents),
-            "reserved_day": self.day,
-            "cents_per_minute": str(self.cents_per_minute),
-        }
-
-
-@dataclass(frozen=True)
-class CallRecord:
-    """What the platform knows about one call (its parties' numbers opened)."""
-
-    call_id: str
-    carrier: str
-    carrier_call_id: str
-    tenant: str
-    agent: str  # the agent's id
-    from_number: str
-    to_number: str
-    direction: str
-    state: str
-    created_at: float
-    updated_at: float
-    agent_name: str = ""
-    routing: Mapping[str, str] | None = None
-    from_ref: str = ""  # keyed digests of the parties (recordings.subjects.subject_ref)
-    to_ref: str = ""
-
-    @classmethod
-    def from_redis(cls, raw: dict[str, str]) -> CallRecord:
-        """Parse a call hash."""
-        plain = [k for k in cls.__dataclass_fields__ if not k.endswith("_at") and k != "routing"]
-        routing = {k[8:]: v for k, v in raw.items() if k.startswith("routing_")}
-        return cls(
-            **{k: raw.get(k, "") for k in plain},
-            created_at=float(raw["created_at"]),
-            updated_at=float(raw["updated_at"]),
-            routing=routing or None,
-        )
-
-
-@dataclass(frozen=True)
-class Turn:
-    """One utterance of the conversation."""
-
-    role: str  # "caller" or "agent"
-    text: str
-    at: float
-    interrupted: bool = False  # the caller talked over this agent turn
-
-    def __post_init__(self) -> None:
-        if self.role not in ("caller", "agent"):
-            raise ValueError(f"unknown role {self.role!r}")
-
-
-class Opened(NamedTuple):
-    """An inbound call as recorded: its id, whether this delivery created it, its state."""
-
-    call_id: str
-    created: bool
-    state: str
+_FINAL = {s.value for s in CallState.final()}
 
 
 def _inbound_record(
@@ -189,15 +99,15 @@ def _inbound_record(
     now: float,
     routing: Mapping[str, str] | None,
     refusal: str | None,
-    early: str,
+    early: CallState | None,
     parties: Mapping[str, str],
 ) -> tuple[dict[str, str], CallEvent]:
     """A new inbound call's hash and first event (``early``: a final status heard before it).
 
     ``parties`` are the parties' fields as stored: sealed, with their digests.
     """
-    state = "ringing" if route and not refusal else "rejected"
-    if STATE_RANK.get(early, 0) >= 3:
+    state = CallState.RINGING if route and not refusal else CallState.REJECTED
+    if early is not None and early.is_final:
         state = early
     record = {
         "call_id": call_id,
@@ -214,7 +124,7 @@ def _inbound_record(
         "expires_at": repr(expiry(now, route.agent.retention_days if route else None)),
     }
     record.update({f"routing_{k}": v for k, v in (routing or {}).items()})
-    answered = state == "ringing"
+    answered = state is CallState.RINGING
     data: dict[str, Any] = {"carrier": inbound.carrier, "to": parties["to_ref"]}
     if routing:
         data["routing"] = dict(routing)
@@ -267,26 +177,42 @@ class CallStore:
         call_id = new_call_id()
         mapping = keys.carrier_call(inbound.carrier, inbound.carrier_call_id)
         index = [keys.tenant_calls(route.tenant)] if route else []
-        parties = await self._seal(route.tenant if route else "", call_id, inbound.from_number,
-                                   inbound.to_number)  # fmt: skip
+        tenant = route.tenant if route else ""
+        parties = await self._seal(tenant, call_id, inbound.from_number, inbound.to_number)
+        early_key = keys.early_status(inbound.carrier, inbound.carrier_call_id)
         # One script: a concurrent repeat either creates the call or sees it complete. It reads
         # the early status too: when there is one the record did not account for, it creates
         # nothing and says which, and the record is made again (rare: one more round trip).
-        early = ""
+        early: CallState | None = None
         while True:
             record, event = _inbound_record(
                 call_id, inbound, route, now, routing, refusal, early, parties
             )
-            got, created, current = await self._open(
-                keys=[mapping, keys.call(call_id), keys.CALLS, keys.call_events(call_id),
-                      keys.RETENTION, keys.early_status(inbound.carrier, inbound.carrier_call_id),
-                      *index],
-                args=[call_id, str(now), event.to_json(), record["expires_at"], keys.CALL_PREFIX,
-                      record["state"], json.dumps(record), early],
-            )  # fmt: skip
-            if got:
-                return Opened(str(got), bool(created), str(current))
-            early = str(current)
+            script_keys = [
+                mapping,
+                keys.call(call_id),
+                keys.calls(),
+                keys.call_events(call_id),
+                keys.retention(),
+                early_key,
+                *index,
+            ]
+            args = [
+                call_id,
+                str(now),
+                event.to_json(),
+                record["expires_at"],
+                json.dumps(record),
+                str(early or ""),
+            ]
+            got, created, heard = await self._open(keys=script_keys, args=args)
+            if not got:
+                early = state_of(str(heard))
+            elif created:
+                return Opened(str(got), True, CallState(record["state"]))
+            else:  # a repeat: the first call's state, if its record is still there
+                first = await self.redis.hget(keys.call(str(got)), "state")
+                return Opened(str(got), False, CallState(str(first)) if first else None)
 
     async def open_outbound(
         self,
@@ -315,7 +241,7 @@ class CallStore:
             "agent_name": source.agent.name,
             **parties,
             "direction": "outbound",
-            "state": "queued",
+            "state": CallState.QUEUED.value,
             "created_at": str(now),
             "updated_at": str(now),
             "expires_at": repr(expiry(now, source.agent.retention_days)),
@@ -326,9 +252,9 @@ class CallStore:
         event = CallEvent(CallEventType.OUTBOUND, call_id, now, data)
         async with self.redis.pipeline(transaction=True) as p:
             p.hset(keys.call(call_id), mapping=keys.fields(record))
-            p.zadd(keys.CALLS, {call_id: now})
+            p.zadd(keys.calls(), {call_id: now})
             p.zadd(keys.tenant_calls(source.tenant), {call_id: now})
-            p.zadd(keys.RETENTION, {call_id: float(record["expires_at"])})
+            p.zadd(keys.retention(), {call_id: float(record["expires_at"])})
             p.rpush(keys.call_events(call_id), event.to_json())
             await p.execute()
         return call_id
@@ -363,15 +289,21 @@ class CallStore:
     def involves(self, record: CallRecord, number: str) -> bool:
         """Whether ``number`` (in any form) is a party of ``record``, matched by digest."""
         if self.parties is None:
-            raise RuntimeError("this call store has no key ring to digest numbers with")
-        fields = {"from_ref": record.from_ref, "to_ref": record.to_ref,
-                  "from_number": record.from_number, "to_number": record.to_number}  # fmt: skip
+            raise CallStoreIncomplete("this call store has no key ring to digest numbers with")
+        fields = {
+            "from_ref": record.from_ref,
+            "to_ref": record.to_ref,
+            "from_number": record.from_number,
+            "to_number": record.to_number,
+        }
         return self.parties.involves(fields, record.tenant, number)
 
     async def _seal(self, tenant: str, call_id: str, from_: str, to: str) -> dict[str, str]:
         """The parties' fields of a new call: sealed under the tenant's key, with digests."""
         if self.parties is None:
-            raise RuntimeError("this call store has no key ring: it cannot record a call's parties")
+            raise CallStoreIncomplete(
+                "this call store has no key ring: it cannot record a call's parties"
+            )
         return await self.parties.seal(tenant, call_id, {"from_number": from_, "to_number": to})
 
     async def claim_stream(self, call_id: str, stream_id: str) -> bool:
@@ -408,46 +340,53 @@ class CallStore:
     async def transcript(self, call_id: str) -> list[Turn]:
         """The call's turns in order, decrypted."""
         if self.objects is None:
-            raise RuntimeError("this call store has no encrypted store to read transcripts from")
+            raise CallStoreIncomplete(
+                "this call store has no encrypted store to read transcripts from"
+            )
         turns, _ = await read_turns(self.objects, call_id)
         return [Turn(t.role, t.text, t.at, t.interrupted) for t in turns]
 
-    async def advance(self, call_id: str, state: str, now: float) -> bool:
+    async def advance(self, call_id: str, state: CallState, now: float) -> bool:
         """Move the call to ``state`` if that is progress; ``True`` if it moved."""
-        if state not in STATE_RANK:
-            raise ValueError(f"unknown call state {state!r}")
+        state = state_of(state)
         moved = await self._advance(
-            keys=[keys.call(call_id)], args=[state, str(now), json.dumps(STATE_RANK)]
+            keys=[keys.call(call_id)],
+            args=[state.value, str(now), _RANKS, CallState.IN_PROGRESS.value],
         )
         return bool(moved)
+
+    async def first_delivery(self, carrier: str, kind: str, key: str) -> bool:
+        """Mark a carrier's delivery as applied; ``False`` if it already was (a repeat)."""
+        marker = keys.dedupe(carrier, kind, key)
+        return bool(await self.redis.set(marker, "1", nx=True, ex=keys.DEDUPE_TTL_S))
+
+    async def forget_delivery(self, carrier: str, kind: str, key: str) -> None:
+        """Unmark a delivery whose handling failed, so that the carrier's retry applies it."""
+        await self.redis.delete(keys.dedupe(carrier, kind, key))
 
     async def apply_status(self, carrier: str, update: StatusUpdate, now: float) -> str | None:
         """Apply a status callback exactly once; the call id, or ``None`` if duplicate/unknown."""
         call_id = await self.by_carrier_id(carrier, update.carrier_call_id)
         if call_id is None:
-            if STATE_RANK.get(update.status, 0) >= 3:  # ended before we heard it start
-                await self.redis.set(
-                    keys.early_status(carrier, update.carrier_call_id), update.status,
-                    ex=keys.DEDUPE_TTL_S,
-                )  # fmt: skip
+            if _is_final(update.status):  # ended before we heard it start
+                early = keys.early_status(carrier, update.carrier_call_id)
+                await self.redis.set(early, update.status, ex=keys.DEDUPE_TTL_S)
             return None
-        marker = keys.dedupe(
-            carrier, "status", f"{update.carrier_call_id}:{update.status}:{update.sequence}"
-        )
-        if not await self.redis.set(marker, "1", nx=True, ex=keys.DEDUPE_TTL_S):
+        delivery = f"{update.carrier_call_id}:{update.status}:{update.sequence}"
+        if not await self.first_delivery(carrier, "status", delivery):
             return None
-        moved = await self.advance(call_id, update.status, now)
+        moved = await self.advance(call_id, state_of(update.status), now)
         data: dict[str, Any] = {"status": update.status, "applied": moved}
         if update.sequence is not None:
             data["sequence"] = update.sequence
         if update.duration_s is not None:
             data["duration_s"] = update.duration_s
         await self.add_event(CallEvent(CallEventType.STATUS, call_id, now, data))
-        if update.status in FINAL_STATES:
+        if _is_final(update.status):
             await self.add_event(
                 CallEvent(CallEventType.ENDED, call_id, now, {"status": update.status})
             )
-            talked = update.duration_s if update.status == "completed" else 0.0
+            talked = update.duration_s if update.status == CallState.COMPLETED else 0.0
             await self.settle(call_id, now, talked)
         return call_id
 

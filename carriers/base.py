@@ -1,4 +1,4 @@
-"""The contract every carrier implements (Twilio now; Telnyx and Sinch follow the same shape).
+"""The contract every carrier package implements, and the kit each one exports.
 
 Verification and parsing are pure: bytes, headers and secrets in, a verdict or a parsed event
 out, no I/O and no clock read. Media codecs are pure too: wire messages to pipecat frames and
@@ -9,7 +9,25 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol, runtime_checkable
+
+#: Seconds a carrier's own time limit leaves after the platform's maximum call length: time
+#: for the closing phrase and the hang-up. The carrier cuts a call only if the platform did not.
+HANGUP_GRACE_S = 30
+
+
+class Carrier(StrEnum):
+    """The carriers of the DPA's sub-processor list."""
+
+    TWILIO = "twilio"
+    TELNYX = "telnyx"
+    SINCH = "sinch"
+
+
+def carrier_time_limit(max_seconds: int) -> int:
+    """The hard limit a carrier is given for a call whose platform maximum is ``max_seconds``."""
+    return max_seconds + HANGUP_GRACE_S
 
 
 @dataclass(frozen=True)
@@ -132,4 +150,60 @@ class WebhookVerifier(Protocol):
 
     def verify(self, request: WebhookRequest, now: float) -> Verdict:  # pragma: no cover
         """Verdict on one request at ``now`` (unix seconds)."""
+        ...
+
+
+@runtime_checkable
+class Control(CallControl, Provisioning, Protocol):
+    """A carrier's REST API: live calls and numbers."""
+
+
+class PublicUrls(Protocol):
+    """The platform's public addresses, as carriers reach them."""
+
+    def public(self, path: str) -> str:  # pragma: no cover - protocol
+        """The public https URL of ``path``."""
+        ...
+
+    def public_ws(self, path: str) -> str:  # pragma: no cover - protocol
+        """The public WebSocket URL of ``path``."""
+        ...
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where a carrier reaches the platform: a rented number's calls, status callbacks, media."""
+
+    voice: str
+    status: str
+    media: str
+
+
+class Kit(Protocol):
+    """Everything of one configured carrier: its verifier, REST control, paths and dialer."""
+
+    @property
+    def carrier(self) -> Carrier:  # pragma: no cover - protocol
+        """Which carrier."""
+        ...
+
+    @property
+    def paths(self) -> Paths:  # pragma: no cover - protocol
+        """Its webhook and media paths."""
+        ...
+
+    @property
+    def verifier(self) -> WebhookVerifier:  # pragma: no cover - protocol
+        """Checks its webhooks' signatures."""
+        ...
+
+    @property
+    def control(self) -> Control:  # pragma: no cover - protocol
+        """Its REST API."""
+        ...
+
+    async def dial(
+        self, urls: PublicUrls, from_: str, to: str, call_id: str, time_limit_s: int
+    ) -> str:  # pragma: no cover - protocol
+        """Place call ``call_id`` so that its media comes to us; the carrier's call id."""
         ...

@@ -27,9 +27,12 @@ class RestClient:
         """Talk to ``base_url`` with ``auth`` or ``headers``."""
         self.carrier = carrier
         self._client = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"), auth=auth, headers=headers, timeout=TIMEOUT_S,
+            base_url=base_url.rstrip("/"),
+            auth=auth,
+            headers=headers,
+            timeout=TIMEOUT_S,
             transport=transport,
-        )  # fmt: skip
+        )
 
     async def request(self, method: str, path: str, **kwargs: Any) -> Any:
         """Send, and return the decoded JSON body (``None`` for an empty one)."""
@@ -46,9 +49,13 @@ class RestClient:
             # may echo what we sent, and mean nothing to our API's clients.
             log.warning(
                 "carrier API refused a request",
-                extra={"carrier": self.carrier, "status": r.status_code, "path": path,
-                       "body": r.text[:300]},
-            )  # fmt: skip
+                extra={
+                    "carrier": self.carrier,
+                    "status": r.status_code,
+                    "path": path,
+                    "body": r.text[:300],
+                },
+            )
             raise CarrierApiError(f"{self.carrier} API answered {r.status_code}", r.status_code)
         if not r.content:
             return None

@@ -10,6 +10,27 @@ from carriers.telnyx.control import API_BASE as TELNYX_API_BASE
 from carriers.twilio.control import API_BASE as TWILIO_API_BASE
 
 
+def secret(value: SecretStr | None) -> str | None:
+    """The secret's value, ``None`` when unset."""
+    return value.get_secret_value() if value is not None else None
+
+
+def complete(name: str, fields: dict[str, str | None]) -> bool:
+    """Whether a carrier's credentials are all set (``fields`` by setting name, lower case).
+
+    None set: ``False``; some but not all: ``ValueError`` naming the missing variables.
+    """
+    given = [k for k, v in fields.items() if v]
+    if given and len(given) != len(fields):
+        missing = [f"BONMONIQ_{k.upper()}" for k, v in fields.items() if not v]
+        raise ValueError(f"{name} is partly configured: also set {', '.join(missing)}")
+    return bool(given)
+
+
+#: How long a carrier whose API failed is left out of routing, unless set.
+CARRIER_DOWN_SECONDS = 60.0
+
+
 class TwilioSettings(BaseSettings):
     """``BONMONIQ_TWILIO_*``: one Twilio account."""
 
@@ -54,7 +75,7 @@ class CarrierSettings(BaseSettings):
     telnyx: TelnyxSettings = Field(default_factory=TelnyxSettings)
     sinch: SinchSettings = Field(default_factory=SinchSettings)
     carrier_down_seconds: float = Field(
-        default=60.0,
+        default=CARRIER_DOWN_SECONDS,
         gt=0,
         description="How long a carrier whose API failed is left out of routing.",
     )

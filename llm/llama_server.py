@@ -1,14 +1,12 @@
 """llama-cpp-python's OpenAI-compatible server, keeping prompt states and taking turns.
 
-The embedded server has one context: its KV cache holds the last prompt it read. Calls share
-the server, so each call's next turn used to find another call's conversation there and had to
-read its whole history again (1.3-1.5 s of a 2-core CPU for a few turns of history, measured
-with two conversations taking turns). :class:`PromptStateLlama` keeps the KV state of the
-recent prompts (sequence 0 only: no logits, no sampler) and, before reading a prompt, restores
-the one sharing the longest prefix with it, so a call's turn reads only what is new since its
-previous turn (0.4 s in the same measurement).
+The embedded server has one context: its KV cache holds the last prompt it read, and calls
+share the server, so a call's next turn would find another call's conversation there.
+:class:`PromptStateLlama` keeps the KV state of the recent prompts (sequence 0 only: no
+logits, no sampler) and, before reading a prompt, restores the one sharing the longest prefix
+with it, so a call's turn reads only what is new since its previous turn (BENCHMARKS.md).
 
-llama-cpp-python's server also answered one request at a time, each to its end. Here requests
+llama-cpp-python's server answers one request at a time, each to its end. Here requests
 take turns by sentence (llm/scheduler.py): when a sentence of an answer has ended and another
 request waits, the answer's state is copied and the waiting request goes first; the paused
 answer is restored when its turn comes again, and continues token for token as it would have.
@@ -20,7 +18,7 @@ decode, a first chunk's synthesis), at most ``give_way_limit_s`` per answer; a n
 coming in line ends the wait and goes first.
 
 Run as ``python -m llm.llama_server`` with ``llama_cpp.server``'s arguments; the states are
-bounded by ``BONMONIQ_LLM_PROMPT_STATES_MB`` (default 256; 0 keeps none, though a paused
+bounded by ``BONMONIQ_LLM_PROMPT_STATES_MB`` (0 keeps none, though a paused
 answer's state is always kept until it resumes). Each prompt logs how many of its tokens were
 already there and how many it read; each pause, and each answer that gave way, is logged.
 """
@@ -43,6 +41,7 @@ from llama_cpp.server import app as llama_app
 from llama_cpp.server.__main__ import main as server_main
 
 from llm.scheduler import (
+    GIVE_WAY_LIMIT_S,
     Scheduler,
     Turn,
     UrgencyBoard,
@@ -50,6 +49,7 @@ from llm.scheduler import (
     first_chunk_ends,
     sentence_ends,
 )
+from llm.settings import PROMPT_STATES_MB
 
 log = logging.getLogger("bonmoniq.llm")
 
@@ -107,9 +107,8 @@ class Paused:
 class PromptStateLlama(llama_cpp.Llama):
     """A ``Llama`` that restores the best remembered prompt state before reading a prompt."""
 
-    budget_bytes = int(os.environ.get("BONMONIQ_LLM_PROMPT_STATES_MB", "256")) << 20
-    #: The longest the rest of one answer waits, in all, for work callers wait for.
-    give_way_limit_s = 1.0
+    budget_bytes = int(os.environ.get("BONMONIQ_LLM_PROMPT_STATES_MB", PROMPT_STATES_MB)) << 20
+    give_way_limit_s = GIVE_WAY_LIMIT_S
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """As ``Llama``."""
@@ -218,9 +217,11 @@ class PromptStateLlama(llama_cpp.Llama):
         self.last_prompt = (kept, len(tokens))
         log.info(
             "prompt of %d tokens: %d %s, %d read",
-            len(tokens), kept, "from a kept state" if restored else "in the context",
+            len(tokens),
+            kept,
+            "from a kept state" if restored else "in the context",
             len(tokens) - kept,
-        )  # fmt: skip
+        )
 
     def _pause(self) -> Paused | None:
         """The answer so far, its context copied (and kept) before another request's turn."""

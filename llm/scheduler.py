@@ -32,6 +32,10 @@ _SENTENCE_END = re.compile(r"[.!?][\"')\]]*$")
 #: Where a first clause ends (followed by a space): the TTS speaks an answer's first clause alone.
 CLAUSE_ENDS = (",", ";", ":")
 
+#: The longest the rest of one answer waits, in all, for work callers wait for (the embedded
+#: server's next tokens and the TTS's later chunks alike).
+GIVE_WAY_LIMIT_S = 1.0
+
 #: The server request being handled: its turn (None outside the server).
 current_turn: ContextVar[Turn | None] = ContextVar("current_turn", default=None)
 

@@ -21,6 +21,7 @@ import httpx
 
 from llm.endpoint import LLMEndpoint
 from llm.errors import LLMUnavailable
+from llm.settings import PROMPT_STATES_MB
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +31,25 @@ log = logging.getLogger(__name__)
 #: llama-cpp-python's server reads HOST, PORT, API_KEY, CONFIG_FILE and its model settings from
 #: the environment over its arguments, and container platforms set PORT and HOST for us.
 INHERITED_ENV = (
-    "PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "LC_CTYPE", "TZ",
-    "PYTHONPATH", "VIRTUAL_ENV", "LD_LIBRARY_PATH",
-    "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+    "PATH",
+    "HOME",
+    "TMPDIR",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "PYTHONPATH",
+    "VIRTUAL_ENV",
+    "LD_LIBRARY_PATH",
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
     # OpenBLAS needs these on processors its older builds misdetect (wrong results or crashes).
-    "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
-    "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES",
-)  # fmt: skip
+    "OPENBLAS_CORETYPE",
+    "OPENBLAS_L2_SIZE",
+    "CUDA_VISIBLE_DEVICES",
+    "NVIDIA_VISIBLE_DEVICES",
+)
 
 
 def child_env(
@@ -71,7 +84,7 @@ class EmbeddedLLMServer:
         threads: int = 2,
         n_ctx: int = 2048,
         generation_threads: int | None = None,
-        prompt_states_mb: int = 256,
+        prompt_states_mb: int = PROMPT_STATES_MB,
         module: str = "llm.llama_server",
         urgency_file: Path | None = None,
     ) -> None:
@@ -106,19 +119,19 @@ class EmbeddedLLMServer:
         """Start the child and block until ``/v1/models`` answers."""
         self.port = free_port()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [
-            sys.executable, "-m", self.module,
-            "--model", str(self.model_path),
-            "--model_alias", self.alias,
-            "--host", "127.0.0.1",
-            "--port", str(self.port),
-            "--n_ctx", str(self.n_ctx),
-            "--n_threads", str(self.generation_threads),
-            "--n_threads_batch", str(self.threads),
-            "--verbose", "False",
+        options = {
+            "--model": str(self.model_path),
+            "--model_alias": self.alias,
+            "--host": "127.0.0.1",
+            "--port": str(self.port),
+            "--n_ctx": str(self.n_ctx),
+            "--n_threads": str(self.generation_threads),
+            "--n_threads_batch": str(self.threads),
+            "--verbose": "False",
             # Calls share the server: a new request must queue, not cut off another call's answer.
-            "--interrupt_requests", "False",
-        ]  # fmt: skip
+            "--interrupt_requests": "False",
+        }
+        cmd = [sys.executable, "-m", self.module, *(x for kv in options.items() for x in kv)]
         with self.log_path.open("ab") as out:
             # Unbuffered: the log file gets each line as the server writes it.
             own = {

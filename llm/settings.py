@@ -5,6 +5,9 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+#: MB of prompt states the embedded server keeps by default (``BONMONIQ_LLM_PROMPT_STATES_MB``).
+PROMPT_STATES_MB = 256
+
 
 class LLMSettings(BaseSettings):
     """``BONMONIQ_LLM_*``."""
@@ -29,7 +32,7 @@ class LLMSettings(BaseSettings):
         "sentence and the LLM writing the next one each have a core.",
     )
     prompt_states_mb: int = Field(
-        default=256,
+        default=PROMPT_STATES_MB,
         ge=0,
         description="MB of recent prompt states the embedded LLM server keeps (0: none), so a "
         "call's turn reads only what is new since its last turn (llm/llama_server.py).",

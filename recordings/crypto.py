@@ -34,6 +34,8 @@ HEADER_BYTES = _HEADER.size
 class DecryptionError(Exception):
     """The bytes are not what was sealed: wrong key, wrong object, or altered."""
 
+    code = "decryption_failed"
+
 
 @dataclass(frozen=True)
 class Identity:

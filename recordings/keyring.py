@@ -21,13 +21,10 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from redis.asyncio import Redis
 
 from recordings.crypto import KEY_BYTES, Identity, new_key, unwrap, wrap
+from recordings.errors import MasterKeyError, NoTenantKey
 from store import keys
 
 log = logging.getLogger(__name__)
-
-
-class MasterKeyError(Exception):
-    """The master key is missing, unreadable, too open, or not 32 bytes."""
 
 
 def _decode(text: str, where: str) -> bytes:
@@ -104,10 +101,6 @@ class WrappedKey:
         """From a Redis field."""
         version, _, b64 = text.partition(":")
         return cls(int(version), base64.b64decode(b64))
-
-
-class NoTenantKey(Exception):
-    """The tenant has no key: it was offboarded (crypto-shredded), or never stored anything."""
 
 
 class KeyRing:

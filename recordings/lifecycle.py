@@ -1,8 +1,8 @@
 """The data lifecycle: retention, legal hold, data-subject export and erasure, offboarding.
 
-Every function takes the clock (``now``) from its caller. Erasing a call removes its encrypted
-objects (content, then metadata), its record, events and every index that names it. The Redis
-key layout is in ``routing/keys.py``.
+Every function takes the clock (``now``) from its caller. Calls are read, held and deleted
+through a :class:`~recordings.archive.CallArchive`; erasing one removes its encrypted objects
+(content, then metadata), then the call and every index that names it.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from recordings.archive import CallArchive
 from recordings.crypto import DecryptionError
 from recordings.keyring import NoTenantKey
 from recordings.objects import EncryptedObjects
@@ -60,9 +61,9 @@ def wav(pcm: bytes, rate: int = 8000, channels: int = 2) -> bytes:
 class Lifecycle:
     """Deletes and exports what the platform holds about calls."""
 
-    def __init__(self, redis: Redis, objects: EncryptedObjects) -> None:
-        """Act on ``redis`` and ``objects``."""
-        self.redis, self.objects = redis, objects
+    def __init__(self, redis: Redis, objects: EncryptedObjects, calls: CallArchive) -> None:
+        """Act on ``calls``, ``objects`` and the tenants' other state in ``redis``."""
+        self.redis, self.objects, self.calls = redis, objects, calls
         self.parties = Parties(objects.keyring)
 
     def subject_ref(self, tenant: str, number: str) -> str:
@@ -71,14 +72,11 @@ class Lifecycle:
 
     async def call(self, call_id: str) -> dict[str, str]:
         """A call's record (empty if none)."""
-        return keys.strs(await self.redis.hgetall(keys.call(call_id)))
+        return await self.calls.fields(call_id)
 
     async def set_hold(self, call_id: str, hold: bool, reason: str = "") -> None:
         """Place or lift a legal hold: a held call survives retention and erasure."""
-        if hold:
-            await self.redis.hset(keys.call(call_id), mapping={"legal_hold": reason or "held"})
-        else:
-            await self.redis.hdel(keys.call(call_id), "legal_hold")
+        await self.calls.hold(call_id, (reason or "held") if hold else None)
 
     async def erase_call(self, call_id: str, *, force: bool = False) -> bool:
         """Erase a call and all it holds; ``False`` (nothing done) if it is under legal hold.
@@ -90,24 +88,14 @@ class Lifecycle:
             return False
         for info in await self.objects.of_call(call_id):
             await self.objects.delete(info.object_id)
-        async with self.redis.pipeline(transaction=True) as p:
-            p.delete(keys.call(call_id), keys.call_events(call_id))
-            p.delete(keys.call_transcript(call_id), keys.call_objects(call_id))
-            if record.get("carrier") and record.get("carrier_call_id"):
-                p.delete(keys.carrier_call(record["carrier"], record["carrier_call_id"]))
-            p.zrem(keys.CALLS, call_id)
-            p.zrem(keys.RETENTION, call_id)
-            if record.get("tenant"):
-                p.zrem(keys.tenant_calls(record["tenant"]), call_id)
-            await p.execute()
+        await self.calls.delete(call_id)
         log.info("call erased", extra={"call_id": call_id})
         return True
 
     async def sweep(self, now: float) -> Erasure:
         """Erase every call past its retention at ``now``, except those under legal hold."""
         done = Erasure()
-        due = await self.redis.zrangebyscore(keys.RETENTION, "-inf", repr(now), 0, SWEEP_BATCH)
-        for call_id in map(str, due):
+        for call_id in await self.calls.due(now, SWEEP_BATCH):
             if await self.erase_call(call_id):
                 done.erased.append(call_id)
             else:
@@ -122,7 +110,7 @@ class Lifecycle:
         carrier sent the number in; no sealed number is opened.
         """
         out = []
-        for call_id in map(str, await self.redis.zrange(keys.tenant_calls(tenant), 0, -1)):
+        for call_id in await self.calls.ids_of(tenant):
             if number is None:
                 out.append(call_id)
                 continue
@@ -143,9 +131,7 @@ class Lifecycle:
                 # the subject's own numbers, opened; their digests and wrapped key stay out
                 parties = await self.parties.open(record)
                 record = {k: v for k, v in record.items() if k not in _SEALING} | parties
-                events = [
-                    json.loads(e) for e in await self.redis.lrange(keys.call_events(call_id), 0, -1)
-                ]
+                events = [json.loads(e) for e in await self.calls.events(call_id)]
                 entry: dict[str, Any] = {
                     "call": record,
                     "events": events,
@@ -210,7 +196,8 @@ class Lifecycle:
         if ref is None:
             await self.redis.delete(index)
             for key_id in map(str, await self.redis.smembers(keys.tenant_keys(tenant))):
-                async for slot in self.redis.scan_iter(match=f"idem:{key_id}:*", count=500):
+                slots = self.redis.scan_iter(match=keys.idempotency_of(key_id), count=500)
+                async for slot in slots:
                     await self.redis.delete(slot)
 
     async def offboard(self, tenant: str, export_dir: Path) -> dict[str, Any]:
@@ -225,8 +212,8 @@ class Lifecycle:
         entries: list[Any] = await self.redis.xrange(keys.audit(tenant)) or []
         audit = [{"id": i, **f} for i, f in entries]
         numbers = sorted(map(str, await self.redis.smembers(keys.numbers(tenant))))
-        archive = await self.export(tenant, calls, {"kind": "tenant export", "audit": audit,
-                                                    "numbers": numbers})  # fmt: skip
+        about = {"kind": "tenant export", "audit": audit, "numbers": numbers}
+        archive = await self.export(tenant, calls, about)
         target = await asyncio.to_thread(_write_export, export_dir, tenant, archive)
         for call_id in calls:
             await self.erase_call(call_id, force=True)
@@ -234,10 +221,17 @@ class Lifecycle:
             await self.objects.delete(object_id)
         await self.objects.keyring.destroy(tenant)
         await self._forget_responses(tenant, None)
-        doomed = [keys.tenant(tenant), keys.tenant_keys(tenant), keys.audit(tenant),
-                  keys.agents(tenant), keys.agent_names(tenant), keys.numbers(tenant),
-                  keys.tenant_calls(tenant), keys.tenant_objects(tenant), keys.kek(tenant),
-                  keys.limit_rate(tenant), keys.limit_open(tenant)]  # fmt: skip
+        doomed = [
+            keys.tenant(tenant),
+            keys.tenant_keys(tenant),
+            keys.audit(tenant),
+            keys.agents(tenant),
+            keys.agent_names(tenant),
+            keys.numbers(tenant),
+            keys.tenant_calls(tenant),
+            keys.tenant_objects(tenant),
+            keys.kek(tenant),
+        ]
         doomed += [
             keys.api_key(str(k)) for k in await self.redis.smembers(keys.tenant_keys(tenant))
         ]
@@ -245,9 +239,9 @@ class Lifecycle:
             keys.agent(tenant, str(a)) for a in await self.redis.smembers(keys.agents(tenant))
         ]
         doomed += [keys.number(n) for n in numbers]
-        doomed += [str(k) async for k in self.redis.scan_iter(match=f"limits:{tenant}:*")]
+        doomed += [str(k) async for k in self.redis.scan_iter(match=keys.tenant_limits(tenant))]
         await self.redis.delete(*doomed)
-        await self.redis.srem(keys.TENANTS, tenant)
+        await self.redis.srem(keys.tenants(), tenant)
         await compact(self.redis)
         log.warning("tenant offboarded", extra={"tenant": tenant, "calls": len(calls)})
         return {"tenant": tenant, "export": str(target), "calls": len(calls), "numbers": numbers}

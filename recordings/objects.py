@@ -14,9 +14,11 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from recordings.archive import CallArchive
 from recordings.crypto import DecryptionError, Identity, Opened, Sealer, open_segments
+from recordings.errors import ObjectMissing
 from recordings.keyring import KeyRing, WrappedKey
-from recordings.storage import Appender, ObjectMissing, ObjectStorage
+from recordings.storage import Appender, ObjectStorage
 from recordings.subjects import rewrap_parties
 from store import keys
 
@@ -40,21 +42,36 @@ class ObjectInfo:
     @classmethod
     def from_redis(cls, raw: dict[str, str]) -> ObjectInfo:
         """Parse an ``obj:*`` hash."""
-        known = {"object_id", "tenant", "call", "kind", "version", "name", "state",
-                 "created_at", "segments", "key"}  # fmt: skip
+        known = {
+            "object_id",
+            "tenant",
+            "call",
+            "kind",
+            "version",
+            "name",
+            "state",
+            "created_at",
+            "segments",
+            "key",
+        }
         return cls(
             raw["object_id"],
             Identity(raw["tenant"], raw["call"], raw["kind"], int(raw["version"])),
-            raw["name"], raw["state"], float(raw["created_at"]), int(raw.get("segments") or 0),
-            WrappedKey.decode(raw["key"]), {k: v for k, v in raw.items() if k not in known},
-        )  # fmt: skip
+            raw["name"],
+            raw["state"],
+            float(raw["created_at"]),
+            int(raw.get("segments") or 0),
+            WrappedKey.decode(raw["key"]),
+            {k: v for k, v in raw.items() if k not in known},
+        )
 
 
 class ObjectWriter:
     """Seals and appends one object's content; :meth:`finalize` ends it."""
 
-    def __init__(self, objects: EncryptedObjects, info: ObjectInfo, sealer: Sealer,
-                 out: Appender) -> None:  # fmt: skip
+    def __init__(
+        self, objects: EncryptedObjects, info: ObjectInfo, sealer: Sealer, out: Appender
+    ) -> None:
         """Use :meth:`EncryptedObjects.create`."""
         self._objects, self.info, self._sealer, self._out = objects, info, sealer, out
         self.finished = False
@@ -95,10 +112,17 @@ class EncryptedObjects:
         dek, wrapped = await self.keyring.new_data_key(identity)
         now = time.time()
         record = {
-            "object_id": object_id, "tenant": identity.tenant, "call": identity.call,
-            "kind": identity.kind, "version": str(identity.version), "name": name,
-            "state": "open", "created_at": repr(now), "key": wrapped.encode(), **extra,
-        }  # fmt: skip
+            "object_id": object_id,
+            "tenant": identity.tenant,
+            "call": identity.call,
+            "kind": identity.kind,
+            "version": str(identity.version),
+            "name": name,
+            "state": "open",
+            "created_at": repr(now),
+            "key": wrapped.encode(),
+            **extra,
+        }
         async with self.redis.pipeline(transaction=True) as p:
             p.hset(keys.obj(object_id), mapping=keys.fields(record))
             p.sadd(keys.call_objects(identity.call), object_id)
@@ -169,16 +193,18 @@ class EncryptedObjects:
         Found through the call's index, which is written before any content: this reaches an
         object whose creation was interrupted before its writer was handed back.
         """
-        found = [i for i in await self.of_call(identity.call, identity.kind)
-                 if i.identity == identity]  # fmt: skip
+        found = [
+            i for i in await self.of_call(identity.call, identity.kind) if i.identity == identity
+        ]
         for info in found:
             await self.delete(info.object_id)
         return len(found)
 
-    async def rotate_tenant_key(self, tenant: str) -> int:
+    async def rotate_tenant_key(self, tenant: str, calls: CallArchive) -> int:
         """New KEK for ``tenant``; every data key re-wrapped, no content touched; how many.
 
-        Objects' data keys and those of calls' sealed parties (:mod:`recordings.subjects`).
+        Objects' data keys and those of the sealed parties of its ``calls``
+        (:mod:`recordings.subjects`).
 
         Passes repeat until one finds nothing under an old KEK (an object created while the
         rotation started may have taken the old one); then the old KEKs are forgotten.
@@ -195,7 +221,7 @@ class EncryptedObjects:
                 await self.redis.hset(keys.obj(found.object_id), "key", rewrapped.encode())
                 moved += 1
             # the keys of calls' sealed parties are wrapped under the same KEK
-            moved += await rewrap_parties(self.redis, self.keyring, tenant, new)
+            moved += await rewrap_parties(calls, self.keyring, tenant, new)
             count += moved
             if moved == 0:
                 break

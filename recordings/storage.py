@@ -16,9 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-
-class ObjectMissing(Exception):
-    """No such object in storage."""
+from recordings.errors import ObjectMissing
 
 
 @dataclass(frozen=True)
@@ -159,18 +157,27 @@ class _S3Appender:
 class S3Storage:
     """Objects in a bucket of an S3-compatible store (MinIO, Ceph RGW, Garage, ...)."""
 
-    def __init__(self, endpoint: str, bucket: str, access_key: str, secret_key: str,
-                 region: str = "us-east-1") -> None:  # fmt: skip
+    def __init__(
+        self,
+        endpoint: str,
+        bucket: str,
+        access_key: str,
+        secret_key: str,
+        region: str = "us-east-1",
+    ) -> None:
         """Talk to ``endpoint`` (``https://...``) with path-style addressing."""
         import boto3
         from botocore.config import Config
 
         self.bucket = bucket
         self._client = boto3.client(
-            "s3", endpoint_url=endpoint, aws_access_key_id=access_key,
-            aws_secret_access_key=secret_key, region_name=region,
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id=access_key,
+            aws_secret_access_key=secret_key,
+            region_name=region,
             config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3}),
-        )  # fmt: skip
+        )
 
     async def _call(self, method: str, **kw: Any) -> Any:
         return await asyncio.to_thread(getattr(self._client, method), Bucket=self.bucket, **kw)
@@ -214,5 +221,9 @@ class S3Storage:
 
     async def names(self) -> list[str]:
         """Every object in the bucket."""
-        return sorted({k.rsplit("/", 2)[0] if "/seg/" in k else k.rsplit("/", 1)[0]
-                       for k in await self._keys("")})  # fmt: skip
+        return sorted(
+            {
+                k.rsplit("/", 2)[0] if "/seg/" in k else k.rsplit("/", 1)[0]
+                for k in await self._keys("")
+            }
+        )

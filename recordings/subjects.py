@@ -20,11 +20,10 @@ from collections.abc import Mapping
 import phonenumbers
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from redis.asyncio import Redis
 
+from recordings.archive import CallArchive
 from recordings.crypto import DecryptionError, Identity
 from recordings.keyring import KeyRing, NoTenantKey, WrappedKey
-from store import keys
 
 #: The purpose of the master-derived key that digests phone numbers (:func:`subject_ref`).
 SUBJECT_KEY_PURPOSE = "subject-ref"
@@ -164,21 +163,21 @@ class Parties:
         )
 
 
-async def rewrap_parties(redis: Redis, keyring: KeyRing, tenant: str, version: int) -> int:
+async def rewrap_parties(calls: CallArchive, keyring: KeyRing, tenant: str, version: int) -> int:
     """Re-wrap the parties' data key of each of the tenant's calls under KEK ``version``; how many.
 
     Part of a key rotation: the old KEK can be retired once nothing is wrapped under it.
     """
     moved = 0
-    for call_id in map(str, await redis.zrange(keys.tenant_calls(tenant), 0, -1)):
-        stored = await redis.hget(keys.call(call_id), PARTIES_KEY)
+    for call_id in await calls.ids_of(tenant):
+        stored = (await calls.fields(call_id)).get(PARTIES_KEY)
         if not stored:
             continue
-        wrapped = WrappedKey.decode(str(stored))
+        wrapped = WrappedKey.decode(stored)
         if wrapped.kek_version == version:
             continue
         identity = Identity(tenant, call_id, _KIND)
         rewrapped = await keyring.rewrap(identity, wrapped, version)
-        await redis.hset(keys.call(call_id), PARTIES_KEY, rewrapped.encode())
+        await calls.update(call_id, {PARTIES_KEY: rewrapped.encode()})
         moved += 1
     return moved

@@ -7,7 +7,6 @@ import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from redis.asyncio import Redis
 
@@ -105,16 +104,22 @@ class Agent:
     def from_redis(cls, raw: dict[str, str]) -> Agent:
         """Inverse of :meth:`to_redis`."""
         return cls(
-            name=raw["name"], prompt=raw["prompt"], language=raw["language"],
-            tenant=raw["tenant"], voice=raw["voice"], greeting=raw["greeting"],
-            announcement=raw["announcement"], recording=raw.get("recording") == "1",
+            name=raw["name"],
+            prompt=raw["prompt"],
+            language=raw["language"],
+            tenant=raw["tenant"],
+            voice=raw["voice"],
+            greeting=raw["greeting"],
+            announcement=raw["announcement"],
+            recording=raw.get("recording") == "1",
             store_transcripts=raw.get("store_transcripts", "1") == "1",
             retention_days=int(raw.get("retention_days") or MAX_RETENTION_DAYS),
             transfer_number=raw.get("transfer_number") or None,
             tools=tuple(t for t in raw.get("tools", "end_call").split(",") if t),
-            agent_id=raw["agent_id"], created_at=float(raw["created_at"]),
+            agent_id=raw["agent_id"],
+            created_at=float(raw["created_at"]),
             updated_at=float(raw.get("updated_at") or raw["created_at"]),
-        )  # fmt: skip
+        )
 
 
 @dataclass(frozen=True)
@@ -127,27 +132,12 @@ class Route:
     carrier: str | None = None  # the carrier holding the number, when rented through us
 
 
-#: A number's hash and its agent's, in one round trip (every inbound webhook asks).
-_LOOKUP = """
-local number = redis.call('HGETALL', KEYS[1])
-local f = {}
-for i = 1, #number, 2 do f[number[i]] = number[i + 1] end
-if not f['agent'] or not f['tenant'] then return {number, {}} end
-return {number, redis.call('HGETALL', ARGV[1] .. f['tenant'] .. ':' .. f['agent'])}
-"""
-
-
-def _pairs(flat: list[Any]) -> dict[str, str]:
-    return {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat) - 1, 2)}
-
-
 class Directory:
     """Agents and numbers of every tenant."""
 
     def __init__(self, redis: Redis) -> None:
         """Use ``redis`` (decode_responses=True)."""
         self.redis = redis
-        self._lookup = redis.register_script(_LOOKUP)
 
     async def add_agent(self, agent: Agent) -> Agent:
         """Store a new agent; :class:`AgentExists` if the name is taken in its tenant."""
@@ -263,15 +253,21 @@ class Directory:
             await p.execute()
         return raw
 
+    async def number_fields(self, e164: str) -> dict[str, str]:
+        """What is stored of ``e164``: tenant, agent, holding carrier, ``routing_*`` ({}: none)."""
+        return keys.strs(await self.redis.hgetall(keys.number(e164)))
+
     async def lookup(self, raw_number: str) -> Route | None:
         """Who answers ``raw_number``; ``None`` for a number we do not serve."""
         try:
             e164 = normalise_number(raw_number)
         except InvalidNumber:
             return None
-        number, agent = await self._lookup(keys=[keys.number(e164)], args=[keys.AGENT_PREFIX])
-        raw, fields = _pairs(number), _pairs(agent)
-        if not raw or "prompt" not in fields:
+        raw = keys.strs(await self.redis.hgetall(keys.number(e164)))
+        if not raw.get("agent") or not raw.get("tenant"):
+            return None
+        fields = keys.strs(await self.redis.hgetall(keys.agent(raw["tenant"], raw["agent"])))
+        if "prompt" not in fields:
             return None
         return Route(e164, raw["tenant"], Agent.from_redis(fields), raw.get("carrier") or None)
 

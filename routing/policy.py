@@ -20,17 +20,10 @@ from typing import Any
 
 import phonenumbers
 
+from carriers.base import Carrier
 from routing.destinations import DestinationTable, default_table
 from routing.errors import InvalidNumber, RouteRefused
 from routing.territories import member_state
-
-
-class Carrier(StrEnum):
-    """The carriers of the DPA's sub-processor list."""
-
-    TWILIO = "twilio"
-    TELNYX = "telnyx"
-    SINCH = "sinch"
 
 
 class Purpose(StrEnum):

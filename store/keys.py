@@ -1,5 +1,11 @@
 """The Redis key layout of the whole platform, in one place.
 
+Every key name starts with the prefix set by :func:`use_prefix` (``BONMONIQ_REDIS_KEY_PREFIX``,
+empty by default), so several platforms can share one Redis. Lua scripts are handed every key
+they touch in ``KEYS``. Moving to Redis Cluster needs each tenant's and each call's keys in one
+hash slot (a hash tag such as ``call:{call_id}:events`` around the id): a change of this module
+alone.
+
 ===============================================  ======  ===============================
 key                                              type    holds
 ===============================================  ======  ===============================
@@ -10,17 +16,18 @@ key                                              type    holds
 ``numbers:{tenant}``                             set     the tenant's numbers
 ``call:{call_id}``                               hash    one call: sealed parties, agent, state
 ``call:{call_id}:events``                        list    CallEvent JSON, in arrival order
-``call:{call_id}:transcript``                    list    turns: role, text, at
+``call:{call_id}:transcript``                    list    legacy turns, sealed at start (migrate.py)
 ``calls``                                        zset    call ids by creation time
 ``calls:{tenant}``                               zset    the tenant's call ids by creation time
 ``carrier:{carrier}:call:{carrier_call_id}``     string  our call id for a carrier's id
 ``dedupe:{carrier}:{kind}:{key}``                string  marks a delivery already applied
 ``early:{carrier}:{carrier_call_id}``            string  a final status that came first
-``tenant:{tenant_id}``                           hash    a tenant: name, created_at
+``tenant:{tenant_id}``                           hash    a tenant: name, created_at, limits
 ``tenants``                                      set     every tenant id
 ``apikey:{key_id}``                              hash    a key: tenant, role, digest, expiry
 ``tenant:{tenant_id}:keys``                      set     the tenant's key ids
 ``audit:{tenant_id}``                            stream  the tenant's append-only audit log
+``audit:_operator``                              stream  platform-wide operator actions
 ``limits:{tenant}:rate``                         zset    outbound call ids by placing time (60 s)
 ``limits:{tenant}:open``                         zset    open outbound call ids by latest end
 ``limits:{tenant}:spend:{day}``                  string  cents reserved/spent that UTC day
@@ -33,14 +40,27 @@ key                                              type    holds
 ``call:{call_id}:objects``                       set     the call's encrypted object ids
 ``objects:{tenant}``                             set     the tenant's encrypted object ids
 ``retention``                                    zset    call ids by the time they expire
-``call:{call_id}`` field ``legal_hold``          hash    set while a legal hold blocks deletion
 ===============================================  ======  ===============================
+
+A call under legal hold has the field ``legal_hold`` in its hash.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+
+_prefix = ""
+
+
+def use_prefix(prefix: str) -> None:
+    """Start every key name with ``prefix`` from now on (the composition root calls it once)."""
+    global _prefix
+    _prefix = prefix
+
+
+def _key(name: str) -> str:
+    return _prefix + name
 
 
 def strs(raw: Mapping[Any, Any]) -> dict[str, str]:
@@ -57,155 +77,177 @@ def fields(record: Mapping[str, str]) -> Mapping[Any, Any]:
 DEDUPE_TTL_S = 7 * 24 * 3600
 
 
-#: Agents' hashes are ``AGENT_PREFIX{tenant}:{agent_id}`` (the number lookup script builds the
-#: name of a number's agent from it: a key named inside Lua, fine on the one Redis deployed).
-AGENT_PREFIX = "agent:"
-
-
 def agent(tenant: str, agent_id: str) -> str:
     """An agent's hash."""
-    return f"{AGENT_PREFIX}{tenant}:{agent_id}"
+    return _key(f"agent:{tenant}:{agent_id}")
 
 
 def agents(tenant: str) -> str:
     """The set of a tenant's agent ids."""
-    return f"agents:{tenant}"
+    return _key(f"agents:{tenant}")
 
 
 def agent_names(tenant: str) -> str:
     """A tenant's agent names, each mapped to its id (names are unique in a tenant)."""
-    return f"agentnames:{tenant}"
+    return _key(f"agentnames:{tenant}")
 
 
 def number(e164: str) -> str:
     """A number's hash."""
-    return f"number:{e164}"
+    return _key(f"number:{e164}")
 
 
 def numbers(tenant: str) -> str:
     """The set of a tenant's numbers."""
-    return f"numbers:{tenant}"
-
-
-#: Calls' hashes are ``CALL_PREFIX{call_id}`` (the call-opening script reads a repeated call's
-#: state by this name).
-CALL_PREFIX = "call:"
+    return _key(f"numbers:{tenant}")
 
 
 def call(call_id: str) -> str:
     """A call's hash."""
-    return f"{CALL_PREFIX}{call_id}"
+    return _key(f"call:{call_id}")
 
 
 def call_events(call_id: str) -> str:
     """A call's event list."""
-    return f"call:{call_id}:events"
+    return _key(f"call:{call_id}:events")
 
 
 def call_transcript(call_id: str) -> str:
-    """A call's transcript list."""
-    return f"call:{call_id}:transcript"
+    """A call's turns in clear; read only by recordings/migrate.py, which seals them at start."""
+    return _key(f"call:{call_id}:transcript")
 
 
-CALLS = "calls"
+def call_transcripts() -> str:
+    """A ``SCAN`` pattern matching every :func:`call_transcript`."""
+    return call_transcript("*")
+
+
+def transcript_call_id(key: str) -> str:
+    """The call id in a key named by :func:`call_transcript`."""
+    head, tail = call_transcript("\n").split("\n")
+    return key.removeprefix(head).removesuffix(tail)
+
+
+def calls() -> str:
+    """Every call id by creation time."""
+    return _key("calls")
 
 
 def carrier_call(carrier: str, carrier_call_id: str) -> str:
     """Maps a carrier's call id to ours."""
-    return f"carrier:{carrier}:call:{carrier_call_id}"
+    return _key(f"carrier:{carrier}:call:{carrier_call_id}")
 
 
 def dedupe(carrier: str, kind: str, key: str) -> str:
     """Marks one delivery of a webhook as applied."""
-    return f"dedupe:{carrier}:{kind}:{key}"
+    return _key(f"dedupe:{carrier}:{kind}:{key}")
 
 
 def early_status(carrier: str, carrier_call_id: str) -> str:
     """A terminal status that arrived before the call's first webhook."""
-    return f"early:{carrier}:{carrier_call_id}"
+    return _key(f"early:{carrier}:{carrier_call_id}")
 
 
-TENANTS = "tenants"
+def tenants() -> str:
+    """The set of every tenant id."""
+    return _key("tenants")
 
 
 def tenant(tenant_id: str) -> str:
     """A tenant's hash."""
-    return f"tenant:{tenant_id}"
+    return _key(f"tenant:{tenant_id}")
 
 
 def tenant_keys(tenant_id: str) -> str:
     """The set of a tenant's key ids."""
-    return f"tenant:{tenant_id}:keys"
+    return _key(f"tenant:{tenant_id}:keys")
 
 
 def api_key(key_id: str) -> str:
     """An API key's hash (digest of its secret, never the secret)."""
-    return f"apikey:{key_id}"
+    return _key(f"apikey:{key_id}")
 
 
 def audit(tenant_id: str) -> str:
     """A tenant's audit stream."""
-    return f"audit:{tenant_id}"
+    return _key(f"audit:{tenant_id}")
+
+
+#: The audit stream id of operator actions no tenant's log can hold (a tenant's offboarding, the
+#: retention sweep); no tenant id starts with ``_``.
+OPERATOR_AUDIT = "_operator"
 
 
 def tenant_calls(tenant: str) -> str:
     """A tenant's call ids by creation time."""
-    return f"calls:{tenant}"
+    return _key(f"calls:{tenant}")
 
 
 def limit_rate(tenant: str) -> str:
     """A tenant's outbound calls of the last minute, scored by when they were placed."""
-    return f"limits:{tenant}:rate"
+    return _key(f"limits:{tenant}:rate")
 
 
 def limit_open(tenant: str) -> str:
     """A tenant's open outbound calls, scored by the time they must be over by."""
-    return f"limits:{tenant}:open"
+    return _key(f"limits:{tenant}:open")
 
 
 def limit_spend(tenant: str, day: str) -> str:
     """Cents a tenant reserved or spent on outbound calls on a UTC ``day`` (YYYY-MM-DD)."""
-    return f"limits:{tenant}:spend:{day}"
-
-
-def idempotency(scope: str, key: str) -> str:
-    """The first response to a request with ``Idempotency-Key: key`` from credentials ``scope``."""
-    return f"idem:{scope}:{key}"
-
-
-def idempotency_index(tenant: str) -> str:
-    """The tenant's stored responses (slot names), each mapped to the subjects it is about."""
-    return f"idems:{tenant}"
+    return _key(f"limits:{tenant}:spend:{day}")
 
 
 def limit_writes(tenant: str) -> str:
     """A tenant's configuration-write token bucket (tokens, time of the last write)."""
-    return f"limits:{tenant}:writes"
+    return _key(f"limits:{tenant}:writes")
 
 
 def limit_inbound(tenant: str) -> str:
     """A tenant's inbound calls in progress (``{carrier}:{carrier call id}``) by latest end."""
-    return f"limits:{tenant}:inbound"
+    return _key(f"limits:{tenant}:inbound")
+
+
+def tenant_limits(tenant: str) -> str:
+    """A ``SCAN`` pattern matching every ``limit_*`` key of a tenant."""
+    return _key(f"limits:{tenant}:*")
+
+
+def idempotency(scope: str, key: str) -> str:
+    """The first response to a request with ``Idempotency-Key: key`` from credentials ``scope``."""
+    return _key(f"idem:{scope}:{key}")
+
+
+def idempotency_of(key_id: str) -> str:
+    """A ``SCAN`` pattern matching every :func:`idempotency` slot of API key ``key_id``."""
+    return _key(f"idem:{key_id}:*")
+
+
+def idempotency_index(tenant: str) -> str:
+    """The tenant's stored responses (slot names), each mapped to the subjects it is about."""
+    return _key(f"idems:{tenant}")
 
 
 def kek(tenant: str) -> str:
     """A tenant's key-encryption keys (``current`` and ``v{n}``, each wrapped)."""
-    return f"kek:{tenant}"
+    return _key(f"kek:{tenant}")
 
 
 def obj(object_id: str) -> str:
     """An encrypted object's metadata."""
-    return f"obj:{object_id}"
+    return _key(f"obj:{object_id}")
 
 
 def call_objects(call_id: str) -> str:
     """The set of a call's encrypted object ids."""
-    return f"call:{call_id}:objects"
+    return _key(f"call:{call_id}:objects")
 
 
 def tenant_objects(tenant: str) -> str:
     """The set of a tenant's encrypted object ids."""
-    return f"objects:{tenant}"
+    return _key(f"objects:{tenant}")
 
 
-RETENTION = "retention"
+def retention() -> str:
+    """Call ids by the time they expire."""
+    return _key("retention")

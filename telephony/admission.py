@@ -5,7 +5,7 @@ An inbound call beyond a cap is refused with its carrier's busy answer. A call i
 
 - Per tenant: one Lua script admits a call into ``limits:{tenant}:inbound`` (a zset scored by
   the time the call must be over by), so concurrent webhooks cannot together pass the cap.
-  Before counting, it drops calls whose record says they are over (a final state), which is how
+  Before it, calls whose record says they are over (a final state) are dropped, which is how
   a call that ended without a media stream (the caller hung up while it rang) stops counting.
   A media session's end removes its call at once.
 - Per process: the calls whose media session runs here, plus calls admitted here whose media
@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
-from calls.store import FINAL_STATES, member
+from calls.records import member
+from calls.state import CallState
 from store import keys
 
 log = logging.getLogger(__name__)
@@ -29,22 +30,11 @@ log = logging.getLogger(__name__)
 #: arrives (carriers open it within seconds of the answer).
 ATTACH_WINDOW_S = 30.0
 
+# Admits ARGV[2] into KEYS[1] unless the tenant's cap (ARGV[4]) is reached; places lapse at
+# their score (ARGV[3]: the time the call must be over by).
 _ADMIT_INBOUND = """
-local now = tonumber(ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 if redis.call('ZSCORE', KEYS[1], ARGV[2]) then return 1 end
--- each call's record, found as keys.carrier_call and keys.call name it
-for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local sep = string.find(member, ':', 1, true)
-  local call_id = redis.call('GET', ARGV[5] .. string.sub(member, 1, sep - 1) .. ':call:'
-                             .. string.sub(member, sep + 1))
-  if call_id then
-    local state = redis.call('HGET', ARGV[6] .. call_id, 'state')
-    if state and ARGV[7]:find(',' .. state .. ',', 1, true) then
-      redis.call('ZREM', KEYS[1], member)
-    end
-  end
-end
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then return 0 end
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
 return 1
@@ -116,12 +106,16 @@ class Admission:
         if not self.slots.admit(who, now):
             return Busy("max_calls")
         try:
+            await self._drop_finished(tenant, who)
             ok = await self._admit(
                 keys=[keys.limit_inbound(tenant)],
-                args=[repr(now), who, repr(now + self.max_call_seconds + 60),
-                      self.tenant_inbound_calls, "carrier:", keys.CALL_PREFIX,
-                      "," + ",".join(sorted(FINAL_STATES)) + ","],
-            )  # fmt: skip
+                args=[
+                    repr(now),
+                    who,
+                    repr(now + self.max_call_seconds + 60),
+                    self.tenant_inbound_calls,
+                ],
+            )
         except BaseException:
             self.slots.release(who)
             raise
@@ -129,6 +123,28 @@ class Admission:
             self.slots.release(who)
             return Busy("inbound_concurrent_calls")
         return None
+
+    async def _drop_finished(self, tenant: str, who: str) -> None:
+        """Drop the tenant's counted calls whose record says they are over (not ``who``).
+
+        A final state never changes, so this needs no atomicity with the admission after it.
+        """
+        key = keys.limit_inbound(tenant)
+        members = [str(m) for m in await self.redis.zrange(key, 0, -1) if m != who]
+        if not members:
+            return
+        ids = await self.redis.mget([keys.carrier_call(*m.split(":", 1)) for m in members])
+        known = [(m, str(call_id)) for m, call_id in zip(members, ids, strict=True) if call_id]
+        if not known:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for _, call_id in known:
+                pipe.hget(keys.call(call_id), "state")
+            states = await pipe.execute()
+        final = {str(s) for s in CallState.final()}
+        over = [m for (m, _), state in zip(known, states, strict=True) if state in final]
+        if over:
+            await self.redis.zrem(key, *over)
 
     def attach(self, who: str) -> None:
         """The call's media session runs in this process now."""

@@ -7,11 +7,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from calls.events import current_call_id
-from calls.store import FINAL_STATES, CallStore
-from carriers.base import InboundCall
+from calls.state import CallState
+from calls.store import CallStore
+from carriers.base import Carrier, InboundCall
 from routing.directory import Agent, Directory, Route
 from routing.errors import InvalidNumber, RouteRefused
-from routing.policy import Carrier, Decision, Health, Policy, Purpose, route
+from routing.policy import Decision, Health, Policy, Purpose, route
 from telephony.admission import Admission, member
 
 log = logging.getLogger(__name__)
@@ -58,10 +59,15 @@ class Inbound:
         decision: Decision | None = None
         refusal: str | None = None
         try:
+            holder = Carrier(inbound.carrier)
             decision = route(
-                inbound.to_number, Purpose.INBOUND, self.policy, self.health(now), now,
-                holder=Carrier(inbound.carrier),
-            )  # fmt: skip
+                inbound.to_number,
+                Purpose.INBOUND,
+                self.policy,
+                self.health(now),
+                now,
+                holder=holder,
+            )
         except (RouteRefused, InvalidNumber) as e:
             refusal = str(e)
         busy = None
@@ -82,8 +88,8 @@ class Inbound:
                     found.tenant, member(inbound.carrier, inbound.carrier_call_id)
                 )
             raise
-        answer = found is not None and state == "ringing"
-        if admitted and found is not None and state in FINAL_STATES:
+        answer = found is not None and state is CallState.RINGING
+        if admitted and found is not None and state is not None and state.is_final:
             # admitted, but the call is already over (a final status came first): not counted.
             # A repeated webhook of a call in progress keeps its place.
             await self.admission.release(
@@ -107,7 +113,7 @@ class Inbound:
                 log.info("duplicate inbound webhook: same answer, nothing new stored")
         finally:
             current_call_id.reset(token)
+        routed = found if answer else None
         return Accepted(
-            call_id, created, found if answer else None, decision, refusal,
-            busy=busy is not None and not answer,
-        )  # fmt: skip
+            call_id, created, routed, decision, refusal, busy=busy is not None and not answer
+        )

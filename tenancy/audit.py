@@ -89,20 +89,30 @@ class AuditLog:
         detail: dict[str, Any] | None = None,
     ) -> str:
         """Add an entry, phone numbers and ``address`` digested; its stream id."""
-        fields = {"at": str(at), "key_id": key_id, "action": action,
-                  "target": self._scrub(tenant_id, target),
-                  "address": address_ref(self._subject_key, tenant_id, address),
-                  "request_id": request_id,
-                  "detail": json.dumps(self._scrub(tenant_id, detail or {}))}  # fmt: skip
+        fields = {
+            "at": str(at),
+            "key_id": key_id,
+            "action": action,
+            "target": self._scrub(tenant_id, target),
+            "address": address_ref(self._subject_key, tenant_id, address),
+            "request_id": request_id,
+            "detail": json.dumps(self._scrub(tenant_id, detail or {})),
+        }
         entry_id = await self.redis.xadd(keys.audit(tenant_id), dict(keys.fields(fields)))
         return str(entry_id)
 
     async def record(self, caller: Caller, action: str, target: str, **detail: Any) -> str:
         """Add an entry for what ``caller`` just did, now."""
         return await self.append(
-            caller.tenant_id, at=time.time(), key_id=caller.key.key_id, action=action,
-            target=target, address=caller.address, request_id=caller.request_id, detail=detail,
-        )  # fmt: skip
+            caller.tenant_id,
+            at=time.time(),
+            key_id=caller.key.key_id,
+            action=action,
+            target=target,
+            address=caller.address,
+            request_id=caller.request_id,
+            detail=detail,
+        )
 
     def address_ref(self, tenant_id: str, address: str) -> str:
         """The name ``address`` has in the tenant's audit log."""
@@ -116,8 +126,14 @@ class AuditLog:
         for entry_id, raw in rows:
             f = keys.strs(raw or {})
             entry = AuditEntry(
-                str(entry_id), float(f["at"]), f["key_id"], f["action"], f["target"],
-                f["address"], f["request_id"], json.loads(f["detail"]),
-            )  # fmt: skip
+                str(entry_id),
+                float(f["at"]),
+                f["key_id"],
+                f["action"],
+                f["target"],
+                f["address"],
+                f["request_id"],
+                json.loads(f["detail"]),
+            )
             out.append(entry)
         return out

@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass
 
 from redis.asyncio import Redis
 
-from calls.store import carrier_time_limit
 from store import keys
 
 _ADMIT = """
@@ -67,14 +66,16 @@ class Limits:
     def from_fields(cls, raw: dict[str, str], default: Limits) -> Limits:
         """From the tenant's hash, each missing field taken from ``default``."""
         values = {
-            k: int(raw.get(f"limit_{k}") or v) for k, v in asdict(default).items()
+            k: int(raw.get(f"limit_{k}") or v)
+            for k, v in asdict(default).items()
             if isinstance(v, int)
-        }  # fmt: skip
+        }
         stored = raw.get("limit_allowed_destinations")
         allowed = (
-            default.allowed_destinations if stored is None
+            default.allowed_destinations
+            if stored is None
             else frozenset(c for c in stored.split(",") if c)
-        )  # fmt: skip
+        )
         return cls(**values, allowed_destinations=allowed)
 
 
@@ -84,19 +85,6 @@ class Refused:
 
     limit: str
     retry_after_s: int
-
-
-class LimitExceeded(Exception):
-    """A call refused by a tenant limit: HTTP 429 with ``Retry-After``."""
-
-    code = "limit_exceeded"
-
-    def __init__(self, refused: Refused) -> None:
-        """Say which limit and when to retry."""
-        super().__init__(
-            f"outbound limit {refused.limit} reached: retry in {refused.retry_after_s} s"
-        )
-        self.refused = refused
 
 
 @dataclass(frozen=True)
@@ -122,13 +110,14 @@ def _until_midnight(now: float) -> int:
 class OutboundLimiter:
     """Admits outbound calls against a tenant's :class:`Limits` (Redis keys in ``store.keys``)."""
 
-    def __init__(self, redis: Redis, cents_per_minute: int, max_call_seconds: int) -> None:
-        """Price calls at ``cents_per_minute``; the platform ends a call at ``max_call_seconds``."""
+    def __init__(self, redis: Redis, cents_per_minute: int, longest_call_seconds: int) -> None:
+        """Price calls at ``cents_per_minute``; none lasts over ``longest_call_seconds``.
+
+        ``longest_call_seconds`` is the carrier's hard limit on a call: the most it can cost.
+        """
         self.redis = redis
         self.cents_per_minute = cents_per_minute
-        self.max_call_seconds = max_call_seconds
-        #: The carrier's hard limit: the longest a call can last, so the most it can cost.
-        self.longest_call_seconds = carrier_time_limit(max_call_seconds)
+        self.longest_call_seconds = longest_call_seconds
         self._admit = redis.register_script(_ADMIT)
 
     def reserve_cents(self, cents_per_minute: int | None = None) -> int:
@@ -161,12 +150,18 @@ class OutboundLimiter:
                 keys.limit_spend(tenant, today),
             ],
             args=[
-                repr(now), call_id, limits.calls_per_minute, limits.concurrent_calls,
-                limits.daily_spend_cents, self.reserve_cents(cents_per_minute),
-                repr(now + self.longest_call_seconds + 60), 2 * 86400, _until_midnight(now),
+                repr(now),
+                call_id,
+                limits.calls_per_minute,
+                limits.concurrent_calls,
+                limits.daily_spend_cents,
+                self.reserve_cents(cents_per_minute),
+                repr(now + self.longest_call_seconds + 60),
+                2 * 86400,
+                _until_midnight(now),
                 CONCURRENT_RETRY_S,
             ],
-        )  # fmt: skip
+        )
         if str(verdict) == "ok":
             return None
         return Refused(str(verdict), int(wait))

@@ -16,19 +16,27 @@ from enum import StrEnum
 from redis.asyncio import Redis
 
 from store import keys
+from tenancy.errors import LastAdminKey
 from tenancy.limits import Limits
 
 _KEY = re.compile(r"^bmq_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
 
 
+#: Revoke a key unless it is the tenant's last usable admin key. KEYS: the key's hash, the
+#: tenant's key set, then the hash of each key in that set (their ids in ARGV[2..], same order).
+#: Returns 1 (revoked), 0 (revoked already), -1 (last admin key) or -2 (the set changed: retry).
 _REVOKE = """
 local revoked = redis.call('HGET', KEYS[1], 'revoked_at')
 if revoked and revoked ~= '' then return 0 end
+if redis.call('SCARD', KEYS[2]) ~= #ARGV - 1 then return -2 end
+for i = 2, #ARGV do
+  if redis.call('SISMEMBER', KEYS[2], ARGV[i]) == 0 then return -2 end
+end
 local now = tonumber(ARGV[1])
 if redis.call('HGET', KEYS[1], 'role') == 'admin' then
   local others = 0
-  for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-    local k = ARGV[2] .. id
+  for i = 3, #KEYS do
+    local k = KEYS[i]
     if k ~= KEYS[1] and redis.call('HGET', k, 'role') == 'admin' then
       local r = redis.call('HGET', k, 'revoked_at')
       local e = redis.call('HGET', k, 'expires_at')
@@ -42,10 +50,7 @@ end
 redis.call('HSET', KEYS[1], 'revoked_at', ARGV[1])
 return 1
 """
-
-
-class LastAdminKey(Exception):
-    """Revoking this key would leave the tenant with no usable admin key."""
+_SET_CHANGED = -2
 
 
 class Role(StrEnum):
@@ -92,8 +97,14 @@ class ApiKey:
         def opt(name: str) -> float | None:
             return float(raw[name]) if raw.get(name) else None
 
-        return cls(raw["key_id"], raw["tenant_id"], Role(raw["role"]), float(raw["created_at"]),
-                   opt("expires_at"), opt("revoked_at"))  # fmt: skip
+        return cls(
+            raw["key_id"],
+            raw["tenant_id"],
+            Role(raw["role"]),
+            float(raw["created_at"]),
+            opt("expires_at"),
+            opt("revoked_at"),
+        )
 
 
 def _digest(secret: str) -> str:
@@ -106,9 +117,14 @@ def _new_key(
     """A key's record, its raw value, and the hash stored for it (the secret's digest only)."""
     key = ApiKey(secrets.token_hex(8), tenant_id, role, now, expires_at)
     secret = secrets.token_urlsafe(32)
-    record = {"key_id": key.key_id, "tenant_id": tenant_id, "role": str(role),
-              "created_at": str(now), "digest": _digest(secret),
-              "expires_at": str(expires_at) if expires_at else ""}  # fmt: skip
+    record = {
+        "key_id": key.key_id,
+        "tenant_id": tenant_id,
+        "role": str(role),
+        "created_at": str(now),
+        "digest": _digest(secret),
+        "expires_at": str(expires_at) if expires_at else "",
+    }
     return key, f"bmq_{key.key_id}_{secret}", record
 
 
@@ -135,7 +151,7 @@ class TenantStore:
         key, raw, key_record = _new_key(tenant.tenant_id, Role.ADMIN, now, None)
         async with self.redis.pipeline(transaction=True) as p:
             p.hset(keys.tenant(tenant.tenant_id), mapping=keys.fields(record))
-            p.sadd(keys.TENANTS, tenant.tenant_id)
+            p.sadd(keys.tenants(), tenant.tenant_id)
             p.hset(keys.api_key(key.key_id), mapping=keys.fields(key_record))
             p.sadd(keys.tenant_keys(tenant.tenant_id), key.key_id)
             await p.execute()
@@ -198,11 +214,21 @@ class TenantStore:
         key = await self.get_key(tenant_id, key_id)
         if key is None:
             return None
-        done = await self.redis.eval(
-            _REVOKE, 2, keys.api_key(key_id), keys.tenant_keys(tenant_id), str(now),
-            keys.api_key(""),
-        )  # fmt: skip
-        if int(done) < 0:
+        done = _SET_CHANGED
+        while done == _SET_CHANGED:  # a key of the tenant was created or removed meanwhile
+            ids = sorted(map(str, await self.redis.smembers(keys.tenant_keys(tenant_id))))
+            done = int(
+                await self.redis.eval(
+                    _REVOKE,
+                    2 + len(ids),
+                    keys.api_key(key_id),
+                    keys.tenant_keys(tenant_id),
+                    *map(keys.api_key, ids),
+                    str(now),
+                    *ids,
+                )
+            )
+        if done < 0:
             raise LastAdminKey("this is the tenant's last usable admin key: create another first")
         return await self.get_key(tenant_id, key_id)
 

@@ -3,22 +3,16 @@
 Each agent create or update makes the shared cores synthesize its phrases, so writes are metered
 per tenant: a token bucket in Redis (one Lua script, so concurrent requests of one tenant cannot
 together pass it) holding ``per_minute`` tokens and refilled at ``per_minute`` a minute. A write
-beyond it is refused with 429 ``rate_limited`` and ``Retry-After``.
+beyond it is refused (``api/write_limits.py`` answers 429 ``rate_limited`` with ``Retry-After``).
 """
 
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Awaitable, Callable
-from typing import Any
 
-from fastapi import Depends, Request
 from redis.asyncio import Redis
-from starlette.exceptions import HTTPException
 
 from store import keys
-from tenancy.tenants import Caller
 
 _TAKE = """
 local now = tonumber(ARGV[1])
@@ -39,7 +33,7 @@ return {1, '0'}
 
 
 class WriteLimiter:
-    """A token bucket per tenant for configuration writes (Redis key ``limits:{tenant}:writes``)."""
+    """A token bucket per tenant for configuration writes (``keys.limit_writes``)."""
 
     def __init__(self, redis: Redis, per_minute: int) -> None:
         """Allow a burst of ``per_minute`` writes, refilled at ``per_minute`` a minute."""
@@ -55,31 +49,4 @@ class WriteLimiter:
         return None if int(allowed) else max(1, math.ceil(float(wait)))
 
 
-def rate_limited(retry_after_s: int) -> HTTPException:
-    """The 429 ``rate_limited`` problem for a write refused by the limiter."""
-    return HTTPException(
-        429,
-        f"too many configuration writes for this tenant: retry in {retry_after_s} s",
-        headers={"Retry-After": str(retry_after_s)},
-    )
-
-
-def write_limit(
-    limiter: WriteLimiter, check: Callable[[Request], Awaitable[Caller]]
-) -> Any:  # FastAPI's Depends() is typed Any
-    """A route dependency that counts the write against the tenant of ``check``'s caller.
-
-    ``check`` is the route's own credentials dependency (FastAPI runs it once per request), so
-    an unauthenticated request never uses a tenant's tokens.
-    """
-    authenticated = Depends(check)
-
-    async def dependency(caller: Caller = authenticated) -> None:
-        wait = await limiter.take(caller.tenant_id, time.time())
-        if wait is not None:
-            raise rate_limited(wait)
-
-    return Depends(dependency)
-
-
-__all__ = ["WriteLimiter", "rate_limited", "write_limit"]
+__all__ = ["WriteLimiter"]

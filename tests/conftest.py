@@ -62,9 +62,13 @@ __all__ = [
     "sealing_calls",
     "write_transcript",
     "free_port",
+    "redis_command",
     "start_redis",
     "start_server",
     "stop_server",
+    "WORLD_PUBLIC_URL",
+    "WORLD_SID",
+    "WORLD_TOKEN",
 ]
 
 
@@ -92,14 +96,18 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-def start_redis(data: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """A real redis-server (Debian package) on a free loopback port; the process and its URL."""
+def redis_command(port: int, data: Path) -> list[str]:
+    """redis-server's command line: on loopback at ``port``, its append-only file in ``data``."""
     binary = shutil.which("redis-server")
     assert binary, "redis-server is missing: `make test` installs it"
+    listen = ["--port", str(port), "--bind", "127.0.0.1"]
+    return [binary, *listen, "--dir", str(data), "--save", "", "--appendonly", "yes"]
+
+
+def start_redis(data: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A real redis-server (Debian package) on a free loopback port; the process and its URL."""
     port = free_port()
-    cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
-           "--save", "", "--appendonly", "yes"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(redis_command(port, data), stdout=subprocess.DEVNULL)
     url = f"redis://127.0.0.1:{port}/0"
     privacy.REDIS_DIRS.append(data)  # scanned after each test (tests/privacy.py)
     privacy.REDIS_URLS.append(url)
@@ -194,6 +202,7 @@ def start_server(redis_url: str, var: Path, ready: str = "/readyz", **env: str) 
     }
     log = var / "serve.log"
     privacy.LOGS.append(log)
+    privacy.KEY_PREFIXES.add(full_env.get("BONMONIQ_REDIS_KEY_PREFIX", ""))
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "serve"],
@@ -305,6 +314,48 @@ def whisper() -> object:
 
     model = verify_model(profile_models("cpu")[Role.STT], REPO / "var" / "models")
     return WhisperModel(str(model.directory), device="cpu", compute_type="int8")
+
+
+@pytest.fixture(scope="session")
+def gguf() -> Path:
+    """The real SmolLM2 model file."""
+    from models import Role, profile_models, verify_model
+
+    model = verify_model(profile_models("cpu")[Role.LLM], REPO / "var" / "models")
+    return model.files[0].path
+
+
+#: The carriers' account and the platform's public URL of ``world``.
+WORLD_SID, WORLD_TOKEN = "AC" + "b" * 32, "tok"
+WORLD_PUBLIC_URL = "https://voice.example.eu"
+
+
+@pytest.fixture
+async def world(redis: Redis) -> tuple[Any, Any, dict[str, Any]]:
+    """Telephony against fakes of the carriers' REST APIs on a real Redis: (telephony, fakes,
+    health), where ``health["value"]`` is the carriers' health the policy sees."""
+    from app.settings import Settings
+    from routing import Agent, Directory
+    from routing.policy import Health, Policy
+    from telephony.service import Telephony
+    from tests.fakes.carrier_apis import fake_carriers
+
+    fakes, kits = fake_carriers(WORLD_SID, WORLD_TOKEN)
+    health = {"value": Health()}
+    directory = Directory(redis)
+    await directory.add_agent(Agent(name="bakery", prompt="p"))
+    policy = Policy.from_dict({"countries": {"CA": {"order": ["telnyx", "twilio"]}}})
+    settings = Settings(public_url=WORLD_PUBLIC_URL)
+    telephony = Telephony(
+        directory,
+        sealing_calls(redis),
+        policy,
+        kits,
+        lambda now: health["value"],
+        settings,
+        max_call_seconds=settings.call.call_max_seconds,
+    )
+    return telephony, fakes, health
 
 
 def telnyx_sim(server: LiveServer, to: str, **kw: Any) -> Any:

@@ -1,9 +1,8 @@
 """Looking for personal data and secrets where they must never be in clear: Redis, its files, logs.
 
 Everything a value could hide under is opened: hex, base64, zlib/gzip streams and zip archives
-(an export is a zip; an idempotent response used to be hex of one), and in Redis's files the
-append-only log's commands one argument at a time and the LZF-compressed strings of its RDB
-preamble, so a secret is found however a layer wrote it.
+(an export is a zip), and in Redis's files the append-only log's commands one argument at a time
+and the LZF-compressed strings of its RDB preamble, so a secret is found however a layer wrote it.
 """
 
 from __future__ import annotations
@@ -241,10 +240,18 @@ CONFIG_KEYS = re.compile(r"^agent:[^:]+:[^:]+$")
 _DIRECTORY_NUMBER = re.compile(r"^number:(\+?\d+)$")
 #: The tenants' own numbers, as the directory of the session's Redis named them.
 OWN: set[str] = set()
+#: The key prefixes the session's platforms were started with (``BONMONIQ_REDIS_KEY_PREFIX``).
+KEY_PREFIXES: set[str] = {""}
+
+
+def _unprefixed(key: str) -> str:
+    """``key`` without the longest of :data:`KEY_PREFIXES` it starts with."""
+    return key.removeprefix(max((p for p in KEY_PREFIXES if key.startswith(p)), key=len))
 
 
 def note_directory(key: str, members: Iterable[bytes] = ()) -> None:
     """Remember the numbers a directory key names (its own name, or a tenant's set's members)."""
+    key = _unprefixed(key)
     if m := _DIRECTORY_NUMBER.match(key):
         OWN.add(m[1])
     elif key.startswith("numbers:"):
@@ -253,6 +260,7 @@ def note_directory(key: str, members: Iterable[bytes] = ()) -> None:
 
 def _numbers_allowed(key: str, found: list[Finding]) -> list[Finding]:
     """``found`` in ``key``, less what the key may hold in clear."""
+    key = _unprefixed(key)
     if CONFIG_KEYS.match(key):
         return [f for f in found if f.what != "phone number"]
     if DIRECTORY_KEYS.match(key):
@@ -338,7 +346,7 @@ class Watch:
             try:
                 values = list(redis_values(client))
                 for key, _, value in values:
-                    note_directory(key, [value] if key.startswith("numbers:") else ())
+                    note_directory(key, [value] if _unprefixed(key).startswith("numbers:") else ())
                 for key, fld, value in values:
                     hits = SEEN.search(f"redis db{db} {key} {fld}", value)
                     found += _numbers_allowed(key, hits)

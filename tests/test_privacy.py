@@ -4,7 +4,6 @@ real redis-server of its own (not one the session's scan watches)."""
 from __future__ import annotations
 
 import io
-import shutil
 import subprocess
 import time
 import zipfile
@@ -14,8 +13,8 @@ import redis as sync_redis
 from redis.asyncio import Redis
 
 from llm.server import free_port
-from tests.api.test_keys import new_tenant
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, redis_command
+from tests.helpers import new_tenant
 from tests.privacy import Needles, Watch, aof_commands, file_parts, redis_files, redis_values
 
 SECRET = "bmq_0123456789abcdef_" + "S" * 43
@@ -23,13 +22,8 @@ NUMBER = "+33612345678"
 
 
 def test_the_scan_finds_a_secret_in_hex_in_a_zip_and_in_redis_files(tmp_path: Path) -> None:
-    binary = shutil.which("redis-server")
-    assert binary
     port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path),
-         "--save", "", "--appendonly", "yes"], stdout=subprocess.DEVNULL,
-    )  # fmt: skip
+    proc = subprocess.Popen(redis_command(port, tmp_path), stdout=subprocess.DEVNULL)
     client = sync_redis.Redis.from_url(f"redis://127.0.0.1:{port}/0")
     try:
         for _ in range(200):

@@ -1,15 +1,11 @@
-"""The call pipeline: shared speech models, one pipecat pipeline per call, the call store."""
+"""The call pipeline: shared speech models, and one pipecat pipeline per call on its media.
 
-from calls.events import STAGE_ORDER, CallEvent, CallEventType, current_call_id, order_violations
-from calls.store import CallRecord, CallStore, Turn
+``voice.transport`` takes a carrier's media socket from the HTTP edge (no web framework
+here), checks the stream against the call store and runs a ``voice.session.CallSession``.
+Those modules pull in pipecat and the models, so they are imported on their own.
+"""
 
-__all__ = [
-    "STAGE_ORDER",
-    "CallEvent",
-    "CallEventType",
-    "CallRecord",
-    "CallStore",
-    "Turn",
-    "current_call_id",
-    "order_violations",
-]
+from voice.errors import AnnouncementIncomplete, PeerGone, VoiceError
+from voice.settings import CallSettings
+
+__all__ = ["AnnouncementIncomplete", "CallSettings", "PeerGone", "VoiceError"]

@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 
 from routing.directory import DEFAULT_ANNOUNCEMENT
+from voice.errors import AnnouncementIncomplete
 
 AI_DISCLOSURE = "ai_disclosure"
 RECORDING_NOTICE = "recording_notice"
@@ -62,7 +63,7 @@ REQUIRED: Mapping[str, Mapping[str, re.Pattern[str]]] = {
         RECORDING_NOTICE: _words(
             r"aufgezeichnet", r"Aufzeichnung\w*", "aufgenommen", r"Aufnahme\w*", "mitgeschnitten"
         ),
-    },  # fmt: skip
+    },
     "es": {
         AI_DISCLOSURE: _words(
             "IA",
@@ -190,24 +191,6 @@ DEFAULTS: Mapping[str, str] = {
 }
 
 
-class AnnouncementIncomplete(ValueError):
-    """The announcement lacks a required part (or its language has no rules)."""
-
-    code = "announcement_incomplete"
-
-    def __init__(self, language: str, missing: tuple[str, ...]) -> None:
-        """``missing``: the parts (:data:`AI_DISCLOSURE`, :data:`RECORDING_NOTICE`) not found."""
-        self.language, self.missing = language, missing
-        if language not in REQUIRED:
-            message = f"announcements in {language!r} cannot be checked yet"
-        else:
-            message = (
-                f"the announcement must say, in {language!r}, that the caller is speaking with "
-                f"an AI and that the call may be recorded; missing: {', '.join(missing)}"
-            )
-        super().__init__(message)
-
-
 def missing_parts(text: str, language: str) -> tuple[str, ...]:
     """The required parts ``text`` does not contain, in ``language`` (all, if unknown)."""
     rules = REQUIRED.get(language)
@@ -220,7 +203,7 @@ def check_announcement(text: str, language: str) -> None:
     """Raise :class:`AnnouncementIncomplete` unless ``text`` says all it must in ``language``."""
     missing = missing_parts(text, language)
     if missing:
-        raise AnnouncementIncomplete(language, missing)
+        raise AnnouncementIncomplete(language, missing, checkable=language in REQUIRED)
 
 
 def default_announcement(language: str) -> str:

@@ -19,9 +19,10 @@ from faster_whisper import WhisperModel
 from piper import PiperVoice
 
 from llm.endpoint import LLMEndpoint
-from llm.scheduler import UrgencyBoard
+from llm.scheduler import GIVE_WAY_LIMIT_S, UrgencyBoard
 from models import Role, VerifiedModel
 from voice.metrics import GAVE_WAY, GAVE_WAY_SECONDS
+from voice.settings import PHRASE_CACHE_MB
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +44,16 @@ def load_voice(model: VerifiedModel, use_cuda: bool = False) -> PiperVoice:
     voice = PiperVoice.load(str(model.directory / onnx.name), use_cuda=use_cuda)
     if not use_cuda:
         # onnxruntime's threads spin between operators by default, taking the cores from the
-        # LLM that is still writing the rest of the answer while Piper speaks its beginning:
-        # without spinning, a first sentence synthesized during generation took 0.57 s instead
-        # of 0.65 s, and the LLM wrote 54 tokens/s instead of 45 (2 cores).
+        # LLM that is still writing the rest of the answer while Piper speaks its beginning
+        # (BENCHMARKS.md has the measurement).
         opts = onnxruntime.SessionOptions()
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         voice.session = onnxruntime.InferenceSession(
-            str(model.directory / onnx.name), sess_options=opts,
+            str(model.directory / onnx.name),
+            sess_options=opts,
             providers=["CPUExecutionProvider"],
-        )  # fmt: skip
+        )
     return voice
 
 
@@ -64,11 +65,6 @@ def synthesize(voice: PiperVoice, text: str, rate: int = PHONE_RATE) -> bytes:
         return pcm
     samples = np.frombuffer(pcm, dtype=np.int16)
     return soxr.resample(samples, native, rate).astype(np.int16).tobytes()
-
-
-#: The longest the rest of an answer waits for work a caller is waiting for (a Whisper decode
-#: takes about 0.3 s on the 2-core machine).
-GIVE_WAY_LIMIT_S = 1.0
 
 
 class Urgency:
@@ -137,8 +133,8 @@ class Urgency:
 
 
 #: Default budget of the phrase cache: about 35 minutes of 8 kHz speech, a few hundred
-#: agents' announcements and greetings (BONMONIQ_PHRASE_CACHE_MB).
-PHRASE_CACHE_BYTES = 64 * 1024 * 1024
+#: agents' announcements and greetings.
+PHRASE_CACHE_BYTES = PHRASE_CACHE_MB * 1024 * 1024
 
 
 class PhraseCache:
@@ -245,8 +241,15 @@ class Engines:
         silero = onnxruntime.InferenceSession(
             str(silero_model_path()), providers=["CPUExecutionProvider"], sess_options=opts
         )
-        engines = cls(whisper, piper, tts.spec.name, silero, llm, urgency=Urgency(board),
-                      phrases=PhraseCache(phrase_cache_bytes))  # fmt: skip
+        engines = cls(
+            whisper,
+            piper,
+            tts.spec.name,
+            silero,
+            llm,
+            urgency=Urgency(board),
+            phrases=PhraseCache(phrase_cache_bytes),
+        )
         engines.warm_up()
         log.info("speech models loaded", extra={"seconds": round(time.monotonic() - t0, 2)})
         return engines
@@ -254,9 +257,13 @@ class Engines:
     def warm_up(self) -> None:
         """Run each model once, so the first call pays no lazy initialisation."""
         segments, _ = self.whisper.transcribe(
-            np.zeros(16000, dtype=np.float32), language="en", beam_size=1, temperature=0.0,
-            without_timestamps=True, max_new_tokens=1,
-        )  # fmt: skip
+            np.zeros(16000, dtype=np.float32),
+            language="en",
+            beam_size=1,
+            temperature=0.0,
+            without_timestamps=True,
+            max_new_tokens=1,
+        )
         list(segments)
         self.warmed.add("stt")
         if self.synthesize("Hello."):

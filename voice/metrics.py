@@ -5,8 +5,9 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 ACTIVE_CALLS = Gauge("bonmoniq_active_calls", "Calls whose media session runs in this process.")
-CALLS = Counter("bonmoniq_calls_total", "Media sessions run to their end, by how they ended.",
-                ["outcome"])  # fmt: skip
+CALLS = Counter(
+    "bonmoniq_calls_total", "Media sessions run to their end, by how they ended.", ["outcome"]
+)
 
 EARLY_TRANSCRIPTS = Counter(
     "bonmoniq_early_transcripts_total",

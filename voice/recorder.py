@@ -190,9 +190,11 @@ class CallRecorder:
             if self.writer is not None or self.discarded:
                 return
             self.writer = await self.objects.create(
-                self.identity, format=RECORDING_FORMAT, started_at=repr(time.time()),
+                self.identity,
+                format=RECORDING_FORMAT,
+                started_at=repr(time.time()),
                 expires_at=repr(self.expires_at),
-            )  # fmt: skip
+            )
         if not self.discarded:
             await self.buffer.start_recording()
 

@@ -57,8 +57,8 @@ def window_frames(duration_s: float) -> int:
     cost follows the window, not the speech. CTranslate2's encoder accepts shorter windows:
     the utterance and a margin of silence (with less, the decoder tends to say the utterance
     twice), at least 6 s, at most 30 s, an even count (the encoder's convolution has stride
-    2). ``bench/stt_window.py`` measures the word error rate against the full window on 150
-    phone-quality utterances: 5.44 % against 4.82 %, 4.2 times faster (BENCHMARKS.md).
+    2). ``bench/stt_window.py`` measures the word error rate and the speed against the full
+    window (BENCHMARKS.md).
     """
     frames = math.ceil((duration_s + WINDOW_MARGIN_S) * _FRAMES_PER_S)
     frames = min(FULL_WINDOW_FRAMES, max(6 * _FRAMES_PER_S, frames))
@@ -130,9 +130,11 @@ class TrimmedWhisper:
         found = self._tokenizers.get(language)
         if found is None:
             found = self._tokenizers[language] = Tokenizer(
-                self._model.hf_tokenizer, self._model.model.is_multilingual,
-                task="transcribe", language=language,
-            )  # fmt: skip
+                self._model.hf_tokenizer,
+                self._model.model.is_multilingual,
+                task="transcribe",
+                language=language,
+            )
         return found
 
     def transcribe(self, audio: Any, language: str | None = None, **_: Any) -> Any:
@@ -150,17 +152,22 @@ class TrimmedWhisper:
         # Speech runs at most ~6 tokens a second: a longer output is a hallucinated repeat.
         most = len(prompt) + 8 + math.ceil(8 * len(audio) / 16000)
         result = model.model.generate(
-            encoded, [prompt], beam_size=self.beam_size, max_length=min(model.max_length, most),
-            return_no_speech_prob=True, return_scores=True, suppress_blank=True,
+            encoded,
+            [prompt],
+            beam_size=self.beam_size,
+            max_length=min(model.max_length, most),
+            return_no_speech_prob=True,
+            return_scores=True,
+            suppress_blank=True,
             suppress_tokens=[-1],
             max_initial_timestamp_index=50,
-        )[0]  # fmt: skip
+        )[0]
         tokens = result.sequences_ids[0]
         spoken = _spoken(tokens, tokenizer, len(audio) / 16000)
         text = _without_restart(tokenizer.decode(spoken).strip())
-        # On a window this short the no-speech probability runs higher than on 30 s (p99 0.29
-        # against 0.10 over the bench's 150 utterances, some above pipecat's 0.4 cut), so it
-        # alone would drop real questions. faster-whisper's own rule is kept instead: silence
+        # On a window this short the no-speech probability runs higher than on 30 s (some
+        # utterances above pipecat's 0.4 cut, BENCHMARKS.md), so it alone would drop real
+        # questions. faster-whisper's own rule is kept instead: silence
         # only when the decode is also unlikely (average log-probability under -1).
         avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
         silent = result.no_speech_prob if avg_logprob < SILENCE_LOGPROB else 0.0
@@ -404,10 +411,9 @@ class FirstClauseAggregator(SimpleTextAggregator):
     """Sentences for the TTS, except that a response's first clause goes as soon as it ends.
 
     Piper speaks nothing until it has synthesized a whole chunk, and the first chunk is what
-    the caller waits for: "Yes, we open at eight on Saturday." starts with "Yes," (0.06 s to
-    synthesize on the 2-core machine; a 12-word sentence takes 0.25 s). A clause ends at a
-    comma, semicolon or colon followed by a space ("1,000" does not split); later chunks are
-    whole sentences.
+    the caller waits for: "Yes, we open at eight on Saturday." starts with "Yes,", a fraction
+    of the whole sentence's synthesis time. A clause ends at a comma, semicolon or colon
+    followed by a space ("1,000" does not split); later chunks are whole sentences.
     """
 
     def __init__(self, **kwargs: Any) -> None:

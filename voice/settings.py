@@ -7,12 +7,16 @@ from typing import TYPE_CHECKING
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from carriers.base import HANGUP_GRACE_S
+
 if TYPE_CHECKING:
     from pipecat.audio.vad.vad_analyzer import VADParams
 
 #: The longest call the platform may allow: the carriers' own maximum (4 hours) less the grace
 #: they are given after the platform's closing phrase.
-CALL_MAX_LIMIT_S = 14400 - 30
+CALL_MAX_LIMIT_S = 4 * 3600 - HANGUP_GRACE_S
+#: MB of synthesized fixed phrases kept per process by default (``BONMONIQ_PHRASE_CACHE_MB``).
+PHRASE_CACHE_MB = 64
 
 
 class CallSettings(BaseSettings):
@@ -53,7 +57,7 @@ class CallSettings(BaseSettings):
         description="The same for inbound calls. Unset: BONMONIQ_CALL_MAX_SECONDS.",
     )
     phrase_cache_mb: int = Field(
-        default=64,
+        default=PHRASE_CACHE_MB,
         ge=0,
         description="MB of synthesized fixed phrases (announcements, greetings) kept per "
         "process, the least recently used dropped first; a dropped phrase is synthesized again "

@@ -1,4 +1,9 @@
-"""A carrier's media WebSocket into a call: opening messages, checks, then the call's pipeline."""
+"""A carrier's media WebSocket into a call: opening messages, checks, then the call's pipeline.
+
+The HTTP edge verifies and hands over the socket (:class:`~voice.media.MediaSocket`); this
+module reads the opening messages, checks that the stream belongs to a live call of ours, and
+runs the call's :class:`~voice.session.CallSession` on pipecat's WebSocket transport.
+"""
 
 from __future__ import annotations
 
@@ -8,19 +13,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from fastapi import WebSocket
 from pipecat.serializers.base_serializer import FrameSerializer
-from starlette.websockets import WebSocketDisconnect
 
 from calls.events import current_call_id
-from calls.store import STATE_RANK, CallRecord, CallStore, member
+from calls.records import CallRecord, member
 from carriers.base import StreamStart
 from carriers.errors import MediaMalformed
-from recordings.objects import EncryptedObjects
 from routing.directory import Agent, Directory
 from routing.errors import AgentNotFound
-from voice.engines import Engines
-from voice.session import CallConfig, CallSession
+from voice.errors import PeerGone
+from voice.media import CarrierLink, MediaSocket, TransportFactory
+from voice.session import CallSession, SessionDeps
 
 log = logging.getLogger(__name__)
 #: WebSocket close codes: policy violation (unknown or unauthorised stream), bad data.
@@ -42,26 +45,47 @@ class Seats(Protocol):
 
 @dataclass(frozen=True)
 class StreamDeps:
-    """What a media stream needs from the platform."""
+    """What a media stream needs from the platform: the sessions' and the call's checks."""
 
-    calls: CallStore
+    session: SessionDeps
     directory: Directory
-    engines: Engines
-    config: CallConfig
     seats: Seats
     prepare: Callable[[Agent], None]
-    objects: EncryptedObjects | None = None
+    #: The HTTP edge's pipecat transport over the carrier's socket.
+    transport: TransportFactory
     #: Told when a caller objects to the recording (``record``, how): the audit entry.
     on_objection: Callable[[CallRecord, str], Awaitable[None]] | None = None
+
+
+class _Opening:
+    """The socket while its opening messages are read: any failure reading is the peer gone."""
+
+    def __init__(self, socket: MediaSocket) -> None:
+        self._socket = socket
+
+    async def accept(self) -> None:
+        await self._socket.accept()
+
+    async def receive_text(self) -> str:
+        try:
+            return await self._socket.receive_text()
+        except Exception as e:  # the framework's disconnect, whatever its type
+            raise PeerGone(str(e)) from e
+
+    async def send_text(self, data: str) -> None:
+        await self._socket.send_text(data)
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None:
+        await self._socket.close(code, reason)
 
 
 def start_reader(
     parse_message: Callable[[str], dict[str, Any]],
     parse_start: Callable[[dict[str, Any]], StreamStart],
-) -> Callable[[WebSocket], Awaitable[StreamStart]]:
+) -> Callable[[MediaSocket], Awaitable[StreamStart]]:
     """A reader of ``connected`` then ``start`` (how Twilio and Telnyx open a stream)."""
 
-    async def read(ws: WebSocket) -> StreamStart:
+    async def read(ws: MediaSocket) -> StreamStart:
         for _ in range(3):
             message = parse_message(await ws.receive_text())
             if message["event"] == "start":
@@ -73,26 +97,26 @@ def start_reader(
     return read
 
 
-async def first_message(ws: WebSocket, read: Callable[[WebSocket], Awaitable[T]]) -> T | None:
+async def first_message(ws: MediaSocket, read: Callable[[MediaSocket], Awaitable[T]]) -> T | None:
     """Accept the socket and ``read`` its opening message(s); on a protocol error close it.
 
     ``None`` when the stream was refused (bad data: close 1007) or the peer went away.
     """
     await ws.accept()
     try:
-        return await asyncio.wait_for(read(ws), START_TIMEOUT_S)
+        return await asyncio.wait_for(read(_Opening(ws)), START_TIMEOUT_S)
     except (MediaMalformed, TimeoutError) as e:
         reason = str(e) or "no start message in time"
         log.warning("media stream refused", extra={"reason": reason})
         await ws.close(code=CLOSE_BAD_DATA, reason=reason[:120])
-    except WebSocketDisconnect:
+    except PeerGone:
         pass
     return None
 
 
 async def run_stream(
     deps: StreamDeps,
-    ws: WebSocket,
+    ws: MediaSocket,
     start: StreamStart,
     carrier: str,
     make_codec: Callable[[Callable[[str], None]], FrameSerializer],
@@ -102,8 +126,9 @@ async def run_stream(
     on_attached: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Check the stream belongs to a live call of ours, then run the call's pipeline on it."""
+    calls = deps.session.store
     call_id = start.parameters.get("call_id", "")
-    record = await deps.calls.get(call_id) if call_id else None
+    record = await calls.get(call_id) if call_id else None
     if record is None or (record.carrier, record.carrier_call_id) != (
         carrier,
         start.carrier_call_id,
@@ -115,11 +140,11 @@ async def run_stream(
     who = member(record.carrier, record.carrier_call_id)
     attached = False
     try:
-        if STATE_RANK.get(record.state, 0) >= 3:
+        if record.state.is_final:
             log.warning("media for a finished call", extra={"state": record.state})
             await ws.close(code=CLOSE_POLICY, reason="call is over")
             return
-        if not await deps.calls.claim_stream(call_id, start.stream_id):
+        if not await calls.claim_stream(call_id, start.stream_id):
             log.warning("second media stream for a call refused")
             await ws.close(code=CLOSE_POLICY, reason="stream already attached")
             return
@@ -133,7 +158,7 @@ async def run_stream(
             await ws.close(code=CLOSE_POLICY, reason="agent unavailable")
             return
         # The announcement plays at once; the other phrases are needed only after it.
-        await deps.engines.phrase(agent.announcement.strip())
+        await deps.session.engines.phrase(agent.announcement.strip())
         deps.prepare(agent)
         if on_attached is not None:
             await on_attached()
@@ -151,12 +176,10 @@ async def run_stream(
             if deps.on_objection is not None:
                 await deps.on_objection(record, how)
 
-        session = CallSession(
-            ws, make_codec(on_invalid), record, agent, deps.engines, deps.calls,
-            deps.config, keepalive=keepalive,
-            hang_up=carrier_hang_up if hang_up else None,
-            objects=deps.objects, on_objection=objected,
-        )  # fmt: skip
+        codec = make_codec(on_invalid)
+        link = CarrierLink(ws, codec, keepalive, carrier_hang_up if hang_up else None)
+        transport = deps.transport(ws, codec)
+        session = CallSession(transport, record, agent, deps.session, link, objected)
         await session.run()
     finally:
         if attached:

@@ -61,7 +61,7 @@ class SpeculativeTurnStop(SpeechTimeoutUserTurnStopStrategy):
         The speculative answer is generated on this text, and the LLM server keeps that prompt
         as its cached prefix: any other spelling (the raw transcripts start with a space) and
         the next turn's prompt would differ from it at this message, and the server would
-        read the rest of the conversation again (0.3 s on the 2-core machine).
+        read the rest of the conversation again.
         """
         return concatenate_aggregated_text(self._parts)
 

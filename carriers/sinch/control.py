@@ -40,13 +40,17 @@ class SinchControl:
         """Use ``account``'s keys."""
         self.account = account
         self.voice = RestClient(
-            "sinch", account.voice_base, auth=(account.app_key, account.app_secret),
+            "sinch",
+            account.voice_base,
+            auth=(account.app_key, account.app_secret),
             transport=transport,
-        )  # fmt: skip
+        )
         self.numbers = RestClient(
-            "sinch", f"{account.numbers_base}/v1/projects/{account.project_id}",
-            auth=(account.key_id, account.key_secret), transport=transport,
-        )  # fmt: skip
+            "sinch",
+            f"{account.numbers_base}/v1/projects/{account.project_id}",
+            auth=(account.key_id, account.key_secret),
+            transport=transport,
+        )
 
     async def hang_up(self, call_id: str) -> None:
         """End the call (SVAML ``hangup``)."""

@@ -99,6 +99,12 @@ class SinchVerifier:
     def verify(self, request: WebhookRequest, now: float) -> Verdict:
         """See :func:`verify`: Sinch signs the path of the URL it called."""
         return verify(
-            request.method, urlsplit(request.url).path, request.body, request.headers,
-            self._key, self._secret, dt.datetime.fromtimestamp(now, dt.UTC), self._window,
-        )  # fmt: skip
+            request.method,
+            urlsplit(request.url).path,
+            request.body,
+            request.headers,
+            self._key,
+            self._secret,
+            dt.datetime.fromtimestamp(now, dt.UTC),
+            self._window,
+        )

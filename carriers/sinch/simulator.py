@@ -104,8 +104,14 @@ class SinchSimulator:
     def body(self, event: str, **fields: Any) -> bytes:
         """A callback body as Sinch sends it."""
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        body = {"event": event, "callid": self.call_id, "timestamp": now, "version": 1,
-                "applicationKey": self.app_key, **fields}  # fmt: skip
+        body = {
+            "event": event,
+            "callid": self.call_id,
+            "timestamp": now,
+            "version": 1,
+            "applicationKey": self.app_key,
+            **fields,
+        }
         return json.dumps(body).encode()
 
     def sign(self, body: bytes, at: dt.datetime | None = None) -> dict[str, str]:
@@ -113,8 +119,11 @@ class SinchSimulator:
         ts = (at or dt.datetime.now(dt.UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
         path = urlsplit(self.public_url + "/webhooks/sinch").path
         signature = sign(self.app_secret, "POST", path, body, "application/json", ts)
-        return {"authorization": f"application {self.app_key}:{signature}",
-                "content-type": "application/json", "x-timestamp": ts}  # fmt: skip
+        return {
+            "authorization": f"application {self.app_key}:{signature}",
+            "content-type": "application/json",
+            "x-timestamp": ts,
+        }
 
     async def deliver(self, body: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
         """POST one callback (signed now unless ``headers`` are given)."""
@@ -127,8 +136,13 @@ class SinchSimulator:
 
     def ice(self) -> bytes:
         """The ICE of this call."""
-        return self.body("ice", cli=self.from_, to={"type": "did", "endpoint": self.to},
-                         domain="pstn", originationType="PSTN")  # fmt: skip
+        return self.body(
+            "ice",
+            cli=self.from_,
+            to={"type": "did", "endpoint": self.to},
+            domain="pstn",
+            originationType="PSTN",
+        )
 
     async def run(self, utterances: list[tuple[str, bytes]], **options: Any) -> SimulationResult:
         """Place the call; say each utterance after the agent has finished talking."""
@@ -144,11 +158,19 @@ class SinchSimulator:
             result = SimulationResult(self.call_id, headers.get("call_id", ""), json.dumps(svaml))
             rate = action.get("streamingOptions", {}).get("sampleRate", STREAM_RATE)
             async with websockets.connect(action["destination"]["endpoint"], max_size=2**22) as ws:
-                await ws.send(json.dumps({
-                    "command": "connect", "version": 1, "callId": self.call_id,
-                    "applicationKey": self.app_key, "codec": "PCM", "sampleRate": rate,
-                    "callHeaders": headers,
-                }))  # fmt: skip
+                await ws.send(
+                    json.dumps(
+                        {
+                            "command": "connect",
+                            "version": 1,
+                            "callId": self.call_id,
+                            "applicationKey": self.app_key,
+                            "codec": "PCM",
+                            "sampleRate": rate,
+                            "callHeaders": headers,
+                        }
+                    )
+                )
                 first = await asyncio.wait_for(ws.recv(), 15)
                 if json.loads(first).get("command") != "answer":
                     raise SimulationError(f"expected answer, got {first!r}")

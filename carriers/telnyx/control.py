@@ -51,9 +51,11 @@ class TelnyxControl:
         """Use ``account``'s API key."""
         self.account = account
         self.rest = RestClient(
-            "telnyx", account.api_base, headers={"Authorization": f"Bearer {account.api_key}"},
+            "telnyx",
+            account.api_base,
+            headers={"Authorization": f"Bearer {account.api_key}"},
             transport=transport,
-        )  # fmt: skip
+        )
 
     async def _action(self, call_id: str, action: str, body: dict[str, Any]) -> None:
         body.setdefault("command_id", str(uuid.uuid4()))
@@ -121,7 +123,7 @@ class TelnyxControl:
                 n["phone_number"],
                 country.upper(),
                 (n.get("region_information") or [{}])[0].get("region_name", ""),
-            )  # fmt: skip
+            )
             for n in data.get("data", [])
         ]
 

@@ -9,7 +9,6 @@ to ``carriers.telnyx.control``.
 
 from __future__ import annotations
 
-import audioop
 import base64
 import binascii
 import json
@@ -17,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pipecat.audio.dtmf.types import KeypadEntry
-from pipecat.audio.utils import create_stream_resampler
+from pipecat.audio.utils import create_stream_resampler, pcm_to_ulaw, ulaw_to_pcm
 from pipecat.frames.frames import (
     AudioRawFrame,
     Frame,
@@ -152,10 +151,10 @@ class TelnyxMediaCodec(FrameSerializer, PlaybackAcks):
         if isinstance(frame, PlaybackMarkFrame):
             return json.dumps({"event": "mark", "mark": {"name": frame.message}})
         if isinstance(frame, AudioRawFrame):
-            pcm = await self._out.resample(frame.audio, frame.sample_rate, RATE)
-            if not pcm:
+            ulaw = await pcm_to_ulaw(frame.audio, frame.sample_rate, RATE, self._out)
+            if not ulaw:
                 return None
-            payload = base64.b64encode(audioop.lin2ulaw(pcm, 2)).decode()
+            payload = base64.b64encode(ulaw).decode()
             return json.dumps({"event": "media", "media": {"payload": payload}})
         return None
 
@@ -200,7 +199,7 @@ class TelnyxMediaCodec(FrameSerializer, PlaybackAcks):
         ordered = self.reorder.push(chunk, payload)
         if not ordered:
             return None
-        pcm = await self._in.resample(audioop.ulaw2lin(ordered, 2), RATE, self._sample_rate)
+        pcm = await ulaw_to_pcm(ordered, RATE, self._sample_rate, self._in)
         if not pcm:
             return None
         frame = InputAudioRawFrame(audio=pcm, num_channels=1, sample_rate=self._sample_rate)

@@ -46,12 +46,19 @@ class TelnyxWire:
         """One ``media`` message of PCMU audio, numbered."""
         self.seq += 1
         self.chunk += 1
-        return json.dumps({
-            "event": "media", "sequence_number": str(self.seq), "stream_id": self.stream_id,
-            "media": {"track": "inbound", "chunk": str(self.chunk),
-                      "timestamp": str(self.chunk * 20),
-                      "payload": base64.b64encode(audioop.lin2ulaw(pcm, 2)).decode()},
-        })  # fmt: skip
+        return json.dumps(
+            {
+                "event": "media",
+                "sequence_number": str(self.seq),
+                "stream_id": self.stream_id,
+                "media": {
+                    "track": "inbound",
+                    "chunk": str(self.chunk),
+                    "timestamp": str(self.chunk * 20),
+                    "payload": base64.b64encode(audioop.lin2ulaw(pcm, 2)).decode(),
+                },
+            }
+        )
 
     def decode(self, raw: str | bytes) -> Heard:
         """Agent audio, ``clear``, or a ``mark`` to send back once the audio before it played."""
@@ -60,8 +67,12 @@ class TelnyxWire:
             return Heard(audio=audioop.ulaw2lin(base64.b64decode(msg["media"]["payload"]), 2))
         if msg.get("event") == "mark":
             self.seq += 1
-            echo = {"event": "mark", "sequence_number": str(self.seq),
-                    "stream_id": self.stream_id, "mark": msg.get("mark", {})}  # fmt: skip
+            echo = {
+                "event": "mark",
+                "sequence_number": str(self.seq),
+                "stream_id": self.stream_id,
+                "mark": msg.get("mark", {}),
+            }
             return Heard(played_reply=json.dumps(echo))
         return Heard(clear=msg.get("event") == "clear")
 
@@ -158,23 +169,37 @@ class TelnyxSimulator:
 
     def envelope(self, event_type: str, **payload: Any) -> bytes:
         """A webhook body as Telnyx sends it."""
-        return json.dumps({
-            "data": {"record_type": "event", "event_type": event_type, "id": str(uuid.uuid4()),
-                     "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime()),
-                     "payload": {"call_control_id": self.ccid, "connection_id": self.connection_id,
-                                 "call_leg_id": str(uuid.uuid4()),
-                                 "call_session_id": str(uuid.uuid4()),
-                                 "from": self.from_, "to": self.to, "direction": "incoming",
-                                 **payload}},
-            "meta": {"attempt": 1, "delivered_to": self.public_url + "/webhooks/telnyx"},
-        }).encode()  # fmt: skip
+        return json.dumps(
+            {
+                "data": {
+                    "record_type": "event",
+                    "event_type": event_type,
+                    "id": str(uuid.uuid4()),
+                    "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime()),
+                    "payload": {
+                        "call_control_id": self.ccid,
+                        "connection_id": self.connection_id,
+                        "call_leg_id": str(uuid.uuid4()),
+                        "call_session_id": str(uuid.uuid4()),
+                        "from": self.from_,
+                        "to": self.to,
+                        "direction": "incoming",
+                        **payload,
+                    },
+                },
+                "meta": {"attempt": 1, "delivered_to": self.public_url + "/webhooks/telnyx"},
+            }
+        ).encode()
 
     def sign(self, body: bytes, timestamp: int | None = None) -> dict[str, str]:
         """The signature headers for ``body``."""
         ts = str(int(time.time()) if timestamp is None else timestamp)
         sig = self.key.sign(ts.encode() + b"|" + body)
-        return {"telnyx-signature-ed25519": base64.b64encode(sig).decode(), "telnyx-timestamp": ts,
-                "content-type": "application/json"}  # fmt: skip
+        return {
+            "telnyx-signature-ed25519": base64.b64encode(sig).decode(),
+            "telnyx-timestamp": ts,
+            "content-type": "application/json",
+        }
 
     async def deliver(self, body: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
         """POST one webhook (signed now unless ``headers`` are given)."""
@@ -201,8 +226,10 @@ class TelnyxSimulator:
             await self.deliver(self.envelope("call.answered", state="answered", client_state=state))
             await self._stream(command["stream_url"], state, result, utterances, options)
             hung_up_by_platform = any(a == "hangup" for c, a, _ in self.api.log if c == self.ccid)
-            cause = {"hangup_cause": "normal_clearing",
-                     "hangup_source": "callee" if hung_up_by_platform else "caller"}  # fmt: skip
+            cause = {
+                "hangup_cause": "normal_clearing",
+                "hangup_source": "callee" if hung_up_by_platform else "caller",
+            }
             await self.deliver(
                 self.envelope("call.hangup", state="hangup", client_state=state, **cause)
             )
@@ -222,8 +249,14 @@ class TelnyxSimulator:
         )
         await self.deliver(self.envelope("call.answered", direction="outgoing", client_state=state))
         await self._stream(dial["stream_url"], state, result, utterances, options)
-        await self.deliver(self.envelope("call.hangup", direction="outgoing", client_state=state,
-                                         hangup_cause="normal_clearing"))  # fmt: skip
+        await self.deliver(
+            self.envelope(
+                "call.hangup",
+                direction="outgoing",
+                client_state=state,
+                hangup_cause="normal_clearing",
+            )
+        )
         return result
 
     async def _stream(
@@ -237,12 +270,23 @@ class TelnyxSimulator:
         """Connect the media stream as Telnyx does and hold the conversation on it."""
         async with websockets.connect(url, max_size=2**22) as ws:
             await ws.send(json.dumps({"event": "connected", "version": "1.0.0"}))
-            await ws.send(json.dumps({
-                "event": "start", "sequence_number": "1", "stream_id": self.stream_id,
-                "start": {"call_control_id": self.ccid, "call_session_id": str(uuid.uuid4()),
-                          "from": self.from_, "to": self.to, "client_state": state,
-                          "media_format": MEDIA_FORMAT},
-            }))  # fmt: skip
+            await ws.send(
+                json.dumps(
+                    {
+                        "event": "start",
+                        "sequence_number": "1",
+                        "stream_id": self.stream_id,
+                        "start": {
+                            "call_control_id": self.ccid,
+                            "call_session_id": str(uuid.uuid4()),
+                            "from": self.from_,
+                            "to": self.to,
+                            "client_state": state,
+                            "media_format": MEDIA_FORMAT,
+                        },
+                    }
+                )
+            )
             await Conversation(ws, TelnyxWire(self.stream_id), result).converse(
                 utterances,
                 options.get("greeting_timeout", 40.0),

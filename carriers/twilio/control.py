@@ -31,9 +31,11 @@ class TwilioControl:
         """Use ``account``'s credentials."""
         self.account = account
         self.rest = RestClient(
-            "twilio", account.api_base, auth=(account.account_sid, account.auth_token),
+            "twilio",
+            account.api_base,
+            auth=(account.account_sid, account.auth_token),
             transport=transport,
-        )  # fmt: skip
+        )
         self._root = f"/2010-04-01/Accounts/{account.account_sid}"
 
     async def hang_up(self, call_id: str) -> None:
@@ -55,8 +57,13 @@ class TwilioControl:
         ``time_limit_s`` is Twilio's ``TimeLimit`` (Call resource, create): Twilio ends the call
         that many seconds after it started, whatever the platform does.
         """
-        data = {"From": from_, "To": to, "Url": answer_url, "StatusCallback": status_url,
-                "StatusCallbackEvent": "initiated ringing answered completed"}  # fmt: skip
+        data = {
+            "From": from_,
+            "To": to,
+            "Url": answer_url,
+            "StatusCallback": status_url,
+            "StatusCallbackEvent": "initiated ringing answered completed",
+        }
         if time_limit_s is not None:
             data["TimeLimit"] = str(min(time_limit_s, MAX_TIME_LIMIT_S))
         body = await self.rest.request("POST", f"{self._root}/Calls.json", data=data)
@@ -81,8 +88,13 @@ class TwilioControl:
 
     async def rent(self, number: str, voice_url: str, status_url: str) -> RentedNumber:
         """Buy ``number`` with its voice webhook pointing at the platform."""
-        data = {"PhoneNumber": number, "VoiceUrl": voice_url, "VoiceMethod": "POST",
-                "StatusCallback": status_url, "StatusCallbackMethod": "POST"}  # fmt: skip
+        data = {
+            "PhoneNumber": number,
+            "VoiceUrl": voice_url,
+            "VoiceMethod": "POST",
+            "StatusCallback": status_url,
+            "StatusCallbackMethod": "POST",
+        }
         body = await self.rest.request("POST", f"{self._root}/IncomingPhoneNumbers.json", data=data)
         return RentedNumber("twilio", body["phone_number"], body["sid"])
 

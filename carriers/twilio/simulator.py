@@ -34,14 +34,19 @@ class TwilioWire:
         """One ``media`` message of mu-law audio."""
         self.seq += 1
         self.chunk += 1
-        return json.dumps({
-            "event": "media",
-            "sequenceNumber": str(self.seq),
-            "media": {"track": "inbound", "chunk": str(self.chunk),
-                      "timestamp": str(self.chunk * 20),
-                      "payload": base64.b64encode(audioop.lin2ulaw(pcm, 2)).decode()},
-            "streamSid": self.stream_sid,
-        })  # fmt: skip
+        return json.dumps(
+            {
+                "event": "media",
+                "sequenceNumber": str(self.seq),
+                "media": {
+                    "track": "inbound",
+                    "chunk": str(self.chunk),
+                    "timestamp": str(self.chunk * 20),
+                    "payload": base64.b64encode(audioop.lin2ulaw(pcm, 2)).decode(),
+                },
+                "streamSid": self.stream_sid,
+            }
+        )
 
     def decode(self, raw: str | bytes) -> Heard:
         """Agent audio, ``clear``, or a ``mark`` to echo once the audio before it has played."""
@@ -59,9 +64,14 @@ class TwilioWire:
     def stop(self) -> str:
         """The ``stop`` message."""
         self.seq += 1
-        return json.dumps({"event": "stop", "sequenceNumber": str(self.seq),
-                           "stop": {"accountSid": "", "callSid": ""},
-                           "streamSid": self.stream_sid})  # fmt: skip
+        return json.dumps(
+            {
+                "event": "stop",
+                "sequenceNumber": str(self.seq),
+                "stop": {"accountSid": "", "callSid": ""},
+                "streamSid": self.stream_sid,
+            }
+        )
 
 
 class TwilioSimulator:

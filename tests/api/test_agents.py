@@ -6,8 +6,8 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from tests.api.test_keys import auth, new_tenant
 from tests.conftest import LiveServer
+from tests.helpers import auth, new_tenant
 
 AGENT = {"name": "reception", "language": "en", "system_prompt": "You are a receptionist."}
 

@@ -7,23 +7,17 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import secrets
-import time
 from typing import Any
 
 import httpx
 import pytest
 from redis.asyncio import Redis
 
-from carriers.base import InboundCall
-from routing import Directory
-from tests.api.test_keys import auth, new_tenant
 from tests.conftest import (
     OPERATOR_TOKEN,
     LiveServer,
-    encrypted_store,
-    sealing_calls,
-    write_transcript,
 )
+from tests.helpers import auth, new_tenant, seed
 
 #: The least role each tenant operation needs.
 MIN_ROLE = {
@@ -70,55 +64,6 @@ async def operations(server: LiveServer) -> set[tuple[str, str]]:
         schema = (await c.get("/openapi.json")).json()
     return {
         (m.upper(), p) for p, item in schema["paths"].items() for m in item if m != "parameters"
-    }
-
-
-async def keys_of(server: LiveServer, admin: str) -> dict[str, str]:
-    out = {"admin": admin}
-    async with httpx.AsyncClient(base_url=server.url) as c:
-        for role in ("editor", "viewer"):
-            r = await c.post("/v1/keys", json={"role": role}, headers=auth(admin))
-            out[role] = r.json()["api_key"]
-            out[f"{role}_id"] = r.json()["key_id"]
-    return out
-
-
-async def seed(server: LiveServer, redis: Redis, name: str, number: str) -> dict[str, str]:
-    """A tenant with keys of each role, an agent, a number and a call with a transcript."""
-    tenant_id, admin = await new_tenant(server, name)
-    ids = await keys_of(server, admin) | {"tenant_id": tenant_id}
-    async with httpx.AsyncClient(base_url=server.url) as c:
-        agent = (
-            await c.post(
-                "/v1/agents", json={"name": "desk", "system_prompt": "p"}, headers=auth(admin)
-            )
-        ).json()
-    d = Directory(redis)
-    route = await d.attach(
-        number,
-        await d.get_agent_by_id(agent["agent_id"], tenant_id),
-        {"carrier": "telnyx", "carrier_id": "x"},
-    )
-    store = sealing_calls(redis)
-    call_id, _, _ = await store.open_inbound(
-        InboundCall(
-            "twilio", "CA" + secrets.token_hex(16), "AC1", "+15555551234", number, "ringing"
-        ),
-        route,
-        time.time(),
-        {"carrier": "twilio", "region": "international", "country": "US", "reason": "r"},
-    )
-    await write_transcript(
-        encrypted_store(server, redis),
-        tenant_id,
-        call_id,
-        [("caller", f"secret of {name}", time.time())],
-    )
-    return ids | {
-        "agent_id": agent["agent_id"],
-        "number": number,
-        "call_id": call_id,
-        "key_id": ids["viewer_id"],
     }
 
 

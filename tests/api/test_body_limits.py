@@ -15,8 +15,8 @@ import pytest
 from redis.asyncio import Redis
 
 from api.bodylimit import DEFAULT_LIMIT, LIMITS, limit_for
-from tests.api.test_keys import auth, new_tenant
 from tests.conftest import LiveServer
+from tests.helpers import auth, new_tenant
 
 HUGE = 200 * 1024 * 1024
 CHUNK = 64 * 1024

@@ -11,14 +11,15 @@ import pytest
 from redis.asyncio import Redis
 
 from app.settings import Settings
-from calls.store import HANGUP_GRACE_S, CallStore, Reservation, carrier_time_limit
-from carriers.base import StatusUpdate
+from calls.records import Reservation
+from calls.store import CallStore
+from carriers.base import HANGUP_GRACE_S, Carrier, StatusUpdate, carrier_time_limit
 from carriers.telnyx.control import TelnyxAccount, TelnyxControl
 from routing import Agent, Directory
 from routing.directory import Route
-from routing.policy import Carrier, Health, Policy
+from routing.policy import Health, Policy
 from store import keys
-from telephony.outbound import Telephony
+from telephony.service import Telephony
 from tenancy.limits import Limits, OutboundLimiter, day
 from tests.conftest import sealing_calls
 from tests.fakes.carrier_apis import FakeTelnyx, fake_carriers, form
@@ -32,17 +33,23 @@ FROM = "+13125550142"
 
 @pytest.fixture
 async def world(redis: Redis):  # type: ignore[no-untyped-def]
-    fakes, controls = fake_carriers(SID, TOKEN)
+    fakes, kits = fake_carriers(SID, TOKEN)
     directory = Directory(redis)
     await directory.add_agent(Agent(name="bakery", prompt="p"))
-    limiter = OutboundLimiter(redis, RATE, MAX_S)
+    limiter = OutboundLimiter(redis, RATE, carrier_time_limit(MAX_S))
     settings = Settings(
         public_url="https://voice.example.com", call=CallSettings(call_max_seconds=MAX_S)
     )
     telephony = Telephony(
-        settings, directory, sealing_calls(redis), Policy.from_dict({}), lambda now: Health(),
-        controls, limiter=limiter,
-    )  # fmt: skip
+        directory,
+        sealing_calls(redis),
+        Policy.from_dict({}),
+        kits,
+        lambda now: Health(),
+        settings,
+        max_call_seconds=settings.call.call_max_seconds,
+        limiter=limiter,
+    )
     return telephony, fakes, limiter
 
 
@@ -95,9 +102,12 @@ async def _placed(redis: Redis, limiter: OutboundLimiter, tenant: str, now: floa
     assert source is not None
     store = sealing_calls(redis)
     call_id = await store.open_outbound(
-        source, "+14155550199", now, {"carrier": "telnyx"},
+        source,
+        "+14155550199",
+        now,
+        {"carrier": "telnyx"},
         reservation=Reservation(limiter.reserve_cents(), day(now), RATE),
-    )  # fmt: skip
+    )
     refused = await limiter.admit(tenant, call_id, Limits(100, 100, 10_000), now)
     assert refused is None
     await store.attach_carrier_call(call_id, "telnyx", f"v3:{call_id}")
@@ -107,7 +117,7 @@ async def _placed(redis: Redis, limiter: OutboundLimiter, tenant: str, now: floa
 async def test_a_call_longer_than_its_reservation_is_charged_in_full(redis: Redis) -> None:
     source = await _telnyx_number(redis)
     tenant = source.tenant
-    limiter = OutboundLimiter(redis, RATE, MAX_S)
+    limiter = OutboundLimiter(redis, RATE, carrier_time_limit(MAX_S))
     reserve = limiter.reserve_cents()
     assert reserve == RATE * math.ceil(carrier_time_limit(MAX_S) / 60)
     now = time.time()
@@ -131,7 +141,7 @@ async def test_a_call_longer_than_its_reservation_is_charged_in_full(redis: Redi
 
 async def test_without_a_carrier_duration_the_time_since_answer_is_charged(redis: Redis) -> None:
     source = await _telnyx_number(redis)
-    limiter = OutboundLimiter(redis, RATE, MAX_S)
+    limiter = OutboundLimiter(redis, RATE, carrier_time_limit(MAX_S))
     now = time.time()
     store = sealing_calls(redis)
     call_id = await _placed(redis, limiter, source.tenant, now)
@@ -149,7 +159,7 @@ async def test_without_a_carrier_duration_the_time_since_answer_is_charged(redis
 
 async def test_a_short_call_gives_the_rest_of_its_reservation_back(redis: Redis) -> None:
     source = await _telnyx_number(redis)
-    limiter = OutboundLimiter(redis, RATE, MAX_S)
+    limiter = OutboundLimiter(redis, RATE, carrier_time_limit(MAX_S))
     now = time.time()
     call_id = await _placed(redis, limiter, source.tenant, now)
     await CallStore(redis).apply_status(

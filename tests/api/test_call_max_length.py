@@ -15,13 +15,12 @@ import pytest
 from redis.asyncio import Redis
 
 from calls.events import CallEventType
-from calls.store import HANGUP_GRACE_S, CallStore
+from calls.store import CallStore
+from carriers.base import HANGUP_GRACE_S
 from carriers.simulation import RATE
 from carriers.twilio.simulator import TwilioSimulator
 from routing import Agent, Directory
 from store import keys
-from tests.api.test_keys import auth
-from tests.api.test_outbound_api import FROM, tenant_with_number
 from tests.conftest import (
     ACCOUNT_SID,
     AUTH_TOKEN,
@@ -32,6 +31,7 @@ from tests.conftest import (
     stop_server,
     telnyx_sim,
 )
+from tests.helpers import FROM, auth, tenant_with_number
 
 MAX_S = 4
 CENTS_PER_MINUTE = 7

@@ -7,8 +7,8 @@ from redis.asyncio import Redis
 
 from carriers.base import InboundCall
 from routing import Agent, Directory
-from tests.api.test_keys import auth, new_tenant
 from tests.conftest import LiveServer, encrypted_store, sealing_calls, write_transcript
+from tests.helpers import auth, new_tenant
 
 
 async def seed(live_redis: Redis, tenant_id: str, n: int, server: LiveServer) -> list[str]:

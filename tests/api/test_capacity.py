@@ -20,7 +20,6 @@ from carriers.twilio.simulator import TwilioSimulator
 from routing import Agent, Directory
 from store import keys
 from telephony.admission import ATTACH_WINDOW_S, Admission, ProcessSlots, member
-from tests.api.test_keys import auth, new_tenant
 from tests.conftest import (
     ACCOUNT_SID,
     AUTH_TOKEN,
@@ -31,6 +30,7 @@ from tests.conftest import (
     stop_server,
     telnyx_sim,
 )
+from tests.helpers import auth, new_tenant
 from voice.engines import Engines, PhraseCache, synthesize
 
 WRITES_PER_MINUTE = 3

@@ -6,23 +6,12 @@ import base64
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import MASTER_KEY, REPO
-
-
-def bonmoniq(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
-        cwd=REPO,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+from tests.helpers import bonmoniq
 
 
 @pytest.fixture
@@ -78,7 +67,7 @@ def test_calls_show_json(env: dict[str, str]) -> None:
 
     from redis.asyncio import Redis
 
-    from calls.store import Turn
+    from calls.records import Turn
     from carriers.base import InboundCall
     from recordings.keyring import KeyRing
     from recordings.objects import EncryptedObjects
@@ -182,3 +171,68 @@ def test_provisioning_commands_give_one_line_errors(env: dict[str, str]) -> None
     assert "partly configured" in one_line_error(
         bonmoniq("numbers", "search", "--country", "US", env=partial)
     )
+
+
+def test_operator_actions_are_audited(env: dict[str, str], tmp_path: Path) -> None:
+    import redis
+    from redis.asyncio import Redis
+
+    from app.commands import tenant_ref
+    from recordings.keyring import KeyRing
+
+    client = redis.Redis.from_url(env["BONMONIQ_REDIS_URL"], decode_responses=True)
+
+    def entries(stream: str) -> list[dict[str, str]]:
+        return [fields for _, fields in client.xrange(f"audit:{stream}")]
+
+    def who(entry: dict[str, str]) -> tuple[str, str, str]:
+        return entry["key_id"], entry["address"], entry["request_id"]
+
+    created = bonmoniq(
+        "tenants", "create", "Audited Co", "--json", "--concurrent-calls", "3", env=env
+    )
+    assert created.returncode == 0, created.stderr
+    tenant, api_key = json.loads(created.stdout).values()
+    rotated = bonmoniq("tenants", "rotate-key", "Audited Co", env=env)
+    assert rotated.returncode == 0, rotated.stderr
+    [create, rotate] = entries(tenant)
+    # An operator, from the command line: no address, no request id.
+    assert who(create) == who(rotate) == ("operator", "", "")
+    assert create["target"] == rotate["target"] == tenant
+    assert (create["action"], rotate["action"]) == ("tenant.create", "tenant.rotate_key")
+    assert json.loads(create["detail"]) == {
+        "via": "cli",
+        "calls_per_minute": 10,
+        "concurrent_calls": 3,
+        "daily_spend_cents": 1000,
+        "allowed_destinations": [],
+    }
+    assert json.loads(rotate["detail"]) == {"via": "cli", "data_keys": 0}
+    assert api_key.rsplit("_", 1)[1] not in json.dumps([create, rotate])  # never the secret
+
+    # Platform-wide actions, and a tenant's offboarding (its own log goes with it), are kept
+    # in the operator's stream.
+    swept = bonmoniq("retention", "sweep", "--json", env=env)
+    assert swept.returncode == 0, swept.stderr
+    gone = bonmoniq("tenants", "offboard", tenant, "--export", str(tmp_path / "out"), env=env)
+    assert gone.returncode == 0, gone.stderr
+    assert entries(tenant) == []
+    [sweep, offboard] = entries("_operator")
+    assert who(sweep) == who(offboard) == ("operator", "", "")
+    assert (sweep["action"], sweep["target"]) == ("retention.sweep", "")
+    assert json.loads(sweep["detail"]) == {"via": "cli", "erased": 0, "held": 0}
+    # Named by a keyed digest: nothing of an offboarded tenant stays, its id included.
+    ref = tenant_ref(KeyRing(Redis(), MASTER_KEY), tenant)
+    assert (offboard["action"], offboard["target"]) == ("tenant.offboard", ref)
+    assert tenant not in json.dumps(offboard)
+    assert json.loads(offboard["detail"]) == {"via": "cli", "calls": 0}
+
+
+def test_audited_commands_need_the_master_key(env: dict[str, str]) -> None:
+    without = {k: v for k, v in env.items() if k != "BONMONIQ_MASTER_KEY"}
+    os.environ.pop("BONMONIQ_MASTER_KEY", None)
+    refused = bonmoniq("tenants", "create", "Unaudited Co", env=without)
+    assert "master key" in one_line_error(refused)
+    import redis
+
+    assert not redis.Redis.from_url(env["BONMONIQ_REDIS_URL"]).keys("tenant*")

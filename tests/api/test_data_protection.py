@@ -14,11 +14,10 @@ import httpx
 import redis as sync_redis
 from redis.asyncio import Redis
 
+from calls.archive import CallArchive
 from carriers.base import InboundCall
 from carriers.telnyx.simulator import FakeCallControl
 from recordings.lifecycle import Lifecycle, e164
-from tests.api.test_keys import auth, new_tenant
-from tests.api.test_outbound_api import FROM, tenant_with_number
 from tests.conftest import (
     OPERATOR_TOKEN,
     TELNYX_API_KEY,
@@ -26,8 +25,16 @@ from tests.conftest import (
     encrypted_store,
     sealing_calls,
 )
+from tests.helpers import (
+    FROM,
+    ROUTING,
+    a_call,
+    agent_with_number,
+    auth,
+    new_tenant,
+    tenant_with_number,
+)
 from tests.privacy import PHONE, Needles, redis_files, redis_values
-from tests.recordings.test_lifecycle import ROUTING, a_call, agent_with_number
 
 
 def idem(key: str) -> dict[str, str]:
@@ -124,7 +131,9 @@ async def test_the_operators_new_tenant_key_is_sealed_and_goes_with_offboarding(
         assert wrong.status_code == 401 and key not in wrong.text
     assert in_redis(live_server, Needles(secrets={key, r.json()["api_key"]})) == []
     assert len(await live_redis.keys("idem:*")) == 2  # the new tenant's, and its key's
-    await Lifecycle(live_redis, encrypted_store(live_server, live_redis)).offboard(tenant, tmp_path)
+    await Lifecycle(
+        live_redis, encrypted_store(live_server, live_redis), CallArchive(live_redis)
+    ).offboard(tenant, tmp_path)
     assert await live_redis.keys("idem*") == []
 
 

@@ -8,9 +8,8 @@ import httpx
 from redis.asyncio import Redis
 
 from carriers.telnyx.simulator import FakeCallControl
-from tests.api.test_keys import auth
-from tests.api.test_outbound_api import FROM, tenant_with_number
 from tests.conftest import OPERATOR_TOKEN, TELNYX_API_KEY, LiveServer
+from tests.helpers import FROM, auth, tenant_with_number
 
 PREMIUM = "+19002345678"
 SATELLITE = "+881612345678"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import json
 import os
@@ -16,18 +17,8 @@ from redis.asyncio import Redis
 from recordings.keyring import KeyRing
 from recordings.lifecycle import subject_key
 from tenancy.audit import address_ref
-from tests.conftest import MASTER_KEY, OPERATOR_TOKEN, REPO, LiveServer
-
-
-def auth(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
-
-
-async def new_tenant(server: LiveServer, name: str) -> tuple[str, str]:
-    async with httpx.AsyncClient(base_url=server.url) as c:
-        r = await c.post("/v1/operator/tenants", json={"name": name}, headers=auth(OPERATOR_TOKEN))
-    assert r.status_code == 201, r.text
-    return r.json()["tenant_id"], r.json()["api_key"]
+from tests.conftest import MASTER_KEY, REPO, LiveServer
+from tests.helpers import auth, new_tenant
 
 
 async def test_cli_creates_a_tenant_whose_key_works(
@@ -37,6 +28,8 @@ async def test_cli_creates_a_tenant_whose_key_works(
         **os.environ,
         "BONMONIQ_REDIS_URL": live_server.redis_url,
         "BONMONIQ_LOG_LEVEL": "WARNING",
+        "BONMONIQ_VAR_DIR": str(live_server.log.parent),
+        "BONMONIQ_MASTER_KEY": base64.b64encode(MASTER_KEY).decode(),  # the audit log's key
     }
     cmd = [
         sys.executable,
@@ -143,8 +136,11 @@ async def test_another_tenants_key_is_a_404_like_a_missing_one(
             await c.get("/v1/audit", headers=auth(b_key["api_key"]))
         ).status_code == 200  # untouched
         # Server-owned fields in the body change nothing.
-        r = await c.post("/v1/keys", json={"role": "viewer", "tenant_id": "ten_other", "key_id": "x", "revoked_at": 1},
-                         headers=auth(admin_a))  # fmt: skip
+        r = await c.post(
+            "/v1/keys",
+            json={"role": "viewer", "tenant_id": "ten_other", "key_id": "x", "revoked_at": 1},
+            headers=auth(admin_a),
+        )
         assert r.status_code == 201 and r.json()["key_id"] != "x" and r.json()["revoked_at"] is None
         ids_a = {
             k["key_id"] for k in (await c.get("/v1/keys", headers=auth(admin_a))).json()["items"]
@@ -231,7 +227,8 @@ async def test_a_tenant_cannot_lose_its_last_admin_key(
             codes = sorted(r.status_code for r in results)
             assert codes in ([204, 401], [204, 409]), [r.text for r in results]
             usable = [
-                k for k in (first, second["api_key"])
+                k
+                for k in (first, second["api_key"])
                 if (await c.get("/v1/keys", headers=auth(k))).status_code == 200
-            ]  # fmt: skip
+            ]
             assert len(usable) == 1

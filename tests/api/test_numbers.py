@@ -7,8 +7,8 @@ import pytest
 from redis.asyncio import Redis
 
 from routing import Directory
-from tests.api.test_keys import auth, new_tenant
 from tests.conftest import LiveServer
+from tests.helpers import auth, new_tenant
 
 
 @pytest.fixture

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import httpx
 
 from tests.conftest import LiveServer
-from tests.e2e.test_call import scrape
+from tests.helpers import scrape
 
 
 async def test_metrics_count_webhook_results_by_carrier(live_server: LiveServer) -> None:
@@ -42,13 +40,3 @@ async def test_readyz_says_models_loaded_and_llm_reachable(live_server: LiveServ
     }
     assert set(body["carriers"]) == {"twilio", "telnyx", "sinch"}
     assert set(body["carriers"].values()) <= {"up", "down"}
-
-
-async def carrier_up(server: LiveServer, carrier: str) -> None:
-    """Wait out a carrier marked down by an earlier test (BONMONIQ_CARRIER_DOWN_SECONDS)."""
-    async with httpx.AsyncClient(base_url=server.url) as c:
-        for _ in range(50):
-            if (await c.get("/readyz")).json()["carriers"][carrier] == "up":
-                return
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"{carrier} stays down")

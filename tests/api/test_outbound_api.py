@@ -14,39 +14,8 @@ from redis.asyncio import Redis
 from calls.store import CallStore
 from carriers.base import StatusUpdate
 from carriers.telnyx.simulator import FakeCallControl
-from routing import Directory
-from tests.api.test_keys import auth, new_tenant
-from tests.api.test_operations import carrier_up
-from tests.conftest import OPERATOR_TOKEN, TELNYX_API_KEY, LiveServer
-
-FROM = "+15555550600"
-
-
-async def tenant_with_number(
-    server: LiveServer, redis: Redis, name: str, limits: dict[str, int] | None = None
-) -> tuple[str, str]:
-    await carrier_up(server, "telnyx")
-    tenant_id, admin = await new_tenant(server, name)
-    async with httpx.AsyncClient(base_url=server.url) as c:
-        agent = (
-            await c.post(
-                "/v1/agents", json={"name": "out", "system_prompt": "p"}, headers=auth(admin)
-            )
-        ).json()
-        if limits is not None:
-            r = await c.put(
-                f"/v1/operator/tenants/{tenant_id}/limits",
-                json=limits,
-                headers=auth(OPERATOR_TOKEN),
-            )
-            assert r.status_code == 200, r.text
-    d = Directory(redis)
-    await d.attach(
-        FROM,
-        await d.get_agent_by_id(agent["agent_id"], tenant_id),
-        {"carrier": "telnyx", "carrier_id": "x"},
-    )
-    return tenant_id, admin
+from tests.conftest import TELNYX_API_KEY, LiveServer
+from tests.helpers import FROM, auth, new_tenant, tenant_with_number
 
 
 async def burst(server: LiveServer, key: str, n: int, **headers: str) -> list[httpx.Response]:

@@ -10,9 +10,8 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from carriers.simulation import LoopbackApi
-from tests.api.test_keys import auth, new_tenant
-from tests.api.test_operations import carrier_up
 from tests.conftest import LiveServer, free_port, start_server, stop_server
+from tests.helpers import auth, carrier_up, new_tenant
 
 #: What a carrier's API says when it refuses: our own request echoed, with a caller's number.
 CARRIER_WORDS = "Number +15555550177 is not allowed for account token-xyz-4242"

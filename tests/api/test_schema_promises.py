@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from api.schema import PHONE_PATTERN
-from tests.api.test_keys import auth, new_tenant
 from tests.conftest import LiveServer
+from tests.helpers import auth, new_tenant
 
 
 async def schema_of(server: LiveServer) -> dict[str, Any]:

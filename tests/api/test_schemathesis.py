@@ -13,7 +13,6 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from tests.api.test_api_matrix import seed
 from tests.conftest import (
     ACCOUNT_SID,
     AUTH_TOKEN,
@@ -24,6 +23,7 @@ from tests.conftest import (
 )
 from tests.fakes.carrier_apis import FakeSinch, FakeTelnyx, FakeTwilio
 from tests.fakes.loopback import LoopbackFake
+from tests.helpers import seed
 
 #: Every check schemathesis has, and ours (tests/api/schemathesis_hooks.py).
 CHECKS = "all"

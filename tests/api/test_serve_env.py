@@ -26,8 +26,9 @@ def environ(pid: int) -> dict[str, str]:
 
 
 def test_a_child_gets_the_system_basics_and_its_settings_only() -> None:
-    parent = {"PATH": "/usr/bin", "LANG": "C.UTF-8", "PORT": "8080", "HOST": "0.0.0.0",
-              "API_KEY": "x", "CONFIG_FILE": "/etc/x", "BONMONIQ_MASTER_KEY": "secret"}  # fmt: skip
+    system = {"PATH": "/usr/bin", "LANG": "C.UTF-8"}
+    platform = {"PORT": "8080", "HOST": "0.0.0.0", "API_KEY": "x", "CONFIG_FILE": "/etc/x"}
+    parent = system | platform | {"BONMONIQ_MASTER_KEY": "secret"}
     assert child_env({"BONMONIQ_LLM_PROMPT_STATES_MB": "64"}, parent) == {
         "PATH": "/usr/bin",
         "LANG": "C.UTF-8",

@@ -7,32 +7,20 @@ import json
 
 import pytest
 
-from app.settings import Settings
 from calls.events import CallEventType
+from carriers.base import Carrier
 from carriers.errors import CarrierUnavailable
-from carriers.sinch.control import SinchAccount, SinchControl
-from carriers.twilio.control import TwilioAccount, TwilioControl
-from routing import Agent, Directory
+from carriers.registry import Carriers
+from carriers.sinch.control import SinchAccount
+from carriers.sinch.kit import SinchKit
+from carriers.twilio.control import TwilioAccount
+from carriers.twilio.kit import TwilioKit
 from routing.errors import RouteRefused
-from routing.policy import Carrier, Health, Policy
-from telephony.outbound import Telephony
-from tests.conftest import sealing_calls
-from tests.fakes.carrier_apis import fake_carriers, form
-
-SID, TOKEN = "AC" + "b" * 32, "tok"
-PUBLIC = "https://voice.example.eu"
-
-
-@pytest.fixture
-async def world(redis):  # type: ignore[no-untyped-def]
-    fakes, controls = fake_carriers(SID, TOKEN)
-    health = {"value": Health()}
-    directory = Directory(redis)
-    await directory.add_agent(Agent(name="bakery", prompt="p"))
-    policy = Policy.from_dict({"countries": {"CA": {"order": ["telnyx", "twilio"]}}})
-    telephony = Telephony(Settings(public_url=PUBLIC), directory, sealing_calls(redis), policy,
-                          lambda now: health["value"], controls)  # fmt: skip
-    return telephony, fakes, health
+from routing.policy import Health
+from tests.conftest import WORLD_PUBLIC_URL as PUBLIC
+from tests.conftest import WORLD_SID as SID
+from tests.conftest import WORLD_TOKEN as TOKEN
+from tests.fakes.carrier_apis import form
 
 
 async def test_search_goes_to_the_carrier_the_policy_picks(world) -> None:  # type: ignore[no-untyped-def]
@@ -127,7 +115,7 @@ async def test_numbers_not_ours_and_unconfigured_carriers(world) -> None:  # typ
     await telephony.directory.add_number("+12125550999", "bakery")  # added by hand
     with pytest.raises(RouteRefused, match="not rented"):
         await telephony.place_call("+12125550999", "+14155550199")
-    telephony.controls = {}
+    telephony.numbers.carriers = Carriers()
     with pytest.raises(CarrierUnavailable):
         await telephony.search("US")
 
@@ -141,17 +129,19 @@ async def test_a_failing_carrier_api_is_marked_down_and_search_fails_over(world)
     def failing(request: httpx.Request) -> httpx.Response:
         return httpx.Response(503, json={"message": "Service Unavailable"})
 
-    telephony.controls = dict(telephony.controls) | {
-        Carrier.TWILIO: TwilioControl(
-            TwilioAccount(SID, TOKEN), transport=httpx.MockTransport(failing)
-        ),
-        Carrier.SINCH: SinchControl(
-            SinchAccount("app", "c2VjcmV0", "proj", "kid", "ks"),
-            transport=httpx.MockTransport(failing),
-        ),
-    }
-    telephony.health = lambda now: Health(down_until=dict(down))
-    telephony.mark_down = down.__setitem__
+    numbers = telephony.numbers
+    numbers.carriers = Carriers(
+        [
+            numbers.carriers.kit(Carrier.TELNYX),
+            TwilioKit(TwilioAccount(SID, TOKEN), transport=httpx.MockTransport(failing)),
+            SinchKit(
+                SinchAccount("app", "c2VjcmV0", "proj", "kid", "ks"),
+                transport=httpx.MockTransport(failing),
+            ),
+        ]
+    )
+    numbers.health = lambda now: Health(down_until=dict(down))
+    numbers.mark_down = down.__setitem__
     decision, found = await telephony.search("US")
     assert decision.carrier == Carrier.TELNYX and "failover from twilio" in decision.reason
     assert Carrier.TWILIO in down and found[0].carrier == "telnyx"

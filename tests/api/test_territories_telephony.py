@@ -2,7 +2,6 @@
 non-EU neighbours, through Telephony against fakes of the carriers' REST APIs and a real Redis:
 no EU number is ever searched, rented or dialled through a US carrier."""
 
-# ruff: noqa: F811  (``world`` is the fixture imported from test_telephony)
 from __future__ import annotations
 
 import phonenumbers
@@ -11,13 +10,13 @@ from phonenumbers import PhoneNumberType
 
 from calls.events import CallEventType
 from calls.store import CallStore
+from carriers.base import Carrier
 from routing import Agent, Directory
 from routing.errors import DestinationRefused, RouteRefused
-from routing.policy import US_CARRIERS, Carrier
+from routing.policy import US_CARRIERS
 from tenancy.limits import Limits
-from tests.api.test_telephony import world  # noqa: F401
 from tests.conftest import telnyx_sim
-from tests.routing.test_territories import EU_TERRITORIES, valid_in
+from tests.helpers import EU_TERRITORIES, valid_in
 
 NEIGHBOURS = ["MC", "GI", "JE", "FO", "GL", "SJ", "PM", "AW", "CH"]
 US_HELD = "+12125550101"  # rented from Twilio in each test

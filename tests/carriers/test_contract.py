@@ -19,7 +19,7 @@ from carriers.telnyx.signature import TelnyxVerifier
 from carriers.twilio.control import TwilioAccount, TwilioControl
 from carriers.twilio.signature import TwilioVerifier
 
-MODULES = ("signature", "webhook", "media", "control", "simulator")
+MODULES = ("signature", "webhook", "media", "control", "simulator", "kit")
 
 
 @pytest.mark.parametrize("carrier", ["twilio", "telnyx", "sinch"])

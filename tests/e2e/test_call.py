@@ -5,12 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 
 import httpx
 import numpy as np
 import pytest
-import soxr
 import websockets
 from redis.asyncio import Redis
 
@@ -21,23 +19,12 @@ from carriers.twilio.signature import compute_signature
 from carriers.twilio.simulator import TwilioSimulator
 from routing import Agent, Directory
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, LiveServer, call_store
+from tests.helpers import BAKERY, hear, scrape, wait_closed, words
 from voice.engines import PHONE_RATE, synthesize
 
 pytestmark = pytest.mark.slow
 
-BAKERY = "You are Sam, the receptionist of a bakery. It opens at 7 am Monday to Saturday."
 GARAGE = "You are Alex at a bicycle repair shop. You repair brakes, gears and flat tyres."
-
-
-def words(text: str) -> set[str]:
-    return set(re.findall(r"[a-z]+", text.lower()))
-
-
-def hear(whisper, pcm8k: bytes) -> str:  # type: ignore[no-untyped-def]
-    """What Whisper hears in 8 kHz PCM."""
-    samples = np.frombuffer(pcm8k, dtype=np.int16).astype(np.float32) / 32768
-    segments, _ = whisper.transcribe(soxr.resample(samples, 8000, 16000), language="en")
-    return " ".join(s.text for s in segments)
 
 
 async def bakery(client: Redis, server: LiveServer, prompt: str = BAKERY) -> CallStore:
@@ -48,14 +35,6 @@ async def bakery(client: Redis, server: LiveServer, prompt: str = BAKERY) -> Cal
     return call_store(server, client)
 
 
-async def wait_closed(store: CallStore, call_id: str) -> None:
-    for _ in range(100):
-        if any(e.type == CallEventType.MEDIA_CLOSED for e in await store.events(call_id)):
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError("the platform never closed the media stream")
-
-
 async def place(server: LiveServer, voice, to: str, sentences: list[str], **kw) -> SimulationResult:  # type: ignore[no-untyped-def]
     sim = TwilioSimulator(server.url, ACCOUNT_SID, AUTH_TOKEN, to=to)
     lines = [
@@ -63,18 +42,6 @@ async def place(server: LiveServer, voice, to: str, sentences: list[str], **kw) 
         for s in sentences
     ]
     return await sim.run(lines, **kw)
-
-
-async def scrape(server: LiveServer) -> dict[str, float]:
-    """``/metrics`` (on the metrics listener) parsed: each sample line's name and labels to its
-    value."""
-    async with httpx.AsyncClient() as c:
-        text = (await c.get(server.metrics_url)).text
-    return {
-        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line and not line.startswith("#")
-    }
 
 
 async def test_a_caller_asks_and_the_agent_answers(

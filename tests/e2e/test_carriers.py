@@ -11,7 +11,7 @@ from calls.events import CallEventType, order_violations
 from carriers.simulation import trim_silence
 from routing import Agent, Directory
 from tests.conftest import LiveServer, call_store, sinch_sim, telnyx_sim
-from tests.e2e.test_call import BAKERY, wait_closed, words
+from tests.helpers import BAKERY, wait_closed, words
 from voice.engines import PHONE_RATE, synthesize
 
 pytestmark = pytest.mark.slow
@@ -102,32 +102,37 @@ async def test_an_outbound_call_through_telnyx(
     live_server: LiveServer, live_redis: Redis, voice
 ) -> None:  # type: ignore[no-untyped-def]
     from app.settings import Settings
-    from carriers.telnyx.control import TelnyxAccount, TelnyxControl
-    from routing.policy import Carrier, Health, Policy
-    from telephony.outbound import Telephony
-    from tests.conftest import TELNYX_API_KEY
+    from carriers.base import Carrier
+    from carriers.registry import Carriers
+    from carriers.telnyx.control import TelnyxAccount
+    from carriers.telnyx.kit import TelnyxKit
+    from routing.policy import Health, Policy
+    from telephony.service import Telephony
+    from tests.conftest import TELNYX_API_KEY, TELNYX_PUBLIC_KEY
 
     d = Directory(live_redis)
     await d.add_agent(Agent(name="bakery", prompt=BAKERY))
     ours = "+13125550142"
     await d.add_number(ours, "bakery", holding={"carrier": "telnyx", "carrier_id": "pn-1"})
     store = call_store(live_server, live_redis)
-    control = TelnyxControl(
+    kit = TelnyxKit(
         TelnyxAccount(
             TELNYX_API_KEY,
-            "unused",
+            TELNYX_PUBLIC_KEY,
             "e2e-connection",
             f"http://127.0.0.1:{live_server.telnyx_api_port}/v2",
         )
     )
     # The operator's side of `bonmoniq calls place`, against the running platform's state.
+    settings = Settings(public_url=live_server.url)
     telephony = Telephony(
-        Settings(public_url=live_server.url),
         d,
         store,
         Policy(),
+        Carriers([kit]),
         lambda now: Health(),
-        {Carrier.TELNYX: control},
+        settings,
+        max_call_seconds=settings.call.call_max_seconds,
     )
     callee = telnyx_sim(live_server, "+14155550199")
     line = trim_silence(

@@ -42,7 +42,7 @@ from tests.conftest import (
     start_server,
     stop_server,
 )
-from tests.e2e.test_call import BAKERY, hear, wait_closed, words
+from tests.helpers import BAKERY, hear, wait_closed, words
 from voice.engines import PHONE_RATE, synthesize
 
 pytestmark = pytest.mark.slow

@@ -22,7 +22,7 @@ from tests.conftest import (
     sinch_sim,
     telnyx_sim,
 )
-from tests.e2e.test_call import BAKERY, wait_closed
+from tests.helpers import BAKERY, wait_closed
 
 pytestmark = pytest.mark.slow
 

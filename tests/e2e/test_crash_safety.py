@@ -15,12 +15,13 @@ import pytest
 from redis.asyncio import Redis
 
 from calls.events import CallEventType
+from carriers.simulation import trim_silence
 from carriers.twilio.simulator import TwilioSimulator
 from llm import EmbeddedLLMServer
 from models import Role, profile_models, verify_model
 from routing import Agent, Directory
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, REPO, encrypted_store, start_server
-from tests.e2e.test_call import BAKERY, trim_silence
+from tests.helpers import BAKERY
 from voice.engines import PHONE_RATE, synthesize
 
 pytestmark = pytest.mark.slow
@@ -47,8 +48,11 @@ async def test_sigkill_during_recording_never_corrupts_silently(
     client = Redis.from_url(url, decode_responses=True)
     await client.flushdb()
     d = Directory(client)
-    await d.add_agent(Agent(name="bakery", prompt=BAKERY, recording=True,
-                            announcement="This AI call is recorded."))  # fmt: skip
+    await d.add_agent(
+        Agent(
+            name="bakery", prompt=BAKERY, recording=True, announcement="This AI call is recorded."
+        )
+    )
     await d.add_number("+15555550100", "bakery")
     line = trim_silence(
         synthesize(voice, "What time do you open on Saturday? And on Sunday?", PHONE_RATE)

@@ -9,11 +9,12 @@ import pytest
 from redis.asyncio import Redis
 
 from calls.events import CallEventType
+from carriers.simulation import trim_silence
 from carriers.twilio.simulator import TwilioSimulator
 from recordings.objects import EncryptedObjects
 from routing import Agent, Directory
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, LiveServer, call_store, encrypted_store
-from tests.e2e.test_call import BAKERY, hear, trim_silence, wait_closed, words
+from tests.helpers import BAKERY, hear, wait_closed, words
 from voice.engines import PHONE_RATE, synthesize
 
 pytestmark = pytest.mark.slow
@@ -34,10 +35,13 @@ async def everything_stored(server: LiveServer, client: Redis) -> bytes:
     for key in await client.keys("*"):
         kind = await client.type(key)
         value: object = {
-            "string": client.get, "hash": client.hgetall, "list": lambda k: client.lrange(k, 0, -1),
-            "set": client.smembers, "zset": lambda k: client.zrange(k, 0, -1),
+            "string": client.get,
+            "hash": client.hgetall,
+            "list": lambda k: client.lrange(k, 0, -1),
+            "set": client.smembers,
+            "zset": lambda k: client.zrange(k, 0, -1),
             "stream": lambda k: client.xrange(k),
-        }[kind](key)  # fmt: skip
+        }[kind](key)
         out += (key + json.dumps(await value, default=str)).encode()  # type: ignore[misc]
     out += server.log.read_bytes()
     return bytes(out)
@@ -79,8 +83,11 @@ async def test_recording_starts_after_the_announcement_and_nothing_is_plaintext(
     assert len(turns) >= 2, live_server.tail()
     at_rest = await everything_stored(live_server, live_redis)
     assert b"RIFF" not in at_rest and b"WAVE" not in at_rest
-    loud = [i for i in range(0, len(opened.plaintext) - 64, 4000)
-            if np.abs(np.frombuffer(opened.plaintext[i : i + 64], dtype=np.int16)).max() > 500]  # fmt: skip
+    loud = [
+        i
+        for i in range(0, len(opened.plaintext) - 64, 4000)
+        if np.abs(np.frombuffer(opened.plaintext[i : i + 64], dtype=np.int16)).max() > 500
+    ]
     assert loud
     for i in loud:
         assert opened.plaintext[i : i + 64] not in at_rest
@@ -99,8 +106,14 @@ async def test_objection_stops_the_recording_deletes_it_and_the_call_goes_on(
     store = call_store(live_server, live_redis)
     objects = encrypted_store(live_server, live_redis)
     sim = TwilioSimulator(live_server.url, ACCOUNT_SID, AUTH_TOKEN, to="+15555550100")
-    dtmf = json.dumps({"event": "dtmf", "streamSid": sim.stream_sid, "sequenceNumber": "9",
-                       "dtmf": {"track": "inbound_track", "digit": "9"}})  # fmt: skip
+    dtmf = json.dumps(
+        {
+            "event": "dtmf",
+            "streamSid": sim.stream_sid,
+            "sequenceNumber": "9",
+            "dtmf": {"track": "inbound_track", "digit": "9"},
+        }
+    )
     lines = [
         (
             "question",

@@ -12,7 +12,7 @@ from calls.events import CallEventType
 from carriers.simulation import trim_silence
 from routing import Agent, Directory
 from tests.conftest import LiveServer, call_store, telnyx_sim
-from tests.e2e.test_call import BAKERY, wait_closed, words
+from tests.helpers import BAKERY, wait_closed, words
 from voice.engines import PHONE_RATE, synthesize
 
 pytestmark = pytest.mark.slow

@@ -284,12 +284,20 @@ class FakeSinch(FakeApi):
         }
 
 
-def fake_carriers(sid: str, token: str) -> tuple[dict[Any, FakeApi], dict[Any, Any]]:
-    """The three carriers' REST fakes and the platform's controls talking to them, by carrier."""
-    from carriers.sinch.control import SinchAccount, SinchControl
-    from carriers.telnyx.control import TelnyxAccount, TelnyxControl
-    from carriers.twilio.control import TwilioAccount, TwilioControl
-    from routing.policy import Carrier
+#: A Telnyx account's webhook-signing public key (base64 Ed25519; its webhooks are not signed here).
+TELNYX_PUBLIC_KEY = "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="
+
+
+def fake_carriers(sid: str, token: str) -> tuple[dict[Any, FakeApi], Any]:
+    """The three carriers' REST fakes, and the carriers' kits talking to them (a registry)."""
+    from carriers.base import Carrier
+    from carriers.registry import Carriers
+    from carriers.sinch.control import SinchAccount
+    from carriers.sinch.kit import SinchKit
+    from carriers.telnyx.control import TelnyxAccount
+    from carriers.telnyx.kit import TelnyxKit
+    from carriers.twilio.control import TwilioAccount
+    from carriers.twilio.kit import TwilioKit
 
     twilio, telnyx = FakeTwilio(sid, token), FakeTelnyx("KEY1")
     sinch = FakeSinch("app", "c2VjcmV0", "proj", "kid", "ks")
@@ -298,13 +306,15 @@ def fake_carriers(sid: str, token: str) -> tuple[dict[Any, FakeApi], dict[Any, A
         Carrier.TELNYX: telnyx,
         Carrier.SINCH: sinch,
     }
-    controls: dict[Any, Any] = {
-        Carrier.TWILIO: TwilioControl(TwilioAccount(sid, token), transport=twilio.transport()),
-        Carrier.TELNYX: TelnyxControl(
-            TelnyxAccount("KEY1", "pub", "conn-9"), transport=telnyx.transport()
-        ),
-        Carrier.SINCH: SinchControl(
-            SinchAccount("app", "c2VjcmV0", "proj", "kid", "ks"), transport=sinch.transport()
-        ),
-    }
-    return fakes, controls
+    kits = Carriers(
+        [
+            TwilioKit(TwilioAccount(sid, token), transport=twilio.transport()),
+            TelnyxKit(
+                TelnyxAccount("KEY1", TELNYX_PUBLIC_KEY, "conn-9"), transport=telnyx.transport()
+            ),
+            SinchKit(
+                SinchAccount("app", "c2VjcmV0", "proj", "kid", "ks"), transport=sinch.transport()
+            ),
+        ]
+    )
+    return fakes, kits

@@ -22,8 +22,7 @@ from llm import EmbeddedLLMServer
 from llm.llama_server import PromptStateLlama
 from llm.scheduler import UrgencyBoard, first_chunk_ends
 from tests.conftest import REPO
-from tests.llm.test_prompt_states import greedy
-from tests.llm.test_taking_turns import SYSTEM, chatml, gguf  # noqa: F401  (a fixture)
+from tests.helpers import SYSTEM, chatml, greedy
 
 
 def test_the_board_is_shared_with_another_process(tmp_path: Path) -> None:
@@ -34,8 +33,13 @@ def test_the_board_is_shared_with_another_process(tmp_path: Path) -> None:
         "import sys; from pathlib import Path; from llm.scheduler import UrgencyBoard; "
         "b = UrgencyBoard(Path(sys.argv[1])); print(b.get()); b.set(0)"
     )
-    out = subprocess.run([sys.executable, "-c", read, str(board.path)], cwd=REPO,
-                         capture_output=True, text=True, check=True)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", read, str(board.path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip() == "3"  # what this process wrote
     assert board.get() == 0  # what the other process wrote
 

@@ -11,8 +11,7 @@ from openai import AsyncOpenAI
 
 from llm import EmbeddedLLMServer
 from llm.llama_server import PromptStateLlama, PromptStates
-from models import Role, profile_models, verify_model
-from tests.conftest import REPO
+from tests.helpers import greedy
 
 A1 = (
     "You answer the phone for a bakery. It opens at seven on weekdays and at eight on "
@@ -23,12 +22,6 @@ B1 = (
     "You answer the phone for a garage. It repairs cars and bicycles.\n"
     "Caller: Can you fix a flat tyre today?\nAgent:"
 )
-
-
-@pytest.fixture(scope="module")
-def gguf() -> Path:
-    model = verify_model(profile_models("cpu")[Role.LLM], REPO / "var" / "models")
-    return model.files[0].path
 
 
 def test_a_state_is_found_by_its_longest_shared_prefix() -> None:
@@ -56,15 +49,6 @@ def test_the_least_recently_used_state_goes_first_beyond_the_budget() -> None:
     assert states.longest([2, 0]) is None
     assert states.longest([1, 0]) is not None and states.longest([3, 0]) is not None
     assert states.size == 8
-
-
-def greedy(model: llama_cpp.Llama, tokens: list[int], n: int) -> list[int]:
-    out = []
-    for token in model.generate(tokens, temp=0.0):
-        out.append(token)
-        if len(out) == n:
-            break
-    return out
 
 
 def test_a_restored_state_answers_as_if_the_conversation_had_stayed(gguf: Path) -> None:

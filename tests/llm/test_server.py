@@ -9,14 +9,6 @@ from openai import AsyncOpenAI
 
 from llm import EmbeddedLLMServer, LLMEndpoint, LLMUnavailable, free_port
 from llm.client import probe
-from models import Role, profile_models, verify_model
-from tests.conftest import REPO
-
-
-@pytest.fixture(scope="module")
-def gguf() -> Path:
-    model = verify_model(profile_models("cpu")[Role.LLM], REPO / "var" / "models")
-    return model.files[0].path
 
 
 async def test_embedded_server_starts_streams_and_stops(gguf: Path, tmp_path: Path) -> None:

@@ -19,29 +19,7 @@ import pytest
 from llm import EmbeddedLLMServer
 from llm.llama_server import PromptStateLlama
 from llm.scheduler import Scheduler, Turn, current_turn, sentence_ends
-from models import Role, profile_models, verify_model
-from tests.conftest import REPO
-from tests.llm.test_prompt_states import greedy
-
-SYSTEM = (
-    "You are the phone assistant of Rosa's Bakery. We open 7 a.m. to 6 p.m. Monday to "
-    "Saturday. We sell bread, pastries and cakes; custom birthday cakes need two days' notice."
-)
-
-
-def chatml(system: str, question: str) -> str:
-    """SmolLM2's chat template, as the server applies it."""
-    return (
-        f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n"
-        "<|im_start|>assistant\n"
-    )
-
-
-@pytest.fixture(scope="module")
-def gguf() -> Path:
-    model = verify_model(profile_models("cpu")[Role.LLM], REPO / "var" / "models")
-    return model.files[0].path
-
+from tests.helpers import SYSTEM, chatml, greedy
 
 # The scheduler, with threads and no model.
 
@@ -212,9 +190,12 @@ async def stream(
     """One streamed answer: when each piece arrived, and the text (``stop_after`` pieces)."""
     times, text = [], ""
     body = {
-        "model": "smollm2", "stream": True, "max_tokens": 120, "temperature": 0.0,
+        "model": "smollm2",
+        "stream": True,
+        "max_tokens": 120,
+        "temperature": 0.0,
         "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}],
-    }  # fmt: skip
+    }
     async with client.stream("POST", f"{url}/chat/completions", json=body) as r:
         async for line in r.aiter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
@@ -280,9 +261,13 @@ async def test_a_request_dropped_while_in_line_never_reads_its_prompt(
         async with httpx.AsyncClient(timeout=120) as client:
             # Digits, commas and spaces have no sentence end: A keeps the model to its end.
             counting = {
-                "model": "smollm2", "prompt": "1, 2, 3, 4, 5, 6, 7, 8,", "stream": True,
-                "max_tokens": 64, "temperature": 0.0, "grammar": "root ::= [0-9, ]+",
-            }  # fmt: skip
+                "model": "smollm2",
+                "prompt": "1, 2, 3, 4, 5, 6, 7, 8,",
+                "stream": True,
+                "max_tokens": 64,
+                "temperature": 0.0,
+                "grammar": "root ::= [0-9, ]+",
+            }
             a_started, texts = asyncio.Event(), []
 
             async def count() -> None:
@@ -295,9 +280,11 @@ async def test_a_request_dropped_while_in_line_never_reads_its_prompt(
             async def dropped() -> None:
                 await a_started.wait()
                 body = {
-                    "model": "smollm2", "stream": True, "max_tokens": 8,
+                    "model": "smollm2",
+                    "stream": True,
+                    "max_tokens": 8,
                     "messages": [{"role": "user", "content": "Are you open today?"}],
-                }  # fmt: skip
+                }
                 async with client.stream("POST", f"{endpoint.v1}/chat/completions", json=body):
                     until = time.monotonic() + 30
                     while "waits for the model" not in log.read_text():

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
+from calls.archive import CallArchive
 from recordings.crypto import DecryptionError, Identity, Sealer, new_key, open_object, unwrap
 from recordings.keyring import KeyRing, MasterKeyError, NoTenantKey, load_master_key
 from recordings.objects import EncryptedObjects
@@ -132,7 +133,7 @@ async def test_objects_round_trip_rotate_and_shred(redis: Redis, storage: Object
         unwrap(kek_a, b_info.wrapped_key.wrapped, b"bonmoniq/dek/" + b_info.identity.aad())
     # Rotation re-wraps the data keys; the stored content is byte for byte the same.
     before = (await storage.read(info.name)).data
-    assert await objects.rotate_tenant_key("ten_a") == 1
+    assert await objects.rotate_tenant_key("ten_a", CallArchive(redis)) == 1
     rotated = await objects.info(info.object_id)
     assert rotated is not None and rotated.wrapped_key.kek_version == 2
     assert (await storage.read(info.name)).data == before
@@ -177,11 +178,11 @@ async def test_clear_transcripts_of_earlier_versions_are_encrypted(
     }
     await redis.rpush("call:call_old:events", json.dumps(event))
     objects = EncryptedObjects(redis, KeyRing(redis, new_key()), LocalStorage(tmp_path))
-    assert await migrate_clear_transcripts(redis, objects) == 1
+    assert await migrate_clear_transcripts(redis, CallArchive(redis), objects) == 1
     turns, complete = await read_turns(objects, "call_old")
     assert complete and [t.text for t in turns] == ["my secret order"]
     assert not await redis.exists("call:call_old:transcript")
     assert json.loads((await redis.lrange("call:call_old:events", 0, -1))[0])["data"] == {
         "chars": 15
     }
-    assert await migrate_clear_transcripts(redis, objects) == 0
+    assert await migrate_clear_transcripts(redis, CallArchive(redis), objects) == 0

@@ -19,51 +19,24 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from calls.archive import CallArchive
 from calls.store import CallStore
-from carriers.base import InboundCall
-from recordings.crypto import Identity, new_key
+from recordings.crypto import new_key
 from recordings.keyring import KeyRing, NoTenantKey
 from recordings.lifecycle import Lifecycle, compact
 from recordings.objects import EncryptedObjects, ObjectInfo
 from recordings.storage import LocalStorage
-from routing import Agent, Directory
-from routing.directory import Route
-from tests.api.test_keys import auth, new_tenant
-from tests.conftest import MASTER_KEY, REPO, LiveServer, encrypted_store, write_transcript
+from tests.conftest import MASTER_KEY, REPO, LiveServer, encrypted_store
+from tests.helpers import a_call, agent_with_number, auth, new_tenant
 
 DAY = 86400.0
-ROUTING = {"carrier": "twilio", "region": "international", "country": "US", "reason": "r"}
-
-
-async def a_call(redis: Redis, objects: EncryptedObjects, route: Route, caller: str, now: float,
-                 words: str = "hello", audio: bytes = b"\x01\x02" * 8000) -> str:  # fmt: skip
-    """A call to ``route`` from ``caller`` with a transcript and a recording."""
-    sid = "CA" + os.urandom(16).hex()
-    call_id, _, _ = await CallStore(redis, objects).open_inbound(
-        InboundCall("twilio", sid, "AC1", caller, route.number, "ringing"), route, now, ROUTING
-    )
-    await write_transcript(objects, route.tenant, call_id, [("caller", words, now)])
-    writer = await objects.create(
-        Identity(route.tenant, call_id, "recording"), format="pcm_s16le/8000/2"
-    )
-    await writer.append(audio)
-    await writer.finalize()
-    return call_id
-
-
-async def agent_with_number(redis: Redis, tenant: str, name: str, number: str, days: int) -> Route:
-    d = Directory(redis)
-    agent = await d.add_agent(
-        Agent(name=name, prompt="p", tenant=tenant, retention_days=days, recording=True)
-    )
-    return await d.attach(number, agent)
 
 
 async def test_retention_sweep_with_the_clock_passed_in_and_legal_hold(
     redis: Redis, tmp_path: Path
 ) -> None:
     objects = EncryptedObjects(redis, KeyRing(redis, new_key()), LocalStorage(tmp_path))
-    life = Lifecycle(redis, objects)
+    life = Lifecycle(redis, objects, CallArchive(redis))
     short = await agent_with_number(redis, "t1", "short", "+15555550301", 1)
     long_ = await agent_with_number(redis, "t1", "long", "+15555550302", 30)
     now = 1_800_000_000.0
@@ -224,12 +197,32 @@ async def test_offboarding_crypto_shreds_and_leaves_no_canary(
     before = redis_files(redis_dir)
     assert sealed_caller.encode() in before and wrapped_kek.encode() in before
     assert canary_phrase.encode() not in before and canary_number[1:].encode() not in before
-    env = {**os.environ, "BONMONIQ_REDIS_URL": live_server.redis_url, "BONMONIQ_VAR_DIR": str(live_server.log.parent),
-           "BONMONIQ_MASTER_KEY": base64.b64encode(MASTER_KEY).decode(), "BONMONIQ_LOG_LEVEL": "INFO"}  # fmt: skip
+    env = {
+        **os.environ,
+        "BONMONIQ_REDIS_URL": live_server.redis_url,
+        "BONMONIQ_VAR_DIR": str(live_server.log.parent),
+        "BONMONIQ_MASTER_KEY": base64.b64encode(MASTER_KEY).decode(),
+        "BONMONIQ_LOG_LEVEL": "INFO",
+    }
     out = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "app.cli", "tenants", "offboard", "Canary Corp", "--export", str(tmp_path / "out"), "--json"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "tenants",
+            "offboard",
+            "Canary Corp",
+            "--export",
+            str(tmp_path / "out"),
+            "--json",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     export = zipfile.ZipFile(report["export"])
@@ -279,9 +272,15 @@ async def test_the_platform_on_s3_storage(redis_server: str, tmp_path: Path) -> 
     url = redis_server.rsplit("/", 1)[0] + "/6"
     client = Redis.from_url(url, decode_responses=True)
     await client.flushdb()
-    server = start_server(url, tmp_path, BONMONIQ_STORAGE="s3", BONMONIQ_S3_ENDPOINT=endpoint,
-                          BONMONIQ_S3_BUCKET="bonmoniq", BONMONIQ_S3_ACCESS_KEY="key",
-                          BONMONIQ_S3_SECRET_KEY="secret")  # fmt: skip
+    server = start_server(
+        url,
+        tmp_path,
+        BONMONIQ_STORAGE="s3",
+        BONMONIQ_S3_ENDPOINT=endpoint,
+        BONMONIQ_S3_BUCKET="bonmoniq",
+        BONMONIQ_S3_ACCESS_KEY="key",
+        BONMONIQ_S3_SECRET_KEY="secret",
+    )
     try:
         tenant, admin = await new_tenant(server, "S3 Co")
         objects = EncryptedObjects(client, KeyRing(client, MASTER_KEY), storage)

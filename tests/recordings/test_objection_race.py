@@ -98,8 +98,9 @@ async def _let_run() -> None:
         await asyncio.sleep(0)
 
 
-async def _nothing_stored(redis: Redis, objects: EncryptedObjects, storage: object,
-                          call: str) -> None:  # fmt: skip
+async def _nothing_stored(
+    redis: Redis, objects: EncryptedObjects, storage: object, call: str
+) -> None:
     assert await objects.of_call(call) == []
     assert [k async for k in redis.scan_iter("obj:*")] == []
     assert await storage.names() == []  # type: ignore[attr-defined]

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from phonenumbers import PhoneNumberType
 
+from carriers.base import Carrier
 from routing.destinations import (
     RESTRICTED,
     DestinationClass,
@@ -19,7 +20,7 @@ from routing.destinations import (
     default_table,
 )
 from routing.errors import DestinationRefused, InvalidNumber
-from routing.policy import EEA_EXTRA, EU27, Carrier, Health, Policy, Purpose, route
+from routing.policy import EEA_EXTRA, EU27, Health, Policy, Purpose, route
 
 TABLE = default_table()
 C = DestinationClass

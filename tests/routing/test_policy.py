@@ -7,11 +7,11 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from carriers.base import Carrier
 from routing.errors import InvalidNumber, RouteRefused
 from routing.policy import (
     EU27,
     US_CARRIERS,
-    Carrier,
     Decision,
     Health,
     Policy,

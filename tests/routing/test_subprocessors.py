@@ -15,9 +15,14 @@ def test_the_register_matches_the_dpa_list() -> None:
     register = Register.load()
     names = {e.name for e in register.in_force(TODAY)}
     assert names == {
-        "Cloudflare Inc.", "Cloudflare Web Analytics", "Stripe Technology Europe Limited",
-        "Qonto / Olinda SAS", "Twilio Inc.", "Sinch AB", "Telnyx LLC / Telnyx Ireland Limited",
-    }  # fmt: skip
+        "Cloudflare Inc.",
+        "Cloudflare Web Analytics",
+        "Stripe Technology Europe Limited",
+        "Qonto / Olinda SAS",
+        "Twilio Inc.",
+        "Sinch AB",
+        "Telnyx LLC / Telnyx Ireland Limited",
+    }
     for carrier in ("twilio", "telnyx", "sinch"):
         assert register.allows(carrier, TODAY)
     assert register.last_updated(TODAY) == dt.date(2026, 6, 21)  # the DPA's last-updated date
@@ -33,10 +38,14 @@ def test_whatsapp_is_refused_today() -> None:
 
 def meta(notice: dt.date) -> Entry:
     return Entry(
-        name="Meta Platforms Ireland Limited", channel="whatsapp", service="WhatsApp Business",
-        location="Ireland, EU, with onward transfers to the United States", safeguards="SCCs",
-        added=notice, notice=notice,
-    )  # fmt: skip
+        name="Meta Platforms Ireland Limited",
+        channel="whatsapp",
+        service="WhatsApp Business",
+        location="Ireland, EU, with onward transfers to the United States",
+        safeguards="SCCs",
+        added=notice,
+        notice=notice,
+    )
 
 
 def test_whatsapp_accepted_once_added_with_notice_more_than_30_days_before_now() -> None:

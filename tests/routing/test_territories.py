@@ -10,12 +10,12 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from phonenumbers import PhoneNumberType
 
+from carriers.base import Carrier
 from routing.errors import InvalidNumber, RouteRefused
 from routing.policy import (
     EEA_EXTRA,
     EU27,
     US_CARRIERS,
-    Carrier,
     Health,
     Policy,
     Purpose,
@@ -24,18 +24,39 @@ from routing.policy import (
     route,
 )
 from routing.territories import member_state, territories
+from tests.helpers import EU_TERRITORIES, valid_in
 
 NOW = 1_800_000_000.0
 ALL_UP = Health()
-#: Written out here, independently of territories.toml: part of the EU, with their member state.
-EU_TERRITORIES = {
-    "RE": "FR", "GP": "FR", "MQ": "FR", "GF": "FR", "YT": "FR", "MF": "FR", "AX": "FI",
-}  # fmt: skip
 #: Neighbours and territories outside the EU/EEA, whatever state they belong to or border.
 OUTSIDE = sorted(
-    {"MC", "GI", "JE", "GG", "IM", "BL", "FO", "GL", "SJ", "PM", "NC", "PF", "WF", "AW", "CW",
-     "SX", "BQ", "AD", "SM", "VA", "CH", "GB", "TR", "MA"}
-)  # fmt: skip
+    {
+        "MC",
+        "GI",
+        "JE",
+        "GG",
+        "IM",
+        "BL",
+        "FO",
+        "GL",
+        "SJ",
+        "PM",
+        "NC",
+        "PF",
+        "WF",
+        "AW",
+        "CW",
+        "SX",
+        "BQ",
+        "AD",
+        "SM",
+        "VA",
+        "CH",
+        "GB",
+        "TR",
+        "MA",
+    }
+)
 #: Regions that share a calling code with an EU/EEA state but are independent states.
 INDEPENDENT = {"VA"}
 #: ISO 3166-2 types of the subdivisions that are overseas or non-European parts of a state.
@@ -60,19 +81,6 @@ def examples(region: str) -> list[str]:
             out.append(phonenumbers.format_number(n, phonenumbers.PhoneNumberFormat.E164))
     assert out, region
     return sorted(set(out))
-
-
-def valid_in(number: str) -> set[str]:
-    """The numbering plan's regions for ``number``: its own and any other it is valid in."""
-    parsed = phonenumbers.parse(number, None)
-    own = phonenumbers.region_code_for_number(parsed) or phonenumbers.region_code_for_country_code(
-        parsed.country_code
-    )
-    return {own} | {
-        r
-        for r in phonenumbers.region_codes_for_country_code(parsed.country_code)
-        if phonenumbers.is_valid_number_for_region(parsed, r)
-    }
 
 
 def test_the_table_matches_iso_3166_2_in_pycountry() -> None:

@@ -15,21 +15,36 @@ async def chunks(agg: FirstClauseAggregator, tokens: list[str]) -> list[str]:
 
 async def test_first_clause_then_sentences() -> None:
     agg = FirstClauseAggregator()
-    tokens = ["Yes", ",", " we open", " at eight", " on Saturday", ".", " On Sunday", ",",
-              " we are", " closed", "."]  # fmt: skip
-    assert await chunks(agg, tokens) == ["Yes,", "we open at eight on Saturday.",
-                                         "On Sunday, we are closed."]  # fmt: skip
+    tokens = [
+        "Yes",
+        ",",
+        " we open",
+        " at eight",
+        " on Saturday",
+        ".",
+        " On Sunday",
+        ",",
+        " we are",
+        " closed",
+        ".",
+    ]
+    assert await chunks(agg, tokens) == [
+        "Yes,",
+        "we open at eight on Saturday.",
+        "On Sunday, we are closed.",
+    ]
     # The next response starts with its first clause again.
     assert await chunks(agg, ["Sure", ": a", " chocolate", " cake", "."]) == [
-        "Sure:", "a chocolate cake."
-    ]  # fmt: skip
+        "Sure:",
+        "a chocolate cake.",
+    ]
 
 
 async def test_numbers_and_plain_sentences_are_not_cut() -> None:
     agg = FirstClauseAggregator()
-    assert await chunks(agg, ["We bake", " 1,000", " loaves", " a day", ". Come", " early", "."]) == [
-        "We bake 1,000 loaves a day.", "Come early."
-    ]  # fmt: skip
+    assert await chunks(
+        agg, ["We bake", " 1,000", " loaves", " a day", ". Come", " early", "."]
+    ) == ["We bake 1,000 loaves a day.", "Come early."]
 
 
 async def test_an_interruption_starts_afresh() -> None:

@@ -7,11 +7,9 @@ point of the stream, even audio from before it still on its way through the pipe
 
 from __future__ import annotations
 
-import audioop
 from types import SimpleNamespace
 
 import pytest
-from pipecat.audio.utils import create_stream_resampler, ulaw_to_pcm
 from pipecat.frames.frames import (
     InputAudioRawFrame,
     OutputAudioRawFrame,
@@ -27,30 +25,17 @@ from pipecat.tests.utils import SleepFrame, run_test
 from carriers.playback import STREAM_OFFSET, PlaybackMarkFrame
 from carriers.twilio.media import TwilioMediaCodec
 from carriers.twilio.simulator import TwilioWire
-from tests.voice.test_early_stt import FRAME, pause, say
+from tests.helpers import FRAME, UP, pause, say, stt_frames
 from voice.engines import PHONE_RATE, Engines
 from voice.processors import ANNOUNCEMENT_MARK, Announcer
 from voice.recorder import ConsentGate
 from voice.services import SharedSileroVAD, SharedWhisperSTT
-from voice.session import STT_RATE, CallConfig
-
-UP = STT_RATE // PHONE_RATE  # bytes at the pipeline's rate per byte at the carrier's
-
-
-async def stt_frames(pcm8k: bytes) -> list[InputAudioRawFrame]:
-    """``pcm8k`` as the Twilio codec hands it to the pipeline: μ-law, then 16 kHz frames."""
-    resampler = create_stream_resampler()
-    frames = []
-    for i in range(0, len(pcm8k) - FRAME + 1, FRAME):
-        pcm = await ulaw_to_pcm(
-            audioop.lin2ulaw(pcm8k[i : i + FRAME], 2), PHONE_RATE, STT_RATE, resampler
-        )
-        frames.append(InputAudioRawFrame(audio=pcm, sample_rate=STT_RATE, num_channels=1))
-    return frames
+from voice.session import STT_RATE
+from voice.settings import CallSettings
 
 
 async def transcribe(engines: Engines, pcm8k: bytes, heard_from: int | None) -> list[str]:
-    vad = SharedSileroVAD(engines.silero, CallConfig().vad_params())
+    vad = SharedSileroVAD(engines.silero, CallSettings().vad_params())
     stt = SharedWhisperSTT(engines, "en", vad=vad, heard_from=lambda: heard_from)
     down, _ = await run_test(
         Pipeline([VADProcessor(vad_analyzer=vad), stt]),

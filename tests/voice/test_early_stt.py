@@ -25,12 +25,11 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.tests.utils import SleepFrame, run_test
 from prometheus_client import REGISTRY
 
-from carriers.simulation import trim_silence
-from voice.engines import PHONE_RATE, Engines, synthesize
+from tests.helpers import FRAME, pause, say
+from voice.engines import PHONE_RATE, Engines
 from voice.services import SharedSileroVAD, SharedWhisperSTT
-from voice.session import STT_RATE, CallConfig
-
-FRAME = PHONE_RATE * 20 // 1000 * 2  # bytes of a 20 ms carrier frame
+from voice.session import STT_RATE
+from voice.settings import CallSettings
 
 
 class Burst(FrameProcessor):
@@ -73,7 +72,7 @@ async def transcripts(
             audioop.lin2ulaw(audio[i : i + FRAME], 2), PHONE_RATE, STT_RATE, resampler
         )
         frames.append(InputAudioRawFrame(audio=pcm, sample_rate=STT_RATE, num_channels=1))
-    vad = SharedSileroVAD(engines.silero, CallConfig().vad_params())
+    vad = SharedSileroVAD(engines.silero, CallSettings().vad_params())
     stt = SharedWhisperSTT(engines, "en", vad=vad)
     down, _ = await run_test(
         Pipeline([VADProcessor(vad_analyzer=vad), Burst(burst), stt]),
@@ -82,14 +81,6 @@ async def transcripts(
     )
     texts = [f.text for f in down if isinstance(f, TranscriptionFrame)]
     return texts, {o: count(o) - before[o] for o in before}
-
-
-def say(voice, text: str) -> bytes:  # type: ignore[no-untyped-def]
-    return trim_silence(synthesize(voice, text, PHONE_RATE))
-
-
-def pause(seconds: float) -> bytes:
-    return bytes(int(PHONE_RATE * seconds) * 2)
 
 
 BURSTS = pytest.mark.parametrize("burst", [1, 25], ids=["in-step", "0.5s-bursts"])

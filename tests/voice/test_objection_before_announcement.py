@@ -15,12 +15,12 @@ from pipecat.pipeline.task import PipelineParams
 from pipecat.processors.audio.vad_processor import VADProcessor
 from pipecat.tests.utils import SleepFrame, run_test
 
-from tests.voice.test_consent_edges import UP, stt_frames
-from tests.voice.test_early_stt import FRAME, pause, say
+from tests.helpers import FRAME, UP, pause, say, stt_frames
 from voice.engines import Engines
 from voice.recorder import ConsentGate, RefusalPhrases, UnheardSpeechFrame
 from voice.services import SharedSileroVAD, SharedWhisperSTT
-from voice.session import STT_RATE, CallConfig
+from voice.session import STT_RATE
+from voice.settings import CallSettings
 
 REFUSAL = "Please don't record this."
 EARLY = pytest.mark.parametrize("early_stt", [True, False], ids=["early-stt", "no-early-stt"])
@@ -39,7 +39,7 @@ async def through_refusal_check(
         objections.append(how)
 
     gate = ConsentGate(objected)
-    vad = SharedSileroVAD(engines.silero, CallConfig().vad_params())
+    vad = SharedSileroVAD(engines.silero, CallSettings().vad_params())
     stt = SharedWhisperSTT(
         engines, "en", vad=vad if early_stt else None, heard_from=lambda: heard_from
     )

@@ -1,9 +1,10 @@
-"""Small processors' rules: the caller's spoken refusal of the recording."""
+"""Small processors' rules: the caller's spoken refusal of the recording, closing phrases."""
 
 from __future__ import annotations
 
 import pytest
 
+from voice.processors import is_closing
 from voice.recorder import is_refusal
 
 
@@ -22,3 +23,19 @@ from voice.recorder import is_refusal
 )
 def test_spoken_refusal_of_the_recording(text: str, refuses: bool) -> None:
     assert is_refusal(text) is refuses
+
+
+@pytest.mark.parametrize(
+    ("text", "closing"),
+    [
+        ("Goodbye.", True),
+        ("OK, bye!", True),
+        ("good-bye then", True),
+        ("Thanks, bye bye", True),
+        ("What time do you open?", False),
+        ("Can I buy a byte?", False),
+        ("Byers street", False),
+    ],
+)
+def test_closing_phrases(text: str, closing: bool) -> None:
+    assert is_closing(text) is closing

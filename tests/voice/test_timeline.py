@@ -18,15 +18,29 @@ def test_stages_partition_the_turn_and_are_observed() -> None:
     t = TurnTimeline()
     before = {s: observed(s) for s in (*STAGES, "response")}
     t.speech_ended(10.4, 0.4)
-    for stage, at in [("stt", 10.7), ("turn_end", 10.75), ("llm_first_token", 10.9),
-                      ("first_sentence", 11.1), ("tts_first_audio", 11.4)]:  # fmt: skip
+    for stage, at in [
+        ("stt", 10.7),
+        ("turn_end", 10.75),
+        ("llm_first_token", 10.9),
+        ("first_sentence", 11.1),
+        ("tts_first_audio", 11.4),
+    ]:
         t.mark(stage, at)
     t.mark("stt", 12.0)  # a second transcript: the first one counts
     out = t.answered(11.45)
     assert out is not None
-    assert out == pytest.approx({"vad": 0.4, "stt": 0.3, "turn_end": 0.05, "llm_first_token": 0.15,
-                                 "first_sentence": 0.2, "tts_first_audio": 0.3, "transport": 0.05,
-                                 "response": 1.45})  # fmt: skip
+    assert out == pytest.approx(
+        {
+            "vad": 0.4,
+            "stt": 0.3,
+            "turn_end": 0.05,
+            "llm_first_token": 0.15,
+            "first_sentence": 0.2,
+            "tts_first_audio": 0.3,
+            "transport": 0.05,
+            "response": 1.45,
+        }
+    )
     for stage, seconds in out.items():
         count, total = observed(stage)
         assert count == before[stage][0] + 1 and total == pytest.approx(before[stage][1] + seconds)
@@ -43,8 +57,9 @@ def test_missing_marks_fold_into_the_next_stage_and_restarts_reset() -> None:
     t.speech_ended(6.0, 0.4)  # the same report at the next hop of the pipeline: no restart
     t.mark("first_sentence", 6.5)  # a cached phrase: no LLM
     out = t.answered(6.9)
-    assert out == pytest.approx({"vad": 0.4, "stt": 0.3, "first_sentence": 0.2, "transport": 0.4,
-                                 "response": 1.3})  # fmt: skip
+    assert out == pytest.approx(
+        {"vad": 0.4, "stt": 0.3, "first_sentence": 0.2, "transport": 0.4, "response": 1.3}
+    )
     assert sum(v for k, v in out.items() if k != "response") == pytest.approx(out["response"])
 
 

@@ -13,7 +13,8 @@ from pipecat.audio.vad.vad_analyzer import VADParams, VADState
 from carriers.simulation import trim_silence
 from voice.engines import PHONE_RATE, silero_model_path, synthesize
 from voice.services import SharedSileroVAD
-from voice.session import STT_RATE, CallConfig
+from voice.session import STT_RATE
+from voice.settings import CallSettings
 
 FRAME = PHONE_RATE * 20 // 1000  # samples per 20 ms frame, as carriers send them
 SILENCE = bytes(FRAME * 2)
@@ -55,10 +56,13 @@ async def test_one_word_answers_are_heard(silero, voice, word: str) -> None:  # 
     # About one take in thirty of "Bye." lasts under 0.2 s (median 0.24 s), at the VAD's limit
     # (0.1 s of speech starts a turn, in 32 ms windows, volume smoothed): a full run of the
     # suite once missed a 0.189 s take. A caller's "Bye." is longer; such takes are drawn again.
-    takes = [t for t in (trim_silence(synthesize(voice, word, PHONE_RATE)) for _ in range(16))
-             if len(t) >= 0.2 * PHONE_RATE * 2][:8]  # fmt: skip
+    takes = [
+        t
+        for t in (trim_silence(synthesize(voice, word, PHONE_RATE)) for _ in range(16))
+        if len(t) >= 0.2 * PHONE_RATE * 2
+    ][:8]
     assert len(takes) == 8
-    params = CallConfig().vad_params()
+    params = CallSettings().vad_params()
     missed = [len(t) / 2 / PHONE_RATE for t in takes if not heard(await states(silero, params, t))]
     assert not missed, f"{word!r} missed {len(missed)}/8 times (takes of {missed} s)"
 
@@ -68,7 +72,7 @@ async def test_pipecat_defaults_miss_short_answers(silero, voice) -> None:  # ty
     takes = [
         trim_silence(synthesize(voice, w, PHONE_RATE)) for w in ("No.", "Bye.") for _ in range(6)
     ]
-    defaults = VADParams(stop_secs=CallConfig().vad_stop_secs)
+    defaults = VADParams(stop_secs=CallSettings().vad_stop_secs)
     missed = [t for t in takes if not heard(await states(silero, defaults, t))]
     assert len(missed) >= len(takes) // 2
 
@@ -83,7 +87,7 @@ async def test_noise_is_not_speech(silero, kind: str) -> None:
         "hum": 6000 * np.sin(2 * np.pi * 50 * t),
     }[kind]
     pcm = np.clip(noise, -32767, 32767).astype(np.int16).tobytes()
-    assert VADState.SPEAKING not in await states(silero, CallConfig().vad_params(), pcm)
+    assert VADState.SPEAKING not in await states(silero, CallSettings().vad_params(), pcm)
 
 
 def runs(seen: list[VADState]) -> list[VADState]:
@@ -97,7 +101,7 @@ async def test_a_short_pause_is_a_pause_not_an_end(silero, voice) -> None:  # ty
     decode and the e2e pause test rely on); 0.7 s ends the speech."""
     first = trim_silence(synthesize(voice, "Do you sell", PHONE_RATE))
     rest = trim_silence(synthesize(voice, "birthday cakes?", PHONE_RATE))
-    params = CallConfig().vad_params()
+    params = CallSettings().vad_params()
     for shift in range(0, 32 * PHONE_RATE // 1000, PHONE_RATE // 1000):  # 0-31 ms, 1 ms steps
         lead = bytes(shift * 2)
         seen = runs(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from calls.events import CallEventType
+from calls.state import CallState
 from calls.store import CallStore, Turn
 from carriers.base import InboundCall, StatusUpdate
 from recordings.crypto import new_key
@@ -71,7 +72,8 @@ async def test_rejected_call_and_transcript(redis, tmp_path) -> None:  # type: i
     assert created and state == "rejected"
     record = await store.get(call_id)
     assert record is not None and record.state == "rejected" and record.agent == ""
-    assert not await store.advance(call_id, "in-progress", 101.0)  # a rejected call stays over
+    # a rejected call stays over
+    assert not await store.advance(call_id, CallState.IN_PROGRESS, 101.0)
     await store.add_turn(call_id, Turn("caller", "hello", 102.0))
     await store.add_turn(call_id, Turn("agent", "hi there", 103.0))
     events = await store.events(call_id)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from calls.events import CallEvent, CallEventType, order_violations
-from voice.processors import is_closing
 
 T = CallEventType
 
@@ -58,19 +57,3 @@ def test_a_normal_call_is_in_order() -> None:
 )
 def test_out_of_order_stages_are_reported(kinds: list[CallEventType], problem: str) -> None:
     assert any(problem in p for p in order_violations([ev(k) for k in kinds]))
-
-
-@pytest.mark.parametrize(
-    ("text", "closing"),
-    [
-        ("Goodbye.", True),
-        ("OK, bye!", True),
-        ("good-bye then", True),
-        ("Thanks, bye bye", True),
-        ("What time do you open?", False),
-        ("Can I buy a byte?", False),
-        ("Byers street", False),
-    ],
-)
-def test_closing_phrases(text: str, closing: bool) -> None:
-    assert is_closing(text) is closing

@@ -10,6 +10,7 @@ from pathlib import Path
 import redis as sync_redis
 from redis.asyncio import Redis
 
+from calls.archive import CallArchive
 from calls.events import CallEventType
 from calls.store import CallStore
 from carriers.base import InboundCall
@@ -20,8 +21,8 @@ from recordings.objects import EncryptedObjects
 from recordings.storage import LocalStorage
 from recordings.subjects import UNREADABLE, Parties
 from routing import Agent, Route
-from tests.api.test_cli import bonmoniq
 from tests.conftest import MASTER_KEY, sealing_calls
+from tests.helpers import bonmoniq
 from tests.privacy import PHONE, openings, redis_values
 
 CALLER, OURS, DIALLED = "+15555554101", "+15555550100", "+15555554102"
@@ -75,7 +76,7 @@ async def test_parties_are_sealed_in_redis_and_opened_for_the_tenant(
 
 async def test_erasure_and_export_find_calls_by_digest(redis: Redis, tmp_path: Path) -> None:
     objects = EncryptedObjects(redis, KeyRing(redis, new_key()), LocalStorage(tmp_path))
-    store, life = CallStore(redis, objects), Lifecycle(redis, objects)
+    store, life = CallStore(redis, objects), Lifecycle(redis, objects, CallArchive(redis))
     mine, _, _ = await store.open_inbound(inbound("15555554101"), ROUTE, 100.0, ROUTING)
     other, _, _ = await store.open_inbound(inbound("+15555554103", "CA" + "8" * 32), ROUTE, 101.0)
     assert await life.calls_of("t1", "+1 555 555 4101") == [mine]
@@ -107,7 +108,7 @@ async def test_key_rotation_rewraps_the_parties_key(redis: Redis, tmp_path: Path
     objects = EncryptedObjects(redis, KeyRing(redis, MASTER_KEY), LocalStorage(tmp_path))
     store = CallStore(redis, objects)
     call_id = await store.open_outbound(ROUTE, DIALLED, 100.0, ROUTING)
-    assert await objects.rotate_tenant_key("t1") == 1
+    assert await objects.rotate_tenant_key("t1", CallArchive(redis)) == 1
     assert set(await redis.hkeys("kek:t1")) == {"v2", "current"}  # the old KEK is gone
     record = await store.get(call_id)
     assert record is not None and record.to_number == DIALLED
@@ -128,9 +129,19 @@ async def test_records_written_before_sealing_still_read_and_match(
     redis: Redis, tmp_path: Path
 ) -> None:
     # The old layout: parties in clear, as the carrier sent them (Sinch's cli has no "+").
-    old = {"call_id": "call_old", "carrier": "sinch", "carrier_call_id": "s1", "tenant": "t1",
-           "agent": "a1", "from_number": "15555554101", "to_number": "15555550100",
-           "direction": "inbound", "state": "completed", "created_at": "1.0", "updated_at": "2.0"}  # fmt: skip
+    old = {
+        "call_id": "call_old",
+        "carrier": "sinch",
+        "carrier_call_id": "s1",
+        "tenant": "t1",
+        "agent": "a1",
+        "from_number": "15555554101",
+        "to_number": "15555550100",
+        "direction": "inbound",
+        "state": "completed",
+        "created_at": "1.0",
+        "updated_at": "2.0",
+    }
     await redis.hset("call:call_old", mapping=old)
     await redis.zadd("calls:t1", {"call_old": 1.0})
     store = sealing_calls(redis)
@@ -138,7 +149,9 @@ async def test_records_written_before_sealing_still_read_and_match(
     assert record is not None and record.from_number == "15555554101"
     assert store.involves(record, CALLER) and not store.involves(record, DIALLED)
     objects = EncryptedObjects(redis, KeyRing(redis, MASTER_KEY), LocalStorage(tmp_path))
-    assert await Lifecycle(redis, objects).calls_of("t1", CALLER) == ["call_old"]
+    assert await Lifecycle(redis, objects, CallArchive(redis)).calls_of("t1", CALLER) == [
+        "call_old"
+    ]
     await redis.delete("call:call_old")
 
 
@@ -161,9 +174,12 @@ async def test_a_store_without_key_ring_cannot_record_and_reads_nothing_sealed(
 def test_calls_show_opens_the_parties(redis_server: str, tmp_path: Path) -> None:
     url = redis_server.rsplit("/", 1)[0] + "/3"
     sync_redis.Redis.from_url(url).flushdb()
-    env = {"BONMONIQ_REDIS_URL": url, "BONMONIQ_VAR_DIR": str(tmp_path),
-           "BONMONIQ_LOG_LEVEL": "WARNING",
-           "BONMONIQ_MASTER_KEY": base64.b64encode(MASTER_KEY).decode()}  # fmt: skip
+    env = {
+        "BONMONIQ_REDIS_URL": url,
+        "BONMONIQ_VAR_DIR": str(tmp_path),
+        "BONMONIQ_LOG_LEVEL": "WARNING",
+        "BONMONIQ_MASTER_KEY": base64.b64encode(MASTER_KEY).decode(),
+    }
 
     async def seed() -> str:
         client = Redis.from_url(url, decode_responses=True)

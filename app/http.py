@@ -1,0 +1,130 @@
+"""The HTTP edge of a platform: each router of ``api/`` handed the collaborators it uses."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+
+from api import (
+    public,
+    routes_agents,
+    routes_calls,
+    routes_data,
+    routes_keys,
+    routes_numbers,
+    routes_operator,
+    routes_sinch,
+    routes_telnyx,
+    routes_twilio,
+)
+from api.app import NotReady, create_app
+from api.webhooks import CarrierDeps
+from app.platform import Platform
+from carriers.base import Carrier
+from carriers.sinch.kit import SinchKit
+from carriers.telnyx.kit import TelnyxKit
+from carriers.twilio.kit import TwilioKit
+from llm.client import probe
+from llm.errors import LLMUnavailable
+from tenancy.write_limits import WriteLimiter
+
+
+def http_app(platform: Platform) -> FastAPI:
+    """The ASGI app serving ``platform``."""
+
+    async def readiness() -> dict[str, Any]:
+        return await ready(platform)
+
+    return create_app(routers(platform), platform.redis, readiness)
+
+
+def routers(platform: Platform) -> list[APIRouter]:
+    """Every router of the app, in the order they are matched."""
+    # One bucket per tenant for every configuration write (agents, numbers, keys).
+    writes = WriteLimiter(platform.redis, platform.settings.limits.config_writes_per_minute)
+    telephony = platform.telephony()
+    carrier_deps = CarrierDeps(
+        platform.settings, platform.inbound, platform.calls, platform.stream_deps
+    )
+    return [
+        routes_twilio.router(platform.carriers.find(Carrier.TWILIO, TwilioKit), carrier_deps),
+        routes_telnyx.router(platform.carriers.find(Carrier.TELNYX, TelnyxKit), carrier_deps),
+        routes_sinch.router(
+            platform.carriers.find(Carrier.SINCH, SinchKit),
+            carrier_deps,
+            platform.settings.call.max_seconds_of("inbound"),
+        ),
+        public.router(platform.register),
+        routes_keys.router(
+            tenants=platform.tenants,
+            audit=platform.audit,
+            writes=writes,
+            limiter=platform.limiter,
+            destinations=platform.policy.destinations,
+            default_limits=platform.default_limits,
+        ),
+        routes_operator.router(
+            tenants=platform.tenants,
+            audit=platform.audit,
+            default_limits=platform.default_limits,
+            operator_token=platform.operator_token,
+        ),
+        routes_agents.router(
+            tenants=platform.tenants,
+            directory=platform.directory,
+            audit=platform.audit,
+            writes=writes,
+            prepare=platform.prepare,
+            voices=frozenset({platform.engines.voice_name}),
+        ),
+        routes_numbers.router(
+            tenants=platform.tenants,
+            directory=platform.directory,
+            audit=platform.audit,
+            writes=writes,
+            telephony=telephony,
+        ),
+        routes_calls.router(
+            tenants=platform.tenants,
+            calls=platform.calls,
+            audit=platform.audit,
+            telephony=telephony,
+            default_limits=platform.default_limits,
+            subject_ref=platform.lifecycle.subject_ref,
+        ),
+        routes_data.router(
+            tenants=platform.tenants,
+            calls=platform.calls,
+            objects=platform.objects,
+            lifecycle=platform.lifecycle,
+            audit=platform.audit,
+        ),
+    ]
+
+
+async def ready(platform: Platform) -> dict[str, Any]:
+    """``/readyz``'s answer: Redis, the models, the LLM server, then each carrier's health.
+
+    Raises:
+        NotReady: the first part that is not ready.
+    """
+    try:
+        await platform.redis.ping()
+    except Exception as e:  # any failure means not ready
+        raise NotReady("State store unreachable", "the state store does not answer", e) from e
+    missing = platform.engines.missing()
+    if missing:
+        raise NotReady("Models not loaded", "speech models are not loaded", missing)
+    try:
+        await probe(platform.engines.llm)
+    except LLMUnavailable as e:
+        raise NotReady("LLM unreachable", "the language model does not answer", e) from e
+    now = time.time()
+    usable = platform.health(now)
+    carriers = {
+        str(c): "up" if usable.usable(c, now) else "down"
+        for c in sorted(platform.carriers, key=str)
+    }
+    return {"status": "ready", "models": "loaded", "llm": "reachable", "carriers": carriers}

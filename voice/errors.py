@@ -1,0 +1,33 @@
+"""Errors of the call pipeline; each carries a stable ``code``."""
+
+from __future__ import annotations
+
+
+class VoiceError(Exception):
+    """Base error of the call pipeline."""
+
+    code = "voice_error"
+
+
+class AnnouncementIncomplete(VoiceError, ValueError):
+    """The announcement lacks a required part (or its language has no rules)."""
+
+    code = "announcement_incomplete"
+
+    def __init__(self, language: str, missing: tuple[str, ...], *, checkable: bool = True) -> None:
+        """``missing``: the parts not found; ``checkable``: whether ``language`` has rules."""
+        self.language, self.missing = language, missing
+        if not checkable:
+            message = f"announcements in {language!r} cannot be checked yet"
+        else:
+            message = (
+                f"the announcement must say, in {language!r}, that the caller is speaking with "
+                f"an AI and that the call may be recorded; missing: {', '.join(missing)}"
+            )
+        super().__init__(message)
+
+
+class PeerGone(VoiceError):
+    """The carrier's media socket closed (or failed) before the stream had started."""
+
+    code = "media_peer_gone"

@@ -206,8 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings()
     except ValidationError as e:
         problems = "; ".join(
-            f"BONMONIQ_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
-            for err in e.errors()
+            f"{Settings.env_name(e.title, err['loc'])}: {err['msg']}" for err in e.errors()
         )
         print(f"bonmoniq: error: invalid settings: {problems}", file=sys.stderr)
         return 2

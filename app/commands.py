@@ -36,12 +36,11 @@ async def _run(settings: Settings, fn: Callable[[Core], Awaitable[int]], sealed:
     ``sealed`` the encrypted store is opened when the key is there, sealed fields stay closed
     otherwise.
     """
-    from app.core import build_platform, open_objects, readable_objects
+    from app.core import build_platform, open_objects, open_store, readable_objects
     from app.local_redis import redis_url
-    from store.redis import connect
 
     with redis_url(settings) as url:
-        client = connect(url)
+        client = open_store(settings, url)
         try:
             objects = (open_objects if sealed else readable_objects)(settings, client)
             return await fn(build_platform(settings, client, objects=objects))

@@ -23,6 +23,7 @@ from routing.directory import Directory
 from routing.policy import Health, Policy
 from routing.subprocessors import Register
 from store import keys
+from store.redis import connect
 from telephony.health import CarrierHealth
 from telephony.service import Telephony
 from tenancy.audit import AuditLog
@@ -181,6 +182,16 @@ def build_platform(
         policy=policy,
         register=register,
     )
+
+
+def open_store(settings: Settings, url: str) -> Redis:
+    """A client of the state store at ``url``, every key name under the settings' prefix.
+
+    The prefix is set before the client exists, so nothing of the process reads or writes a
+    key outside it (the start-up migration included).
+    """
+    keys.use_prefix(settings.store.key_prefix)
+    return connect(url)
 
 
 def open_objects(

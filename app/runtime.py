@@ -7,7 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-from app.core import build_platform, open_objects
+from app.core import build_platform, open_objects, open_store
 from app.errors import PlatformError
 from app.local_redis import redis_url
 from app.platform import Platform
@@ -20,7 +20,6 @@ from llm.server import EmbeddedLLMServer
 from models import Role, verify_profile
 from recordings.migrate import migrate_clear_transcripts
 from routing.directory import Agent, AgentExists, Directory
-from store.redis import connect
 from voice.engines import Engines
 
 log = logging.getLogger(__name__)
@@ -78,7 +77,7 @@ async def running_platform(settings: Settings) -> AsyncIterator[Platform]:
     # The embedded LLM server and this process share a count of the work callers wait for.
     board = None if settings.llm.url else UrgencyBoard(settings.var_dir / "run" / "urgent", True)
     with redis_url(settings) as url, llm_endpoint(settings, gguf, board) as endpoint:
-        client = connect(url)
+        client = open_store(settings, url)
         try:
             await client.ping()
             device = "cuda" if settings.profile == "gpu" else "cpu"

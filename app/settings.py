@@ -66,6 +66,19 @@ class Settings(BaseSettings):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
 
+    @classmethod
+    def env_name(cls, model: str, loc: tuple[int | str, ...]) -> str:
+        """The environment variable of field ``loc`` of the settings class named ``model``."""
+        prefixes: dict[str, str] = {}
+        pending: list[type[BaseSettings]] = [cls]
+        while pending:
+            section = pending.pop()
+            prefixes[section.__name__] = str(section.model_config.get("env_prefix", ""))
+            for f in section.model_fields.values():
+                if isinstance(f.annotation, type) and issubclass(f.annotation, BaseSettings):
+                    pending.append(f.annotation)
+        return prefixes.get(model, "BONMONIQ_") + "_".join(str(p) for p in loc).upper()
+
     @field_validator("public_url")
     @classmethod
     def _public_url_is_http(cls, value: str) -> str:

@@ -21,7 +21,6 @@ from carriers.telnyx.simulator import TelnyxSimulator
 from carriers.twilio.kit import TwilioKit
 from carriers.twilio.simulator import TwilioSimulator
 from models import Role, profile_models, verify_model
-from store.redis import connect
 from voice.engines import PHONE_RATE, load_voice, synthesize
 
 DEFAULT_QUESTION = "What time do you open on Saturday?"
@@ -42,7 +41,7 @@ def utterances_for(
 async def _report(settings: Settings, call_id: str) -> dict[str, Any] | None:
     """The platform's record of the call, read from its Redis once the media has closed."""
     from app.commands import call_report
-    from app.core import build_platform, readable_objects
+    from app.core import build_platform, open_store, readable_objects
 
     url = settings.store.url
     if not url:
@@ -50,7 +49,7 @@ async def _report(settings: Settings, call_id: str) -> dict[str, Any] | None:
         if not local.answers():
             return None
         url = local.url
-    client = connect(url)
+    client = open_store(settings, url)
     try:
         core = build_platform(settings, client, objects=readable_objects(settings, client))
         deadline = time.monotonic() + 10

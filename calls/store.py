@@ -1,4 +1,4 @@
-"""The call store: each call's record, lifecycle events and transcript, in Redis."""
+"""The call store: each call's record and lifecycle events in Redis (words only as turn lengths)."""
 
 from __future__ import annotations
 
@@ -329,7 +329,7 @@ class CallStore:
     async def add_turn(self, call_id: str, turn: Turn) -> None:
         """Record that a turn was spoken: an event with its length, never its words.
 
-        The words go only to the encrypted transcript (:class:`voice.recorder.TranscriptLog`).
+        The words go only to the encrypted transcript (``recordings.transcripts.TranscriptLog``).
         """
         kind = CallEventType.CALLER_TURN if turn.role == "caller" else CallEventType.AGENT_TURN
         data: dict[str, Any] = {"chars": len(turn.text)}

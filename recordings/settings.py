@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The region an S3-compatible endpoint gets unless one is set (empty included).
+DEFAULT_REGION = "us-east-1"
 
 
 class S3Settings(BaseSettings):
@@ -18,7 +21,12 @@ class S3Settings(BaseSettings):
     bucket: str | None = None
     access_key: str | None = None
     secret_key: SecretStr | None = None
-    region: str = "us-east-1"
+    region: str = DEFAULT_REGION
+
+    @field_validator("region")
+    @classmethod
+    def _default_when_empty(cls, value: str) -> str:
+        return value or DEFAULT_REGION
 
 
 class StorageSettings(BaseSettings):

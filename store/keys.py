@@ -3,8 +3,9 @@
 Every key name starts with the prefix set by :func:`use_prefix` (``BONMONIQ_REDIS_KEY_PREFIX``,
 empty by default), so several platforms can share one Redis. Lua scripts are handed every key
 they touch in ``KEYS``. Moving to Redis Cluster needs each tenant's and each call's keys in one
-hash slot (a hash tag such as ``call:{call_id}:events`` around the id): a change of this module
-alone.
+hash slot (a hash tag such as ``call:{call_id}:events`` around the id), named here; the scripts
+and transactions that also touch the platform-wide indexes (``calls``, ``retention``, ``tenants``)
+would then write those in a second step.
 
 ===============================================  ======  ===============================
 key                                              type    holds

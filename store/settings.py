@@ -16,6 +16,7 @@ class StoreSettings(BaseSettings):
     )
     key_prefix: str = Field(
         default="",
+        pattern=r"^[A-Za-z0-9_.:{}-]*$",
         description="Put before every key name, so several platforms can share one Redis "
-        "(store/keys.py).",
+        "(store/keys.py). Letters, digits and _.:{}- only: no SCAN wildcard.",
     )

@@ -70,10 +70,10 @@ def synthesize(voice: PiperVoice, text: str, rate: int = PHONE_RATE) -> bytes:
 class Urgency:
     """Work a caller is waiting for goes first on the shared CPU.
 
-    When two calls' turns overlap on the 2-core machine, one call's Whisper decode or the first
-    chunk of its answer (the caller hears nothing until it is done) ran beside the other
-    call's synthesis of the rest of its answer, which is only needed once the audio before it
-    has been played. Urgent work runs inside :meth:`urgent`; the rest's synthesis calls
+    When two calls' turns overlap, one call's Whisper decode or the first chunk of its answer
+    (the caller hears nothing until it is done) goes before the other call's synthesis of the
+    rest of its answer, which is only needed once the audio before it has been played. Urgent
+    work runs inside :meth:`urgent`; the rest's synthesis calls
     :meth:`give_way` before each chunk and starts once the urgent work running at that moment
     has finished (work that starts later does not hold it up again). With a ``board``, the
     embedded LLM server sees how many urgent jobs run, and the rest of its answers waits too

@@ -70,6 +70,7 @@ class _Opening:
         try:
             return await self._socket.receive_text()
         except Exception as e:  # the framework's disconnect, whatever its type
+            log.info("media stream closed before its start", extra={"reason": type(e).__name__})
             raise PeerGone(str(e)) from e
 
     async def send_text(self, data: str) -> None:

@@ -130,6 +130,22 @@ def test_invalid_settings_are_one_line(tmp_path: Path) -> None:
     assert "BONMONIQ_PUBLIC_URL" in one_line_error(result)
 
 
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("BONMONIQ_LLM_PROMPT_STATES_MB", "-1"),  # a section with its own prefix
+        ("BONMONIQ_VAD_STOP_SECS", "soon"),  # a section under the platform's prefix
+        ("BONMONIQ_REDIS_KEY_PREFIX", "a*b"),  # a glob character would break SCAN patterns
+    ],
+)
+def test_an_invalid_setting_is_named_as_it_is_set(
+    tmp_path: Path, variable: str, value: str
+) -> None:
+    result = bonmoniq("agents", "list", env={variable: value, "BONMONIQ_VAR_DIR": str(tmp_path)})
+    assert result.returncode == 2
+    assert f"invalid settings: {variable}:" in one_line_error(result)
+
+
 def test_third_party_llm_is_refused_at_start(tmp_path: Path, redis_server: str) -> None:
     result = bonmoniq(
         "serve",

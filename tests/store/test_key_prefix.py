@@ -23,6 +23,10 @@ from tests.helpers import auth
 
 PREFIX = "bmq-other:"
 NUMBER = "+15555550177"
+#: Another platform's key on the same Redis, without the prefix: a transcript in the old clear
+#: form, which this platform's start-up migration must not take for its own.
+OTHERS = "call:others-call:transcript"
+OTHERS_TURN = '{"role": "caller", "text": "x", "at": 1.0}'
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +36,7 @@ def prefixed(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
     url = redis_server.rsplit("/", 1)[0] + "/7"
     redis.Redis.from_url(url).flushdb()
+    redis.Redis.from_url(url).rpush(OTHERS, OTHERS_TURN)
     server = start_server(
         url, tmp_path_factory.mktemp("prefixed"), BONMONIQ_REDIS_KEY_PREFIX=PREFIX
     )
@@ -81,7 +86,8 @@ async def test_api_writes_and_a_webhook_write_only_prefixed_keys(
     assert r.status_code == 200 and "<Stream" in r.text, r.text  # the number's agent was found
 
     written = sorted([str(k) async for k in client.scan_iter(count=1000)])
-    assert written and [k for k in written if not k.startswith(PREFIX)] == []
+    assert written and [k for k in written if not k.startswith(PREFIX)] == [OTHERS]
+    assert await client.lrange(OTHERS, 0, -1) == [OTHERS_TURN]  # not migrated: not ours
     call_ids = await client.zrange(PREFIX + "calls", 0, -1)
     assert len(call_ids) == 1
     call_id = call_ids[0]

@@ -18,6 +18,7 @@ import phonenumbers
 import soxr
 from pipecat.audio.utils import create_stream_resampler, ulaw_to_pcm
 from pipecat.frames.frames import InputAudioRawFrame
+from piper import SynthesisConfig
 from redis.asyncio import Redis
 
 from calls.events import CallEventType
@@ -245,8 +246,12 @@ FRAME = PHONE_RATE * 20 // 1000 * 2  # bytes of a 20 ms carrier frame
 UP = STT_RATE // PHONE_RATE  # bytes at the pipeline's rate per byte at the carrier's
 
 
+#: Piper without its random variation: a line is the same audio on every run.
+STEADY = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
+
+
 def say(voice, text: str) -> bytes:  # type: ignore[no-untyped-def]
-    return trim_silence(synthesize(voice, text, PHONE_RATE))
+    return trim_silence(synthesize(voice, text, PHONE_RATE, STEADY))
 
 
 def pause(seconds: float) -> bytes:

@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime
 import soxr
 from faster_whisper import WhisperModel
-from piper import PiperVoice
+from piper import PiperVoice, SynthesisConfig
 
 from llm.endpoint import LLMEndpoint
 from llm.scheduler import GIVE_WAY_LIMIT_S, UrgencyBoard
@@ -57,9 +57,14 @@ def load_voice(model: VerifiedModel, use_cuda: bool = False) -> PiperVoice:
     return voice
 
 
-def synthesize(voice: PiperVoice, text: str, rate: int = PHONE_RATE) -> bytes:
-    """16-bit mono PCM of ``text`` spoken by ``voice``, resampled to ``rate``."""
-    pcm = b"".join(chunk.audio_int16_bytes for chunk in voice.synthesize(text))
+def synthesize(
+    voice: PiperVoice, text: str, rate: int = PHONE_RATE, config: SynthesisConfig | None = None
+) -> bytes:
+    """16-bit mono PCM of ``text`` spoken by ``voice``, resampled to ``rate``.
+
+    ``config`` sets Piper's knobs (its noise makes each synthesis a little different).
+    """
+    pcm = b"".join(chunk.audio_int16_bytes for chunk in voice.synthesize(text, syn_config=config))
     native = int(voice.config.sample_rate)
     if rate == native:
         return pcm

@@ -5,8 +5,9 @@ An inbound call beyond a cap is refused with its carrier's busy answer. A call i
 
 - Per tenant: one Lua script admits a call into ``limits:{tenant}:inbound`` (a zset scored by
   the time the call must be over by), so concurrent webhooks cannot together pass the cap.
-  Before it, calls whose record says they are over (a final state) are dropped, which is how
-  a call that ended without a media stream (the caller hung up while it rang) stops counting.
+  At the cap, calls whose record says they are over (a final state) are dropped and the script
+  runs once more, which is how a call that ended without a media stream (the caller hung up
+  while it rang) stops counting.
   A media session's end removes its call at once.
 - Per process: the calls whose media session runs here, plus calls admitted here whose media
   stream has not yet arrived (for at most :data:`ATTACH_WINDOW_S`).
@@ -105,17 +106,17 @@ class Admission:
         """Count inbound call ``who`` of ``tenant``, or say which cap refuses it."""
         if not self.slots.admit(who, now):
             return Busy("max_calls")
+        args: list[str | int] = [
+            repr(now),
+            who,
+            repr(now + self.max_call_seconds + 60),
+            self.tenant_inbound_calls,
+        ]
         try:
-            await self._drop_finished(tenant, who)
-            ok = await self._admit(
-                keys=[keys.limit_inbound(tenant)],
-                args=[
-                    repr(now),
-                    who,
-                    repr(now + self.max_call_seconds + 60),
-                    self.tenant_inbound_calls,
-                ],
-            )
+            ok = await self._admit(keys=[keys.limit_inbound(tenant)], args=args)
+            if not int(ok):  # at the cap: calls that are over may still be counted
+                await self._drop_finished(tenant, who)
+                ok = await self._admit(keys=[keys.limit_inbound(tenant)], args=args)
         except BaseException:
             self.slots.release(who)
             raise

@@ -6,8 +6,8 @@ import logging
 import time
 from collections.abc import Callable
 
-from carriers.base import AvailableNumber, Carrier, Kit, PublicUrls, RentedNumber
-from carriers.errors import CarrierApiError, CarrierUnavailable
+from carriers.base import AvailableNumber, Carrier, PublicUrls, RentedNumber
+from carriers.errors import CarrierApiError
 from carriers.registry import Carriers
 from carriers.settings import CARRIER_DOWN_SECONDS
 from routing.directory import DEFAULT_TENANT, Agent, Directory, Route, normalise_number
@@ -15,14 +15,6 @@ from routing.errors import RouteRefused
 from routing.policy import Decision, Health, Policy, Purpose, choose, route
 
 log = logging.getLogger(__name__)
-
-
-def kit_of(carriers: Carriers, carrier: Carrier) -> Kit:
-    """The kit of ``carrier``; :class:`CarrierUnavailable` if it is not configured."""
-    kit = carriers.get(carrier)
-    if kit is None:
-        raise CarrierUnavailable(f"{carrier} is not configured")
-    return kit
 
 
 class Numbers:
@@ -63,7 +55,7 @@ class Numbers:
             decision = choose(country, key, self.policy, self.health(now), now)
             if decision.carrier in tried:
                 raise RouteRefused(f"no usable carrier for {country}: {', '.join(tried)} failed")
-            control = kit_of(self.carriers, decision.carrier).control
+            control = self.carriers.kit(decision.carrier).control
             try:
                 found = await control.search(country, area_code, contains)
             except CarrierApiError as e:
@@ -81,7 +73,7 @@ class Numbers:
         now = time.time()
         e164 = normalise_number(number)
         decision = route(e164, Purpose.PROVISION, self.policy, self.health(now), now)
-        kit = kit_of(self.carriers, decision.carrier)
+        kit = self.carriers.kit(decision.carrier)
         rented = await kit.control.rent(
             e164, self.urls.public(kit.paths.voice), self.urls.public(kit.paths.status)
         )
@@ -101,6 +93,6 @@ class Numbers:
         if not fields.get("carrier"):
             return None  # added by hand: nothing to give back
         rented = RentedNumber(fields["carrier"], e164, fields.get("carrier_id", e164))
-        await kit_of(self.carriers, Carrier(fields["carrier"])).control.release(rented)
+        await self.carriers.kit(Carrier(fields["carrier"])).control.release(rented)
         log.info("number released", extra={"number": e164, "carrier": fields["carrier"]})
         return rented

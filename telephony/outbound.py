@@ -17,7 +17,6 @@ from routing.destinations import class_price
 from routing.directory import DEFAULT_TENANT, Directory, normalise_number
 from routing.errors import RouteRefused
 from routing.policy import Decision, Health, Policy, Purpose, route
-from telephony.numbers import kit_of
 from tenancy.errors import LimitExceeded
 from tenancy.limits import Limits, OutboundLimiter, day
 
@@ -88,7 +87,7 @@ class Outbound:
         # A number rented before a territory joined the residency table may sit on a US carrier.
         route(source.number, Purpose.OUTBOUND, self.policy, health, now, holder=holder)
         decision = route(destination, Purpose.OUTBOUND, self.policy, health, now, holder=holder)
-        kit = kit_of(self.carriers, holder)
+        kit = self.carriers.kit(holder)
         call_id = new_call_id()
         reservation = None
         if limits is not None and self.limiter is not None:

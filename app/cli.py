@@ -29,6 +29,9 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     """Run the platform until interrupted."""
     import uvloop
 
+    from app.cluster_mode import check_cluster_mode
+
+    check_cluster_mode(settings)  # before anything is imported, started or loaded
     from app.serve import serve
 
     if args.host:
@@ -39,6 +42,37 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     # are socket-bound work.
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(serve(settings, demo=args.demo))
+
+
+def cmd_llm_server(settings: Settings, args: argparse.Namespace) -> int:
+    """Run the embedded LLM server (the cpu profile's model) until SIGTERM or SIGINT.
+
+    Several platform processes on this machine or its network share it through
+    ``BONMONIQ_LLM_URL``; it prints the value to give them.
+    """
+    import signal
+    import socket
+    import threading
+
+    from app.runtime import embedded_server
+    from models import Role, verify_profile
+
+    llm = verify_profile("cpu", settings.models_cache)[Role.LLM]
+    gguf = next(f.path for f in llm.files if f.path.suffix == ".gguf")
+    server = embedded_server(settings, gguf, host=args.host, port=args.port)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    # Listening on every address: the others reach it by this machine's name.
+    host = socket.gethostname() if args.host in ("", "0.0.0.0", "::") else args.host
+    with server:
+        print(f"BONMONIQ_LLM_URL=http://{host}:{server.port}/v1", flush=True)
+        while not stop.wait(0.5):
+            if not server.alive():
+                exited = f"the LLM server exited; see {server.log_path}"
+                print(f"bonmoniq: error: {exited}", file=sys.stderr)
+                return 1
+    return 0
 
 
 def cmd_models_verify(settings: Settings, args: argparse.Namespace) -> int:
@@ -95,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--demo", action="store_true", help="create a demo agent and number on empty state"
     )
     s.set_defaults(fn=cmd_serve)
+
+    ls = sub.add_parser(
+        "llm-server", help="run the embedded LLM server for several platform processes"
+    )
+    ls.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    ls.add_argument("--port", type=int, default=8081, help="listen port (default 8081)")
+    ls.set_defaults(fn=cmd_llm_server)
 
     m = sub.add_parser("models", help="the model catalogue").add_subparsers(
         dest="sub", required=True

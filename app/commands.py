@@ -1,8 +1,9 @@
 """What the ``bonmoniq`` commands do, each on the platform built by :func:`app.core.build_platform`.
 
-A command opens Redis (a local redis-server when ``BONMONIQ_REDIS_URL`` is unset), builds the
-part of the platform every process has (no speech models, no LLM) and acts through it. Operator
-actions are written to the audit log with the key id ``operator`` and ``{"via": "cli"}``.
+A command opens Redis (through the sentinels when ``BONMONIQ_REDIS_SENTINELS`` is set, a local
+redis-server when neither it nor ``BONMONIQ_REDIS_URL`` is), builds the part of the platform
+every process has (no speech models, no LLM) and acts through it. Operator actions are written
+to the audit log with the key id ``operator`` and ``{"via": "cli"}``.
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ class Core:
         self.tenants = TenantStore(self.redis)
         self.calls = CallStore(self.redis, self.objects)
         #: Which configured carriers routing may use at a time (see :meth:`health`).
-        self.carrier_health = CarrierHealth(self.carriers, self.register)
+        self.carrier_health = CarrierHealth(self.carriers, self.register, self.redis)
         self.limiter = OutboundLimiter(
             self.redis,
             self.settings.limits.outbound_cents_per_minute,
@@ -184,13 +184,16 @@ def build_platform(
     )
 
 
-def open_store(settings: Settings, url: str) -> Redis:
-    """A client of the state store at ``url``, every key name under the settings' prefix.
+def open_store(settings: Settings, url: str | None) -> Redis:
+    """A client of the state store, every key name under the settings' prefix.
 
-    The prefix is set before the client exists, so nothing of the process reads or writes a
-    key outside it (the start-up migration included).
+    The master the sentinels name when ``BONMONIQ_REDIS_SENTINELS`` is set (``url`` unused),
+    otherwise Redis at ``url``. The prefix is set before the client exists, so nothing of the
+    process reads or writes a key outside it (the start-up migration included).
     """
     keys.use_prefix(settings.store.key_prefix)
+    if settings.store.sentinels or url is None:
+        return connect(settings.store)
     return connect(url)
 
 

@@ -93,6 +93,7 @@ def routers(platform: Platform) -> list[APIRouter]:
             telephony=telephony,
             default_limits=platform.default_limits,
             subject_ref=platform.lifecycle.subject_ref,
+            commands=platform.commands,
         ),
         routes_data.router(
             tenants=platform.tenants,
@@ -105,11 +106,25 @@ def routers(platform: Platform) -> list[APIRouter]:
 
 
 async def ready(platform: Platform) -> dict[str, Any]:
-    """``/readyz``'s answer: Redis, the models, the LLM server, then each carrier's health.
+    """``/readyz``'s answer: room for a call, Redis, the models, the LLM server, the carriers.
+
+    A draining or full process is not ready, so a load balancer sends new calls elsewhere
+    (a webhook that still arrives gets the carrier's busy answer).
 
     Raises:
         NotReady: the first part that is not ready.
     """
+    admission = platform.admission
+    if admission.draining:
+        raise NotReady(
+            "Draining", "this process is shutting down and takes no new calls", "", "draining"
+        )
+    if admission.at_capacity(time.time()):
+        await admission.settle_pending(time.time())
+    if admission.at_capacity(time.time()):
+        raise NotReady(
+            "At capacity", "this process carries as many calls as it may", "", "at_capacity"
+        )
     try:
         await platform.redis.ping()
     except Exception as e:  # any failure means not ready

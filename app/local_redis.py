@@ -1,4 +1,4 @@
-"""The state store of a process: ``BONMONIQ_REDIS_URL``, or a local redis-server child."""
+"""The state store of a process: the sentinels, ``BONMONIQ_REDIS_URL``, or a local redis-server."""
 
 from __future__ import annotations
 
@@ -85,8 +85,15 @@ class LocalRedis:
 
 
 @contextlib.contextmanager
-def redis_url(settings: Settings) -> Iterator[str]:
-    """``BONMONIQ_REDIS_URL``, or a local server for as long as the block runs."""
+def redis_url(settings: Settings) -> Iterator[str | None]:
+    """``BONMONIQ_REDIS_URL``, or a local server for as long as the block runs.
+
+    ``None`` with ``BONMONIQ_REDIS_SENTINELS``: the master is found through the sentinels
+    (:func:`app.core.open_store`), and no local server is started.
+    """
+    if settings.store.sentinels:
+        yield None
+        return
     if settings.store.url:
         yield settings.store.url
         return

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from api.webhooks import websocket_transport
 from app.core import Core
 from calls.records import CallRecord
 from carriers.base import carrier_time_limit
+from cluster.commands import CommandBus
+from cluster.live import LiveCalls
+from cluster.node import Node
+from cluster.reaper import Reaper
 from recordings.objects import EncryptedObjects
 from routing.directory import DEFAULT_TENANT, Agent
 from store import keys
@@ -47,6 +53,46 @@ class Platform(Core):
         self.inbound = Inbound(
             self.directory, self.policy, self.health, self.admission, self.calls, self.prepare
         )
+        cluster = self.settings.cluster
+        #: This process's lease and the calls it carries; the lost processes' calls ended.
+        self.node = Node(
+            self.redis,
+            cluster.node_id,
+            cluster.node_heartbeat_seconds,
+            cluster.node_lease_seconds,
+            self.calls,
+        )
+        self.live = LiveCalls(self.node)
+        self.commands = CommandBus(
+            self.redis, cluster.node_id, self.live, self.calls, cluster.command_timeout_seconds
+        )
+        self.reaper = Reaper(
+            self.redis, cluster.node_id, self.calls, self.objects, cluster.node_lease_seconds
+        )
+
+    @contextlib.asynccontextmanager
+    async def cluster_running(self) -> AsyncIterator[None]:
+        """This process in the cluster while inside: heartbeat, command listener, reaper.
+
+        Wrap the whole serving time, the drain after SIGTERM included: the lease stays alive
+        while calls finish; on exit the tasks stop and the lease is deleted.
+        """
+        heartbeat_s = self.settings.cluster.node_heartbeat_seconds
+        await self.node.beat(time.time())  # registered before the first call can arrive
+        tasks = [
+            asyncio.create_task(self.node.run()),
+            asyncio.create_task(self.commands.listen()),
+            asyncio.create_task(self.reaper.run(heartbeat_s)),
+        ]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await self.node.stop(time.time())
 
     @property
     def stream_deps(self) -> StreamDeps:
@@ -61,6 +107,7 @@ class Platform(Core):
             self.prepare,
             websocket_transport,
             self._objected,
+            self.live,
         )
 
     async def _objected(self, record: CallRecord, how: str) -> None:

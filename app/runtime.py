@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+from app.cluster_mode import check_cluster_mode
 from app.core import build_platform, open_objects, open_store
 from app.errors import PlatformError
 from app.local_redis import redis_url
@@ -52,22 +54,42 @@ def llm_endpoint(
         raise PlatformError(
             f"profile {settings.profile!r} has no embedded LLM: set BONMONIQ_LLM_URL"
         )
-    server = EmbeddedLLMServer(
+    server = embedded_server(settings, gguf, urgency_file=board.path if board else None)
+    with server as endpoint:
+        yield endpoint
+
+
+def embedded_server(
+    settings: Settings,
+    gguf: Path,
+    *,
+    urgency_file: Path | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+) -> EmbeddedLLMServer:
+    """The embedded LLM server of ``settings`` on ``gguf`` (not started), listening at ``host``."""
+    return EmbeddedLLMServer(
         gguf,
         settings.llm.model,
         settings.var_dir / "log" / "llm-server.log",
         settings.cpu_threads,
         generation_threads=settings.llm.generation_threads,
         prompt_states_mb=settings.llm.prompt_states_mb,
-        urgency_file=board.path if board is not None else None,
+        urgency_file=urgency_file,
+        host=host,
+        port=port,
     )
-    with server as endpoint:
-        yield endpoint
 
 
 @contextlib.asynccontextmanager
 async def running_platform(settings: Settings) -> AsyncIterator[Platform]:
-    """Everything a serving process needs, torn down in reverse order on exit."""
+    """Everything a serving process needs, torn down in reverse order on exit.
+
+    In cluster mode the master key, S3 storage, the LLM server and Redis must be given
+    (:func:`app.cluster_mode.check_cluster_mode`): checked first, and the master key is
+    never generated.
+    """
+    check_cluster_mode(settings)
     if settings.llm.url:  # fail fast, before anything starts
         check_endpoint(settings.llm.url, settings.llm.allowed_hosts)
     carriers = load_carriers(settings.carriers, settings.var_dir)
@@ -85,11 +107,20 @@ async def running_platform(settings: Settings) -> AsyncIterator[Platform]:
             engines = Engines.load(
                 models, endpoint, settings.cpu_threads, device, board, cache_bytes
             )
-            objects = open_objects(settings, client, create_master=True)
+            create_master = settings.cluster.mode == "development"
+            objects = open_objects(settings, client, create_master=create_master)
             await migrate_clear_transcripts(client, CallArchive(client), objects)
-            yield build_platform(
+            platform = build_platform(
                 settings, client, objects=objects, engines=engines, carriers=carriers
             )
+            # Carriers marked down by any process of the platform, read every second.
+            health = asyncio.create_task(platform.carrier_health.refresh_forever())
+            try:
+                yield platform
+            finally:
+                health.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await health
         finally:
             await client.aclose()
 

@@ -1,13 +1,19 @@
-"""``bonmoniq serve``: bring the platform up, serve HTTP and WebSockets, tear down on exit."""
+"""``bonmoniq serve``: bring the platform up, serve HTTP and WebSockets, tear down on exit.
+
+SIGTERM or SIGINT drains the process: it takes no new calls, serves the calls it carries to
+their end (up to the drain grace), then exits 0; a second signal exits at once.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import signal
 import socket
 import time
 from collections.abc import Iterator
+from types import FrameType
 
 import uvicorn
 
@@ -16,7 +22,10 @@ from app.errors import PlatformError
 from app.http import http_app
 from app.runtime import DEMO_AGENT, DEMO_EU_NUMBER, DEMO_NUMBER, running_platform, seed_demo
 from app.settings import Settings
-from recordings.lifecycle import Lifecycle
+from carriers.base import carrier_time_limit
+from cluster.lease import Lease
+from recordings.lifecycle import Erasure, Lifecycle
+from telephony.admission import Admission
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +66,85 @@ class MetricsServer(uvicorn.Server):
         yield
 
 
+#: How often a draining process looks at its count of calls.
+DRAIN_POLL_S = 0.5
+
+
+def drain_grace_seconds(settings: Settings) -> int:
+    """How long a draining process waits for its calls: the setting, or the longest call.
+
+    The longest call: the longer of the inbound and outbound maximum lengths, plus the time a
+    call at its maximum takes to say its closing phrase and hang up.
+    """
+    if settings.cluster.drain_grace_seconds is not None:
+        return settings.cluster.drain_grace_seconds
+    call = settings.call
+    return carrier_time_limit(max(call.max_seconds_of("inbound"), call.max_seconds_of("outbound")))
+
+
+class DrainingServer(uvicorn.Server):
+    """The public listener: the first SIGTERM/SIGINT drains, the second exits at once.
+
+    Draining: :class:`~telephony.admission.Admission` refuses new inbound calls (busy) and
+    ``/readyz`` answers 503 ``draining``, while HTTP, status callbacks and the media streams of
+    calls already admitted are served as before; once no call is counted here, or the grace is
+    over, uvicorn shuts down gracefully.
+    """
+
+    def __init__(self, config: uvicorn.Config, admission: Admission, grace_s: float) -> None:
+        """Serve ``config``; drain ``admission``'s calls for at most ``grace_s`` seconds."""
+        super().__init__(config)
+        self.admission = admission
+        self.grace_s = grace_s
+        self.drained: asyncio.Task[None] | None = None
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """SIGINT/SIGTERM call :meth:`handle_exit` on the loop; nothing re-raised after."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.handle_exit, sig, None)
+        try:
+            yield
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """Start the drain, or, when it is on already, exit now."""
+        calls = self.admission.slots.in_progress(time.time())
+        name = signal.Signals(sig).name
+        if self.drained is None:
+            log.info(
+                "drain started",
+                extra={"signal": name, "calls": calls, "grace_s": self.grace_s},
+            )
+            self.admission.drain()
+            self.drained = asyncio.get_running_loop().create_task(self.drain())
+            return
+        log.warning("second signal: exiting now", extra={"signal": name, "calls": calls})
+        self.should_exit = self.force_exit = True
+
+    async def drain(self) -> None:
+        """Wait until no call is counted here or the grace is over, then stop serving."""
+        deadline = time.monotonic() + self.grace_s
+        last = -1
+        while not self.should_exit:
+            await self.admission.settle_pending(time.time())
+            calls = self.admission.slots.in_progress(time.time())
+            if calls == 0:
+                log.info("drain finished: no call left, exiting")
+                break
+            if time.monotonic() >= deadline:
+                log.warning("drain grace over: exiting with calls on", extra={"calls": calls})
+                break
+            if calls != last:
+                log.info("draining", extra={"calls": calls})
+                last = calls
+            await asyncio.sleep(DRAIN_POLL_S)
+        self.should_exit = True
+
+
 def metrics_socket(settings: Settings) -> socket.socket | None:
     """The metrics listener's bound socket (``None`` when it is off).
 
@@ -93,7 +181,8 @@ async def serve(settings: Settings, demo: bool = False) -> int:
 
 
 async def _serve(settings: Settings, demo: bool, metrics_sock: socket.socket | None) -> int:
-    async with running_platform(settings) as platform:
+    # In the cluster (heartbeat, commands, reaper) for the whole serving time, drain included.
+    async with running_platform(settings) as platform, platform.cluster_running():
         demo_number = None
         if demo:
             await seed_demo(platform.directory)
@@ -113,7 +202,7 @@ async def _serve(settings: Settings, demo: bool, metrics_sock: socket.socket | N
             timeout_graceful_shutdown=5,
             ws_max_size=1 << 20,
         )
-        server = uvicorn.Server(config)
+        server = DrainingServer(config, platform.admission, drain_grace_seconds(settings))
         task = asyncio.create_task(server.serve())
         # uvicorn offers no start event to wait on.
         while not server.started and not task.done():  # noqa: ASYNC110
@@ -136,14 +225,33 @@ async def _serve(settings: Settings, demo: bool, metrics_sock: socket.socket | N
             metrics_server.should_exit = True
             if scraped is not None:
                 await scraped
+    log.info("platform stopped")
     return 0
 
 
 async def sweep_forever(lifecycle: Lifecycle, settings: Settings) -> None:
-    """Delete what is past retention now, then every ``BONMONIQ_RETENTION_SWEEP_SECONDS``."""
-    while True:
-        try:
-            await lifecycle.sweep(time.time())
-        except Exception:  # Redis or storage away: the next sweep tries again
-            log.exception("retention sweep failed")
-        await asyncio.sleep(settings.recordings.retention_sweep_seconds)
+    """Delete what is past retention now, then every ``BONMONIQ_RETENTION_SWEEP_SECONDS``.
+
+    One process of the platform sweeps at a time: the holder of the ``sweep`` lease, which
+    it keeps while it lives (renewed at each sweep) and gives back when it stops.
+    """
+    every = settings.recordings.retention_sweep_seconds
+    lease = Lease(lifecycle.redis, "sweep", 2 * every + 60, settings.cluster.node_id)
+    try:
+        while True:
+            await sweep_if_holder(lifecycle, lease, time.time())
+            await asyncio.sleep(every)
+    finally:
+        with contextlib.suppress(Exception):  # best effort: the lease lapses on its own
+            await lease.release()
+
+
+async def sweep_if_holder(lifecycle: Lifecycle, lease: Lease, now: float) -> Erasure | None:
+    """Sweep at ``now`` if this process holds (or takes) ``lease``; ``None`` if it did not."""
+    try:
+        if not await lease.acquire():
+            return None
+        return await lifecycle.sweep(now)
+    except Exception:  # Redis or storage away: the next sweep tries again
+        log.exception("retention sweep failed")
+        return None

@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from carriers.settings import CarrierSettings
+from cluster.settings import ClusterSettings
 from llm.settings import LLMSettings
 from recordings.settings import StorageSettings
 from store.settings import StoreSettings
@@ -65,6 +66,7 @@ class Settings(BaseSettings):
     recordings: StorageSettings = Field(default_factory=StorageSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
 
     @classmethod
     def env_name(cls, model: str, loc: tuple[int | str, ...]) -> str:

@@ -44,7 +44,7 @@ async def _report(settings: Settings, call_id: str) -> dict[str, Any] | None:
     from app.core import build_platform, open_store, readable_objects
 
     url = settings.store.url
-    if not url:
+    if not url and not settings.store.sentinels:
         local = LocalRedis(settings.var_dir)
         if not local.answers():
             return None

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from bench import call_latency, encryption, stt_window, voice
+from bench import call_latency, cluster, encryption, stt_window, voice
 
 #: Each benchmark by name, in the order ``python -m bench`` runs them.
 BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {
@@ -17,6 +17,7 @@ BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {
     "stt_window": stt_window.run,
     "voice": lambda: asyncio.run(voice.run()),
     "call_latency": lambda: asyncio.run(call_latency.run()),
+    "cluster": lambda: asyncio.run(cluster.run()),
 }
 
 

@@ -4,7 +4,9 @@ The platform runs as `bonmoniq serve` (child process, its own Redis and embedded
 simulator asks QUESTIONS in one call and measures end of speech -> first agent audio. The
 baseline, measured in the same run on the same machine, is the sum of the pipeline's parts
 called directly (VAD hangover + Whisper on the same audio + LLM first token + Piper first
-audio): what the platform adds on top of the models is the difference.
+audio): what the platform adds on top of the models is the difference. The platform's CPU
+time over the call and its resident memory are of the serve process with its children (the
+embedded LLM server among them).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 import soxr
 
 from app.settings import Settings
+from bench.processes import cpu_s, rss_mb
 from bench.voice import ACCOUNT_SID, AUTH_TOKEN, NUMBER, start_ours
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,7 +109,10 @@ async def run() -> dict[str, Any]:
     system = start_ours(var)  # with its own embedded LLM, as `make run` starts it
     try:
         sim = TwilioSimulator(system.url, ACCOUNT_SID, AUTH_TOKEN, to=NUMBER)
+        cpu0 = cpu_s(*system.pids)
         result = await sim.run(list(zip(QUESTIONS, lines, strict=True)))
+        # The platform with its children (the embedded LLM server), not the serve process alone.
+        platform_cpu_s, platform_rss = cpu_s(*system.pids) - cpu0, rss_mb(*system.pids)
         llm_url = None
         for line in (var / "serve.log").read_text().splitlines():
             if '"embedded LLM server ready"' in line:
@@ -129,4 +135,6 @@ async def run() -> dict[str, Any]:
         | {"vad_stop_s": vad_hangover},
         "baseline_sum_s": round(baseline, 3),
         "platform_overhead_s": round(median - baseline, 3) if median is not None else None,
+        "platform_cpu_s": round(platform_cpu_s, 2),
+        "platform_rss_mb": round(platform_rss, 1),
     }

@@ -9,14 +9,14 @@ the platform's builds on (``BASELINE_LLM``). Per system:
 
 - a concurrency sweep (1, 2, 4, 8 calls at once), each level in rounds of calls started
   together until it has at least ``TURNS`` turns: latency, CPU use and resident memory of the
-  system's process; capacity is the largest level whose p95 stays under twice the single-call
-  p50. Level 1 (one call at a time) gives the voice-to-voice latency per turn (the caller's
-  last speech frame sent -> the first agent audio frame received) and the time from the call
-  being answered (the media stream started) to the first audio. The sweeps are interleaved:
-  each level is measured for one system and then the other, once the machine is quiet, so the
-  two are compared over the same minutes of the run. Each level records the conditions it ran
-  under: a fixed CPU probe's time, the share of CPU time the hypervisor stole, and how late the
-  simulator's own event loop woke;
+  system's processes with their children (the LLM server included); capacity is the largest
+  level whose p95 stays under twice the single-call p50. Level 1 (one call at a time) gives
+  the voice-to-voice latency per turn (the caller's last speech frame sent -> the first agent
+  audio frame received) and the time from the call being answered (the media stream started)
+  to the first audio. The sweeps are interleaved: each level is measured for one system and
+  then the other, once the machine is quiet, so the two are compared over the same minutes of
+  the run. Each level records the conditions it ran under: a fixed CPU probe's time, the share
+  of CPU time the hypervisor stole, and how late the simulator's own event loop woke;
 - for the platform, the stage breakdown from its ``/metrics`` and signed voice webhooks per
   second on one process (``bench/webhooks.py``).
 """
@@ -41,6 +41,7 @@ import httpx
 from app.settings import Settings
 from bench import webhooks
 from bench.encryption import machine
+from bench.processes import children_running, cpu_s, rss_mb
 from llm.server import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,6 +69,13 @@ class System:
     others: list[subprocess.Popen[bytes]] = field(default_factory=list)
     #: ``/metrics`` on the platform's metrics listener (BONMONIQ_METRICS_ADDR).
     metrics_url: str = ""
+    #: Processes of the system that are not ``proc``'s descendants (the baseline's LLM server).
+    counted: list[int] = field(default_factory=list)
+
+    @property
+    def pids(self) -> tuple[int, ...]:
+        """Whose CPU and memory are the system's, each with its descendants."""
+        return (self.proc.pid, *self.counted)
 
     def stop(self) -> None:
         for p in (self.proc, *self.others):
@@ -109,6 +117,9 @@ def start_ours(var: Path) -> System:
         "BONMONIQ_TWILIO_AUTH_TOKEN": AUTH_TOKEN,
         "BONMONIQ_LOG_LEVEL": "INFO",
         "BONMONIQ_METRICS_ADDR": f"127.0.0.1:{mport}",
+        # Every level is measured, not refused at the cap; stopping the server waits for nothing.
+        "BONMONIQ_MAX_CALLS": str(max(LEVELS)),
+        "BONMONIQ_DRAIN_GRACE_SECONDS": "0",
     }
     log = var / "serve.log"
     proc = subprocess.Popen(
@@ -134,18 +145,6 @@ def start_baseline(var: Path, llm_v1: str) -> System:
     )
     _wait(url, proc, "/docs", log)
     return System("baseline", url, proc)
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def finite(x: float) -> float | None:
@@ -245,16 +244,16 @@ class Sweep:
         """One call, not measured: what the first call allocates once per process (arenas,
         buffers of the first real decode) is not memory per call."""
         await one_call(self.system, lines[:QUESTIONS_PER_CALL])
-        self.idle_mb = rss_mb(self.system.proc.pid)
+        self.idle_mb = rss_mb(*self.system.pids)
 
     async def run_level(self, lines: list[tuple[str, bytes]], level: int) -> None:
         """Rounds of ``level`` calls started together, each call with questions of its own,
         until the level has at least TURNS turns (its p95 is then a percentile, not the slowest
         of a handful): latency, CPU use, resident memory, and the conditions it ran under."""
         settled = await settle()
-        pid = self.system.proc.pid
+        pids = self.system.pids
         _, steal0, all0 = machine_ticks()
-        cpu0, t0, peak = cpu_s(pid), time.monotonic(), self.idle_mb
+        cpu0, t0, peak = cpu_s(*pids), time.monotonic(), self.idle_mb
         lag: list[float] = []
         monitor = asyncio.create_task(_driver_lag(lag))
         lat: list[float] = []
@@ -269,7 +268,7 @@ class Sweep:
                 ]
                 calls = [asyncio.create_task(one_call(self.system, chunk)) for chunk in chunks]
                 while not all(c.done() for c in calls):
-                    peak = max(peak, rss_mb(pid))
+                    peak = max(peak, rss_mb(*pids))
                     await asyncio.sleep(0.25)
                 lat += [x for c in calls for x in c.result()[0]]
                 if level == 1:
@@ -277,7 +276,7 @@ class Sweep:
         if level == 1:
             self.single = lat
         _, steal1, all1 = machine_ticks()
-        used = (cpu_s(pid) - cpu0) / (time.monotonic() - t0)
+        used = (cpu_s(*pids) - cpu0) / (time.monotonic() - t0)
         self.levels[str(level)] = {
             "turns": len(lat),
             "unanswered": sum(1 for x in lat if x == float("inf")),
@@ -293,7 +292,7 @@ class Sweep:
             "driver_lag_p99_ms": round(1000 * pct(lag, 0.99), 1) if lag else None,
             "driver_lag_max_ms": round(1000 * max(lag), 1) if lag else None,
         }
-        self.idle_mb = min(self.idle_mb, rss_mb(pid))
+        self.idle_mb = min(self.idle_mb, rss_mb(*pids))
 
     def report(self) -> dict[str, Any]:
         latencies = [x for x in self.single if x != float("inf")] or [float("inf")]
@@ -395,6 +394,7 @@ async def run() -> dict[str, Any]:
             if name == "baseline":
                 llm = stack.enter_context(baseline_llm)
                 system = start_baseline(var, llm.v1)
+                system.counted = children_running(BASELINE_LLM)
             else:  # with its own embedded LLM server, as `make run` starts it
                 system = start_ours(var)
             stack.callback(system.stop)

@@ -31,6 +31,7 @@ class CallEventType(StrEnum):
     MEDIA_REJECTED = "media_rejected"  # a malformed media message was dropped
     HANGUP_REQUESTED = "hangup_requested"  # the agent ends the call
     ERROR = "error"  # a model, carrier or store failed; the call ends politely
+    NODE_LOST = "node_lost"  # the process holding the call died: a survivor ended it
     MEDIA_CLOSED = "media_closed"  # media WebSocket closed
     ENDED = "ended"  # carrier says the call is over
 

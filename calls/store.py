@@ -61,6 +61,31 @@ end
 return 0
 """
 _RANKS = json.dumps({str(s): s.rank for s in CallState})
+# Like _ADVANCE, and appends the event ARGV[4] to KEYS[2] when the state moved.
+_END = """
+local cur = redis.call('HGET', KEYS[1], 'state')
+if not cur then return 0 end
+local ranks = cjson.decode(ARGV[3])
+if (ranks[ARGV[1]] or -1) > (ranks[cur] or -1) then
+  redis.call('HSET', KEYS[1], 'state', ARGV[1], 'updated_at', ARGV[2])
+  redis.call('RPUSH', KEYS[2], ARGV[4])
+  return 1
+end
+return 0
+"""
+# Names process ARGV[1] as the holder of the call KEYS[1], if the call exists.
+_HOLD = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'node', ARGV[1])
+return 1
+"""
+# Forgets the holder of KEYS[1] if it is still ARGV[1].
+_LET_GO = """
+if redis.call('HGET', KEYS[1], 'node') == ARGV[1] then
+  return redis.call('HDEL', KEYS[1], 'node')
+end
+return 0
+"""
 _SETTLE = """
 if redis.call('HSETNX', KEYS[1], 'settled_at', ARGV[1]) == 0 then return -1 end
 redis.call('ZREM', KEYS[2], ARGV[2])
@@ -159,6 +184,9 @@ class CallStore:
         self._advance = redis.register_script(_ADVANCE)
         self._open = redis.register_script(_OPEN)
         self._settle = redis.register_script(_SETTLE)
+        self._end = redis.register_script(_END)
+        self._hold = redis.register_script(_HOLD)
+        self._let_go = redis.register_script(_LET_GO)
 
     async def open_inbound(
         self,
@@ -354,6 +382,29 @@ class CallStore:
             args=[state.value, str(now), _RANKS, CallState.IN_PROGRESS.value],
         )
         return bool(moved)
+
+    async def end(self, call_id: str, state: CallState, event: CallEvent) -> bool:
+        """Move the call to ``state`` and record ``event``, both only if that is progress."""
+        moved = await self._end(
+            keys=[keys.call(call_id), keys.call_events(call_id)],
+            args=[state_of(state).value, str(event.at), _RANKS, event.to_json()],
+        )
+        return bool(moved)
+
+    async def hold(self, call_id: str, node_id: str) -> bool:
+        """Record that process ``node_id`` runs the call's media; ``False`` if no such call."""
+        return bool(await self._hold(keys=[keys.call(call_id)], args=[node_id]))
+
+    async def let_go(self, call_id: str, node_id: str) -> None:
+        """Process ``node_id`` no longer runs the call's media (if it was the holder)."""
+        await self._let_go(keys=[keys.call(call_id)], args=[node_id])
+
+    async def holder(self, call_id: str) -> str | None:
+        """The process running the media of a call that is not over, or ``None``."""
+        state, node = await self.redis.hmget(keys.call(call_id), ["state", "node"])
+        if not state or not node or _is_final(str(state)):
+            return None
+        return str(node)
 
     async def first_delivery(self, carrier: str, kind: str, key: str) -> bool:
         """Mark a carrier's delivery as applied; ``False`` if it already was (a repeat)."""

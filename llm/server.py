@@ -1,6 +1,11 @@
 """The embedded LLM server: llama-cpp-python's OpenAI-compatible server as a child process.
 
 The child runs ``llm.llama_server``: that server, keeping each conversation's prompt state.
+``bonmoniq llm-server`` runs one in the foreground for several platform processes. The give-way
+counter (``llm.scheduler.UrgencyBoard``) is a file mapped on one host, handed only to a
+process's own child: a shared server, on this host or another, runs without it. vLLM's
+continuous batching schedules per token, and the shared server still takes its requests in
+turns by sentence (``llm.scheduler.Scheduler``).
 """
 
 from __future__ import annotations
@@ -52,6 +57,13 @@ INHERITED_ENV = (
 )
 
 
+def _reachable(host: str) -> str:
+    """An address this host reaches a server listening on ``host`` at (any address: loopback)."""
+    if host in ("", "0.0.0.0", "::"):
+        return "127.0.0.1" if host != "::" else "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
 def child_env(
     settings: Mapping[str, str], parent: Mapping[str, str] = os.environ
 ) -> dict[str, str]:
@@ -87,6 +99,8 @@ class EmbeddedLLMServer:
         prompt_states_mb: int = PROMPT_STATES_MB,
         module: str = "llm.llama_server",
         urgency_file: Path | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
     ) -> None:
         """Prepare a server for the GGUF at ``model_path``, answering as model ``alias``.
 
@@ -96,7 +110,8 @@ class EmbeddedLLMServer:
         ``module`` is the server run: the platform's own, or ``llama_cpp.server``, the stock
         llama-cpp-python server it builds on (same options; the benchmark's baseline uses it).
         ``urgency_file`` is the platform's ``UrgencyBoard`` (llm/scheduler.py): the rest of an
-        answer waits while a caller waits for the platform's work.
+        answer waits while a caller waits for the platform's work. ``host``/``port``: where it
+        listens (default loopback on a free port; ``bonmoniq llm-server`` for several processes).
         """
         self.model_path = model_path
         self.alias = alias
@@ -107,22 +122,24 @@ class EmbeddedLLMServer:
         self.prompt_states_mb = prompt_states_mb
         self.module = module
         self.urgency_file = urgency_file
+        self.host = host
+        self.requested_port = port
         self.port = 0
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def endpoint(self) -> LLMEndpoint:
-        """The server's endpoint (valid after :meth:`start`)."""
-        return LLMEndpoint(f"http://127.0.0.1:{self.port}", self.alias)
+        """The server's endpoint from this host (valid after :meth:`start`)."""
+        return LLMEndpoint(f"http://{_reachable(self.host)}:{self.port}", self.alias)
 
     def start(self, timeout: float = 60.0) -> LLMEndpoint:
         """Start the child and block until ``/v1/models`` answers."""
-        self.port = free_port()
+        self.port = self.requested_port or free_port()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         options = {
             "--model": str(self.model_path),
             "--model_alias": self.alias,
-            "--host": "127.0.0.1",
+            "--host": self.host,
             "--port": str(self.port),
             "--n_ctx": str(self.n_ctx),
             "--n_threads": str(self.generation_threads),
@@ -172,6 +189,10 @@ class EmbeddedLLMServer:
                 self._proc.wait()
             log.info("embedded LLM server stopped")
         self._proc = None
+
+    def alive(self) -> bool:
+        """Whether the child is running."""
+        return self._proc is not None and self._proc.poll() is None
 
     def __enter__(self) -> LLMEndpoint:
         return self.start()

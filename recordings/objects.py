@@ -2,7 +2,8 @@
 
 Metadata (identity, wrapped data key, state) is in Redis, written before the first byte of
 content; content is in an :class:`~recordings.storage.ObjectStorage`. Reading checks that a
-finalized object is complete: a finalized object that reads as truncated is corrupt.
+finalized object is complete: a finalized object that reads as truncated is corrupt. An object
+whose writer is known to be gone is marked truncated with a reason (:meth:`mark_truncated`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from redis.asyncio import Redis
 
@@ -24,6 +25,14 @@ from store import keys
 
 #: Recorded audio: 16-bit little-endian PCM, 8 kHz, two channels (caller left, agent right).
 RECORDING_FORMAT = "pcm_s16le/8000/2"
+#: The metadata field holding why an object was marked truncated.
+TRUNCATED = "truncated"
+# Marks KEYS[1] truncated with reason ARGV[1] while it is still being written.
+_TRUNCATE = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'open' then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'truncated', 'truncated', ARGV[1])
+return 1
+"""
 
 
 @dataclass(frozen=True)
@@ -33,7 +42,7 @@ class ObjectInfo:
     object_id: str
     identity: Identity
     name: str
-    state: str  # "open", "final"
+    state: str  # "open", "final", "truncated" (its writer is gone; the reason in ``extra``)
     created_at: float
     segments: int
     wrapped_key: WrappedKey
@@ -104,6 +113,7 @@ class EncryptedObjects:
     def __init__(self, redis: Redis, keyring: KeyRing, storage: ObjectStorage) -> None:
         """Metadata in ``redis``, keys from ``keyring``, content in ``storage``."""
         self.redis, self.keyring, self.storage = redis, keyring, storage
+        self._truncate = redis.register_script(_TRUNCATE)
 
     async def create(self, identity: Identity, **extra: str) -> ObjectWriter:
         """A new object of ``identity``; its metadata is stored before any content."""
@@ -148,11 +158,20 @@ class EncryptedObjects:
                 out.append(found)
         return sorted(out, key=lambda i: i.created_at)
 
+    async def mark_truncated(self, object_id: str, reason: str) -> bool:
+        """Mark an object still being written as ended for good: its writer is gone.
+
+        It then opens as truncated with ``reason``; ``False`` if it was not open (finalized,
+        marked already, or gone).
+        """
+        return bool(await self._truncate(keys=[keys.obj(object_id)], args=[reason]))
+
     async def open(self, info: ObjectInfo) -> Opened:
         """Decrypt an object.
 
         A finalized one must be complete (else :class:`DecryptionError`); an unfinished one
-        (a crash while capturing) gives its readable prefix, marked.
+        (a crash while capturing) gives its readable prefix, marked, with the reason it was
+        given when it was marked truncated.
         """
         parts, summary = await self.open_parts(info)
         return Opened(b"".join(parts), summary.complete, summary.segments, summary.reason)
@@ -173,6 +192,8 @@ class EncryptedObjects:
                 parts.append(item)
         if (info.state == "final" or stored.finalized) and not summary.complete:
             raise DecryptionError(f"object {info.object_id} was finalized but is truncated")
+        if info.state == TRUNCATED and not summary.complete:
+            summary = replace(summary, reason=info.extra.get(TRUNCATED) or summary.reason)
         return parts, summary
 
     async def delete(self, object_id: str) -> None:

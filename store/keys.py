@@ -7,6 +7,14 @@ hash slot (a hash tag such as ``call:{call_id}:events`` around the id), named he
 and transactions that also touch the platform-wide indexes (``calls``, ``retention``, ``tenants``)
 would then write those in a second step.
 
+Redis Cluster hashes only the part of a name between its first ``{`` and the next ``}`` (the
+braces in the table below are placeholders, not hash tags). A prefix in braces
+(``BONMONIQ_REDIS_KEY_PREFIX={bonmoniq}:``) puts every key of the platform in one slot: correct
+on a cluster as it is, on one shard. Spreading over shards is the change above, in this module
+alone. The pub/sub channels (``node:*:commands``, ``reply:*``) are not keys: a plain PUBLISH
+reaches every node of a cluster. The platform's client (``store/redis.py``) speaks to one master,
+directly or through Sentinel; a Redis Cluster client is not wired in.
+
 ===============================================  ======  ===============================
 key                                              type    holds
 ===============================================  ======  ===============================
@@ -41,6 +49,13 @@ key                                              type    holds
 ``call:{call_id}:objects``                       set     the call's encrypted object ids
 ``objects:{tenant}``                             set     the tenant's encrypted object ids
 ``retention``                                    zset    call ids by the time they expire
+``nodes``                                        zset    live process ids by lease expiry (ms)
+``node:{node_id}``                               string  a process's heartbeat lease (PX TTL)
+``node:{node_id}:calls``                         set     call ids whose media runs on that process
+``node:{node_id}:commands``                      channel live-call commands for that process
+``reply:{request_id}``                           channel the answer to one live-call command
+``lease:{name}``                                 string  a job one process runs at a time (token)
+``carriers:down``                                hash    carrier -> time it is usable again
 ===============================================  ======  ===============================
 
 A call under legal hold has the field ``legal_hold`` in its hash.
@@ -252,3 +267,38 @@ def tenant_objects(tenant: str) -> str:
 def retention() -> str:
     """Call ids by the time they expire."""
     return _key("retention")
+
+
+def nodes() -> str:
+    """The live processes of the platform, scored by when their lease lapses (ms)."""
+    return _key("nodes")
+
+
+def node(node_id: str) -> str:
+    """A process's heartbeat lease."""
+    return _key(f"node:{node_id}")
+
+
+def node_calls(node_id: str) -> str:
+    """The calls whose media session runs on process ``node_id``."""
+    return _key(f"node:{node_id}:calls")
+
+
+def node_commands(node_id: str) -> str:
+    """The pub/sub channel of live-call commands for process ``node_id``."""
+    return _key(f"node:{node_id}:commands")
+
+
+def command_reply(request_id: str) -> str:
+    """The pub/sub channel on which one live-call command is answered."""
+    return _key(f"reply:{request_id}")
+
+
+def lease(name: str) -> str:
+    """A job that one process at a time runs (the retention sweep, reaping a lost process)."""
+    return _key(f"lease:{name}")
+
+
+def carriers_down() -> str:
+    """Carriers whose API failed, each with the time it is usable again."""
+    return _key("carriers:down")

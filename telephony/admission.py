@@ -11,12 +11,20 @@ An inbound call beyond a cap is refused with its carrier's busy answer. A call i
   A media session's end removes its call at once.
 - Per process: the calls whose media session runs here, plus calls admitted here whose media
   stream has not yet arrived (for at most :data:`ATTACH_WINDOW_S`).
+  Such a place is given back early once the call is over (the caller hung up while it rang)
+  or its media session runs on another process (:meth:`Admission.settle_pending`).
+- Draining (the process is shutting down): every new inbound call is refused; the media streams
+  of calls already admitted are still taken.
+
+Each decision is counted, and the process's count, cap and drain state are gauges
+(:mod:`telephony.metrics`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
@@ -24,6 +32,7 @@ from redis.asyncio import Redis
 from calls.records import member
 from calls.state import CallState
 from store import keys
+from telephony import metrics
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +81,15 @@ class ProcessSlots:
         """``who`` no longer counts."""
         self.held.pop(who, None)
 
+    def pending(self, now: float) -> list[str]:
+        """Calls admitted here whose media session has not started here (yet)."""
+        self._expire(now)
+        return [m for m, until in self.held.items() if until != math.inf]
+
+    def holds(self, who: str, now: float) -> bool:
+        """Whether ``who`` is counted now."""
+        return self.held.get(who, -math.inf) > now
+
     def in_progress(self, now: float) -> int:
         """Calls counted now."""
         self._expire(now)
@@ -80,7 +98,7 @@ class ProcessSlots:
 
 @dataclass(frozen=True)
 class Busy:
-    """An inbound call refused by a cap: ``max_calls`` or ``inbound_concurrent_calls``."""
+    """An inbound call refused: ``max_calls``, ``inbound_concurrent_calls`` or ``draining``."""
 
     limit: str
 
@@ -100,12 +118,65 @@ class Admission:
         self.slots = ProcessSlots(max_calls)
         self.tenant_inbound_calls = tenant_inbound_calls
         self.max_call_seconds = max_call_seconds
+        #: Set by :meth:`drain`: no new inbound call is admitted.
+        self.draining = False
         self._admit = redis.register_script(_ADMIT_INBOUND)
+        metrics.MAX_CALLS.set(max_calls)
+        metrics.DRAINING.set(0)
+        metrics.CALLS_IN_PROGRESS.set_function(lambda: self.slots.in_progress(time.time()))
+
+    def drain(self) -> None:
+        """Refuse every new inbound call from now on (the process is shutting down)."""
+        self.draining = True
+        metrics.DRAINING.set(1)
+
+    async def settle_pending(self, now: float) -> None:
+        """Give back the places of calls over, or whose media session runs on another process.
+
+        A Redis failure leaves them to lapse on their own.
+        """
+        pending = self.slots.pending(now)
+        if not pending:
+            return
+        try:
+            ids = await self.redis.mget([keys.carrier_call(*m.split(":", 1)) for m in pending])
+            known = [(m, str(i)) for m, i in zip(pending, ids, strict=True) if i]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for _, call_id in known:
+                    pipe.hmget(keys.call(call_id), ["state", "node"])
+                found = await pipe.execute()
+        except Exception:
+            log.warning("could not check calls waiting for their media", exc_info=True)
+            return
+        final = {str(s) for s in CallState.final()}
+        for (m, _), (state, node) in zip(known, found, strict=True):
+            if state in final or node:  # over, or its media runs elsewhere
+                if self.slots.held.get(m) != math.inf:
+                    self.slots.release(m)
+
+    def at_capacity(self, now: float) -> bool:
+        """Whether a new call would be refused by the per-process cap."""
+        return self.slots.in_progress(now) >= self.slots.max_calls
 
     async def admit(self, tenant: str, who: str, now: float) -> Busy | None:
-        """Count inbound call ``who`` of ``tenant``, or say which cap refuses it."""
+        """Count inbound call ``who`` of ``tenant``, or say which cap refuses it.
+
+        A repeated webhook of a call already counted here is admitted again, even while
+        draining: the carrier gets the same answer.
+        """
+        again = self.slots.holds(who, now)
+        busy = await self._decide(tenant, who, now, again)
+        if busy is not None or not again:  # a repeat of an admitted call is not a new one
+            metrics.count_admission(busy.limit if busy else None)
+        return busy
+
+    async def _decide(self, tenant: str, who: str, now: float, again: bool) -> Busy | None:
+        if self.draining and not again:
+            return Busy("draining")
         if not self.slots.admit(who, now):
-            return Busy("max_calls")
+            await self.settle_pending(now)  # at the cap: places of calls over may be free
+            if not self.slots.admit(who, now):
+                return Busy("max_calls")
         args: list[str | int] = [
             repr(now),
             who,
@@ -118,10 +189,12 @@ class Admission:
                 await self._drop_finished(tenant, who)
                 ok = await self._admit(keys=[keys.limit_inbound(tenant)], args=args)
         except BaseException:
-            self.slots.release(who)
+            if not again:  # a repeat keeps the place its call holds
+                self.slots.release(who)
             raise
         if not int(ok):
-            self.slots.release(who)
+            if not again:
+                self.slots.release(who)
             return Busy("inbound_concurrent_calls")
         return None
 

@@ -76,7 +76,9 @@ class Inbound:
                 found.tenant, member(inbound.carrier, inbound.carrier_call_id), now
             )
             if busy is not None:
-                refusal = f"busy: {busy.limit} reached"
+                refusal = (
+                    "busy: draining" if busy.limit == "draining" else f"busy: {busy.limit} reached"
+                )
         admitted = found is not None and busy is None and refusal is None
         try:
             call_id, created, state = await self.calls.open_inbound(

@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+import os
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Calls one process holds per usable CPU core within the latency rule (BENCHMARKS.md: on 2
+#: cores, 2 calls keep the p95 under twice the single-call p50; 4 calls do not).
+CALLS_PER_CORE = 1
+
+
+def default_max_calls() -> int:
+    """The measured capacity of this process: its usable CPU cores times :data:`CALLS_PER_CORE`."""
+    return max(1, len(os.sched_getaffinity(0)) * CALLS_PER_CORE)
 
 
 class LimitSettings(BaseSettings):
@@ -30,10 +41,11 @@ class LimitSettings(BaseSettings):
         "bucket of this many, refilled at this rate a minute; beyond it 429 rate_limited.",
     )
     max_calls: int = Field(
-        default=12,
+        default_factory=default_max_calls,
         ge=1,
         description="Calls in progress in this process at once; an inbound call beyond it gets "
-        "its carrier's busy answer.",
+        "its carrier's busy answer and /readyz answers 503 at_capacity. Unset: the usable CPU "
+        "cores times CALLS_PER_CORE (1, the capacity measured in BENCHMARKS.md).",
     )
     inbound_concurrent_calls: int = Field(
         default=8,

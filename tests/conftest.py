@@ -198,6 +198,8 @@ def start_server(redis_url: str, var: Path, ready: str = "/readyz", **env: str) 
         "BONMONIQ_CONFIG_WRITES_PER_MINUTE": "100000",
         "BONMONIQ_MAX_CALLS": "1000",
         "BONMONIQ_INBOUND_CONCURRENT_CALLS": "1000",
+        # stop_server's SIGTERM stops it at once (tests/api/test_drain.py drains for real).
+        "BONMONIQ_DRAIN_GRACE_SECONDS": "0",
         **env,
     }
     log = var / "serve.log"

@@ -323,6 +323,20 @@ class CallSession:
         if self.recorder is not None and not self._ending:
             await self.worker.queue_frame(TTSSpeakFrame(NOT_RECORDED))
 
+    async def hang_up(self, by: str) -> None:
+        """End the call from outside it: the farewell, then the hang-up (as the end-call tool)."""
+        await self._say_and_end(FAREWELL, by=by, reason="hang-up command")
+
+    async def stop_recording(self, how: str) -> bool:
+        """Stop recording as on the caller's objection (captured data deleted, audited).
+
+        ``False`` when the call records nothing, or no longer does.
+        """
+        if (self.recorder is None and self.transcript is None) or self.gate.objected:
+            return False
+        await self.gate.object(how)
+        return True
+
     async def _stop_recording_tool(self, params: FunctionCallParams) -> None:
         await params.result_callback(
             {"ok": True}, properties=FunctionCallResultProperties(run_llm=False)

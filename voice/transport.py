@@ -33,6 +33,26 @@ START_TIMEOUT_S = 10.0
 T = TypeVar("T")
 
 
+class LiveCall(Protocol):
+    """What may be done to a running call from outside it (a live-call command)."""
+
+    async def hang_up(self, by: str) -> None:
+        """The agent says its farewell, then the call ends (the carrier hangs up)."""
+
+    async def stop_recording(self, how: str) -> bool:
+        """Stop recording as on the caller's objection; ``False`` when nothing was recorded."""
+
+
+class LiveRegistry(Protocol):
+    """Where the running calls of this process are found by id (the cluster's commands)."""
+
+    async def attach(self, call_id: str, call: LiveCall) -> None:
+        """``call`` runs here from now on."""
+
+    async def detach(self, call_id: str) -> None:
+        """The call has ended here."""
+
+
 class Seats(Protocol):
     """The per-process and per-tenant count of calls in progress (telephony's admission)."""
 
@@ -55,6 +75,8 @@ class StreamDeps:
     transport: TransportFactory
     #: Told when a caller objects to the recording (``record``, how): the audit entry.
     on_objection: Callable[[CallRecord, str], Awaitable[None]] | None = None
+    #: Told of each session while it runs, so commands reach it (hang up, stop recording).
+    live: LiveRegistry | None = None
 
 
 class _Opening:
@@ -181,7 +203,13 @@ async def run_stream(
         link = CarrierLink(ws, codec, keepalive, carrier_hang_up if hang_up else None)
         transport = deps.transport(ws, codec)
         session = CallSession(transport, record, agent, deps.session, link, objected)
-        await session.run()
+        if deps.live is not None:
+            await deps.live.attach(call_id, session)
+        try:
+            await session.run()
+        finally:
+            if deps.live is not None:
+                await deps.live.detach(call_id)
     finally:
         if attached:
             await deps.seats.release(record.tenant, who)

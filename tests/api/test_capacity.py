@@ -5,6 +5,7 @@ with real Redis."""
 
 from __future__ import annotations
 
+import os
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Iterator
@@ -12,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from calls.events import CallEventType
@@ -20,6 +22,7 @@ from carriers.twilio.simulator import TwilioSimulator
 from routing import Agent, Directory
 from store import keys
 from telephony.admission import ATTACH_WINDOW_S, Admission, ProcessSlots, member
+from tenancy.settings import CALLS_PER_CORE, LimitSettings
 from tests.conftest import (
     ACCOUNT_SID,
     AUTH_TOKEN,
@@ -98,6 +101,40 @@ async def test_a_tenant_call_that_ended_without_a_stream_stops_counting(redis: R
     assert await admission.admit("t1", member("twilio", "CA2"), now + 1) is None
     await admission.release("t1", member("twilio", "CA2"))
     assert await redis.zcard(keys.limit_inbound("t1")) == 0
+
+
+def test_the_process_cap_defaults_to_the_measured_calls_per_usable_core() -> None:
+    cores = len(os.sched_getaffinity(0))
+    assert LimitSettings().max_calls == cores * CALLS_PER_CORE
+
+
+def _admissions(result: str, reason: str) -> float:
+    labels = {"result": result, "reason": reason}
+    return REGISTRY.get_sample_value("bonmoniq_calls_admitted_total", labels) or 0.0
+
+
+async def test_a_draining_process_refuses_new_calls_but_keeps_those_it_admitted(
+    redis: Redis,
+) -> None:
+    admission = Admission(redis, max_calls=2, tenant_inbound_calls=5, max_call_seconds=900)
+    now = 1_800_000_000.0
+    admitted, draining = _admissions("admitted", ""), _admissions("refused", "draining")
+    assert await admission.admit("t1", member("twilio", "CA1"), now) is None
+    assert await admission.admit("t1", member("twilio", "CA1"), now) is None  # a repeat
+    assert _admissions("admitted", "") == admitted + 1  # one call, counted once
+    assert not admission.at_capacity(now)
+    admission.drain()
+    assert REGISTRY.get_sample_value("bonmoniq_draining") == 1
+    busy = await admission.admit("t1", member("twilio", "CA2"), now)
+    assert busy is not None and busy.limit == "draining"
+    assert _admissions("refused", "draining") == draining + 1
+    # The call admitted before the drain: its webhook again gets the same answer, its media
+    # stream is taken, and it counts until it ends.
+    assert await admission.admit("t1", member("twilio", "CA1"), now + 1) is None
+    admission.attach(member("twilio", "CA1"))
+    assert admission.slots.in_progress(now + 10 * ATTACH_WINDOW_S) == 1
+    await admission.release("t1", member("twilio", "CA1"))
+    assert admission.slots.in_progress(now) == 0
 
 
 # -- on a running platform ---------------------------------------------------------------------
@@ -214,6 +251,10 @@ async def test_the_call_beyond_a_cap_gets_each_carriers_busy_answer(
     assert reject is not None and reject.get("reason") == "busy"
     assert "max_calls" in await _refusal(capped_redis, "twilio", fifth.call_sid)
     assert "inbound call refused: busy" in capped.log.read_text()
+    # Full, the process tells the load balancer to send new calls elsewhere.
+    async with httpx.AsyncClient(base_url=capped.url) as c:
+        r = await c.get("/readyz")
+    assert r.status_code == 503 and r.json()["code"] == "at_capacity", r.text
     # Repeats of an admitted call's webhook are the same call, never refused as a new one.
     r = await first.post_signed("/webhooks/twilio/voice", first.voice_params())
     assert ET.fromstring(r.text).find("Connect/Stream") is not None

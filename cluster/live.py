@@ -1,0 +1,104 @@
+"""The calls whose media runs in this process, and the live-call actions run on them.
+
+``voice/transport.run_stream`` registers each running session here through its
+:class:`~voice.transport.LiveRegistry` Protocol (voice never imports cluster); registering a
+call also lists it under this process's :class:`~cluster.node.Node`.
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cluster.node import Node
+    from voice.transport import LiveCall
+
+log = logging.getLogger(__name__)
+
+
+class Action(StrEnum):
+    """What a live-call command asks of a call."""
+
+    HANGUP = "hangup"  # the agent says its farewell, then the call ends at the carrier
+    STOP_RECORDING = "stop_recording"  # as on the caller's objection: stopped and deleted
+    TRANSFER = "transfer"  # reserved: issue 17
+
+
+class CommandError(Exception):
+    """A live-call command that could not be run; ``code`` is stable."""
+
+    code = "command_failed"
+
+
+class CallNotLive(CommandError):
+    """The call is over, or no process runs its media."""
+
+    code = "call_not_live"
+
+
+class CommandTimeout(CommandError):
+    """The process running the call's media did not answer in time."""
+
+    code = "command_timeout"
+
+
+class TransferUnavailable(CommandError):
+    """Transferring a call is not available yet."""
+
+    code = "transfer_unavailable"
+
+
+#: The error of each code a reply may carry.
+ERRORS: dict[str, type[CommandError]] = {
+    e.code: e for e in (CommandError, CallNotLive, CommandTimeout, TransferUnavailable)
+}
+
+
+class LiveCalls:
+    """Call id -> the running session's handle, in this process."""
+
+    def __init__(self, node: Node | None = None) -> None:
+        """Calls attached here are listed under ``node`` (none: this process alone knows)."""
+        self.node = node
+        self._calls: dict[str, LiveCall] = {}
+
+    def __len__(self) -> int:
+        """Calls whose media runs here now."""
+        return len(self._calls)
+
+    def __contains__(self, call_id: object) -> bool:
+        """Whether ``call_id``'s media runs here."""
+        return call_id in self._calls
+
+    async def attach(self, call_id: str, call: LiveCall) -> None:
+        """``call``'s session runs here from now on."""
+        self._calls[call_id] = call
+        if self.node is not None:
+            await self.node.carry(call_id)
+
+    async def detach(self, call_id: str) -> None:
+        """The session of ``call_id`` has ended."""
+        self._calls.pop(call_id, None)
+        if self.node is not None:
+            await self.node.drop(call_id)
+
+    async def run(self, call_id: str, action: Action) -> str:
+        """Run ``action`` on the call's session here; what happened.
+
+        Raises:
+            CallNotLive: the call's media does not run here.
+            TransferUnavailable: ``action`` is a transfer.
+        """
+        call = self._calls.get(call_id)
+        if call is None:
+            raise CallNotLive("the call is over or no process holds it")
+        if action is Action.TRANSFER:
+            raise TransferUnavailable("the agent has no transfer yet")
+        if action is Action.HANGUP:
+            await call.hang_up("api")
+            return "hung_up"
+        if await call.stop_recording("api"):
+            return "recording_stopped"
+        return "not_recording"

@@ -32,12 +32,14 @@ from routing import Agent, Directory
 from store import keys
 from tests.cluster.harness import HEARTBEAT_S, LEASE_S, Cluster, Node, running_cluster
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, TELNYX_API_KEY
-from tests.helpers import BAKERY, FROM, auth, tenant_with_number, words
+from tests.helpers import BAKERY, FROM, auth, new_tenant, tenant_with_number, words
 from voice.engines import PHONE_RATE, synthesize
 
 pytestmark = pytest.mark.slow
 
 NUMBER = "+15555550100"
+#: The number of a tenant with an API key (live-call commands).
+LIVE_NUMBER = "+15555550732"
 CAP = 4  # BONMONIQ_MAX_CALLS of every process
 QUESTION = "What time do you open on Saturday?"
 FINAL = {str(s) for s in CallState.final()}
@@ -299,6 +301,44 @@ async def test_a_call_at_a_process_cap_gets_the_carriers_busy_answer(
     for s in held:  # the callers hang up: the process takes calls again
         assert (await s.status("canceled", 2)).status_code == 204
     await until_ready(node, 200, 40)
+
+
+async def test_a_hangup_asked_of_another_process_reaches_the_calls_process(
+    cluster: Cluster, redis: Redis
+) -> None:
+    holder, asked, other = cluster.nodes
+    tenant_id, admin = await new_tenant(holder, "Live Co")  # type: ignore[arg-type]
+    async with httpx.AsyncClient(base_url=cluster.url) as c:
+        made = await c.post(
+            "/v1/agents",
+            json={"name": "desk", "system_prompt": "p", "recording": True},
+            headers=auth(admin),
+        )
+        assert made.status_code == 201, made.text
+    d = Directory(redis)
+    await d.attach(LIVE_NUMBER, await d.get_agent_by_id(made.json()["agent_id"], tenant_id))
+    s = TwilioSimulator(cluster.url, ACCOUNT_SID, AUTH_TOKEN, to=LIVE_NUMBER, base_url=holder.url)
+    # The caller stays on the line, silent, until the platform hangs up.
+    call = asyncio.create_task(s.run([("silence", bytes(8000 * 2 * 60))], greeting_timeout=60))
+    call_id = await call_of(redis, s)
+    await wait_event(redis, call_id, "recording_started")
+    assert await cluster.calls(redis).holder(call_id) == holder.name
+    async with httpx.AsyncClient(timeout=15) as c:
+        stop = await c.post(f"{other.url}/v1/calls/{call_id}/stop-recording", headers=auth(admin))
+        assert stop.status_code == 200, stop.text
+        assert stop.json()["result"] == "recording_stopped", stop.text
+        hang = await c.post(f"{asked.url}/v1/calls/{call_id}/hangup", headers=auth(admin))
+        assert hang.status_code == 200 and hang.json()["result"] == "hung_up", hang.text
+        result = await asyncio.wait_for(call, 60)
+        assert result.closed_by_platform
+        again = await c.post(f"{other.url}/v1/calls/{call_id}/hangup", headers=auth(admin))
+        assert again.status_code == 409 and again.json()["code"] == "call_not_live", again.text
+    sent = total(await metrics(asked), "bonmoniq_cluster_commands_total", action="hangup")
+    assert sent >= 1
+    assert (await s.status("completed", 2)).status_code == 204
+    record = await cluster.calls(redis).get(call_id)
+    assert record is not None and record.state == "completed", record
+    assert not await cluster.objects(redis).of_call(call_id, "recording")  # deleted on stop
 
 
 # Processes and Redis stopped: these come last, in this order.

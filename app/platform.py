@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from api.webhooks import websocket_transport
 from app.core import Core
 from calls.records import CallRecord
-from carriers.base import carrier_time_limit
+from carriers.base import Carrier, carrier_time_limit
 from cluster.commands import CommandBus
 from cluster.live import LiveCalls
 from cluster.node import Node
@@ -67,7 +67,12 @@ class Platform(Core):
             self.redis, cluster.node_id, self.live, self.calls, cluster.command_timeout_seconds
         )
         self.reaper = Reaper(
-            self.redis, cluster.node_id, self.calls, self.objects, cluster.node_lease_seconds
+            self.redis,
+            cluster.node_id,
+            self.calls,
+            self.objects,
+            cluster.node_lease_seconds,
+            self._carrier_hang_up,
         )
 
     @contextlib.asynccontextmanager
@@ -121,6 +126,10 @@ class Platform(Core):
             request_id="",
             detail={"how": how},
         )
+
+    async def _carrier_hang_up(self, carrier: str, carrier_call_id: str) -> None:
+        """End a call at its carrier through the carrier's REST API."""
+        await self.carriers.kit(Carrier(carrier)).control.hang_up(carrier_call_id)
 
     def prepare(self, agent: Agent) -> None:
         """Synthesize ``agent``'s fixed phrases in the background (before its first call)."""

@@ -4,7 +4,8 @@ Every heartbeat, each process looks for processes whose lease has lapsed (their 
 ``nodes`` is past and ``node:{id}`` is gone) and, holding the lease ``reap:{id}``, ends each of
 their calls that is not over: event ``node_lost`` and state ``failed`` (together, once), the
 outbound reservation settled for the time used, the inbound place given back, the recording
-and transcript marked truncated. A dead process's calls end within its lease plus one
+and transcript marked truncated, and the carrier asked to hang up (a caller whose media
+stream died is not left on a silent line). A dead process's calls end within its lease plus one
 heartbeat (and the pass itself). A process never reaps itself.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
 
@@ -48,13 +50,18 @@ class Reaper:
         calls: CallStore,
         objects: EncryptedObjects | None,
         lease_s: float,
+        hang_up: Callable[[str, str], Awaitable[None]] | None = None,
     ) -> None:
-        """Reap as ``node_id``; each lost process is reaped under a lease of ``lease_s``."""
+        """Reap as ``node_id``; each lost process is reaped under a lease of ``lease_s``.
+
+        ``hang_up(carrier, carrier call id)`` ends a reaped call at its carrier.
+        """
         self.redis = redis
         self.node_id = node_id
         self.calls = calls
         self.objects = objects
         self.lease_s = lease_s
+        self.hang_up = hang_up
         self._forget = redis.register_script(_FORGET)
 
     async def lost(self, now: float) -> list[str]:
@@ -115,6 +122,14 @@ class Reaper:
         if moved:
             REAPED_CALLS.inc()
             log.warning("call of a lost process ended", extra={"call_id": call_id, "node": node})
+            if self.hang_up is not None and record.carrier_call_id:
+                try:
+                    await self.hang_up(record.carrier, record.carrier_call_id)
+                except Exception as e:  # already over at the carrier, or its API is away
+                    log.warning(
+                        "carrier not told to hang up a lost call",
+                        extra={"call_id": call_id, "error": type(e).__name__},
+                    )
         return int(moved)
 
     async def run(self, interval_s: float) -> None:

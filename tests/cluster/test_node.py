@@ -18,6 +18,7 @@ from calls.records import Reservation, member
 from calls.state import CallState
 from calls.store import CallStore
 from carriers.base import InboundCall
+from carriers.twilio.control import TwilioAccount, TwilioControl
 from cluster.node import Node
 from cluster.reaper import NODE_LOST, Reaper
 from recordings.crypto import Identity
@@ -28,7 +29,10 @@ from routing.directory import Agent, Directory, Route
 from store import keys
 from telephony.admission import Admission
 from tenancy.limits import Limits, OutboundLimiter, day
+from tests.conftest import ACCOUNT_SID as SID
+from tests.conftest import AUTH_TOKEN as TOKEN
 from tests.conftest import MASTER_KEY
+from tests.fakes.carrier_apis import FakeTwilio, form
 
 TENANT = "tenant_nodes"
 ROUTING = {"carrier": "twilio", "region": "international", "country": "US", "reason": "r"}
@@ -119,9 +123,17 @@ async def test_a_survivor_ends_a_killed_process_calls_once(
             assert await calls.holder(inbound) == "node-dying"
             assert await calls.holder(kept) == "node-alive"
         # Cancelled without a clean stop, as a kill would leave it: its lease lapses.
+        # The survivors tell the carrier (Twilio's REST API, played by its fake) to hang up.
+        twilio = FakeTwilio(SID, TOKEN)
+        control = TwilioControl(TwilioAccount(SID, TOKEN), transport=twilio.transport())
+
+        async def hang_up(carrier: str, carrier_call_id: str) -> None:
+            assert carrier == "twilio"
+            await control.hang_up(carrier_call_id)
+
         survivors = [
-            Reaper(redis, "node-alive", calls, objects, LEASE_S),
-            Reaper(redis, "node-other", calls, objects, LEASE_S),
+            Reaper(redis, "node-alive", calls, objects, LEASE_S, hang_up),
+            Reaper(redis, "node-other", calls, objects, LEASE_S, hang_up),
         ]
         await until_lost(survivors[0], "node-dying")
         # A process never counts itself lost, even long after its last heartbeat.
@@ -132,6 +144,12 @@ async def test_a_survivor_ends_a_killed_process_calls_once(
         ended = await asyncio.gather(*(r.reap(time.time()) for r in survivors))
         assert sum(ended) == 2  # two reapers at once: each call ended once
         assert sum(await asyncio.gather(*(r.reap(time.time()) for r in survivors))) == 0
+        lost_record = await calls.get(inbound)
+        assert lost_record is not None
+        hung_up = [
+            form(r)["Status"] for r in twilio.seen if lost_record.carrier_call_id in str(r.url)
+        ]
+        assert hung_up == [["completed"]]  # once, by the reaper that ended it
 
         for call_id in (inbound, outbound):
             record = await calls.get(call_id)

@@ -25,6 +25,7 @@ import httpx
 from redis.asyncio import Redis
 from redis.asyncio.sentinel import Sentinel
 
+from bench.cluster import HAPROXY_CFG
 from llm.server import free_port
 from tests import privacy
 from tests.conftest import (
@@ -131,26 +132,6 @@ class Node:
         if not self.log.exists():
             return ""
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-
-HAPROXY_CFG = """global
-    maxconn 2000
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 60s
-    timeout server 60s
-    timeout tunnel 1h
-frontend public
-    bind 127.0.0.1:{port}
-    default_backend platform
-backend platform
-    balance roundrobin
-    option httpchk GET /readyz
-    http-check expect status 200
-    default-server inter 500 fall 1 rise 1
-{servers}
-"""
 
 
 @dataclass

@@ -187,7 +187,10 @@ def test_kustomization_lists_every_file(directory: Path) -> None:
     assert listed == here, f"listed but missing: {listed - here}; not listed: {here - listed}"
 
 
-@pytest.mark.skipif(not shutil.which("kubectl"), reason="kubectl (kustomize) is not installed")
+# kubectl is no package of the registries here (Debian's kubernetes-client is 1.20, too old for
+# these kustomizations): where it is installed, each overlay is built and validated whole; every
+# file is validated on its own above either way, and the kustomizations' lists checked.
+@pytest.mark.skipif(not shutil.which("kubectl"), reason="kubectl is not installed")
 @pytest.mark.parametrize(
     "directory", sorted(p.parent for p in K8S.rglob("kustomization.yaml")), ids=lambda p: p.name
 )
@@ -380,7 +383,8 @@ def test_prometheus_rules_use_defined_metrics_and_documented_runbooks() -> None:
 
 
 def test_alert_expressions_parse() -> None:
-    promql = pytest.importorskip("promql_parser", reason="promql-parser is not installed")
+    import promql_parser as promql
+
     (rules,) = load_all(K8S / "monitoring" / "prometheus-rules.yaml")
     for group in rules["spec"]["groups"]:
         for rule in group["rules"]:
@@ -451,7 +455,6 @@ def test_haproxy_balances_the_compose_platforms_on_readyz() -> None:
     assert not [line for line in settings if "shutdown-sessions" in line]  # calls go on
 
 
-@pytest.mark.skipif(not shutil.which("haproxy"), reason="haproxy is not installed")
 def test_haproxy_config_is_valid(tmp_path: Path) -> None:
     from datetime import UTC, datetime, timedelta
 

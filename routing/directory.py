@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
 from redis.asyncio import Redis
 
 from routing.errors import AgentExists, AgentInUse, AgentNotFound, InvalidNumber, NumberTaken
@@ -34,7 +38,108 @@ def normalise_number(raw: str) -> str:
 
 
 TOOLS = frozenset({"end_call", "transfer"})
+#: Names the platform's own tools use; an HTTP tool cannot take them.
+RESERVED_TOOL_NAMES = frozenset({"end_call", "transfer", "stop_recording", "collect_digits"})
+TRANSFER_MODES = ("cold", "warm")
+HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+MAX_HTTP_TOOLS = 16
+#: A caller waits while a tool runs: its timeout is short.
+TOOL_TIMEOUT_RANGE_S = (0.5, 10.0)
+_TOOL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 MAX_RETENTION_DAYS = 180  # recordings: at most 6 months (CNIL)
+
+
+def _object_schema(schema: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """``schema`` as a plain dict if it is a JSON schema of an object, else ValueError."""
+    if not isinstance(schema, Mapping) or schema.get("type") != "object":
+        raise ValueError(f"{what} must be a JSON schema with type 'object'")
+    try:
+        text = json.dumps(schema)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{what} is not JSON: {e}") from e
+    if len(text) > 8000:
+        raise ValueError(f"{what} is longer than 8000 characters")
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as e:
+        raise ValueError(f"{what} is not a valid JSON schema: {e.message}") from e
+    return dict(json.loads(text))
+
+
+@dataclass(frozen=True)
+class HttpTool:
+    """A tool the agent's model may call: the platform sends its arguments to ``url``.
+
+    ``parameters`` is the JSON schema of the arguments (an object); GET and DELETE send
+    them as the query string, other methods as a JSON body.
+    """
+
+    name: str
+    description: str
+    url: str
+    method: str = "POST"
+    parameters: Mapping[str, Any] = field(
+        default_factory=lambda: {"type": "object", "properties": {}}
+    )
+    timeout_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not _TOOL_NAME.match(self.name) or self.name in RESERVED_TOOL_NAMES:
+            raise ValueError(
+                f"tool name {self.name!r}: 1-64 letters, digits, '_' or '-', starting with a "
+                f"letter, and not one of {sorted(RESERVED_TOOL_NAMES)}"
+            )
+        if not self.description.strip() or len(self.description) > 1024:
+            raise ValueError(f"tool {self.name!r} needs a description (at most 1024 characters)")
+        if not re.match(r"^https?://[^/\s?#]+", self.url) or len(self.url) > 2048:
+            raise ValueError(f"tool {self.name!r}: url must be an http(s) URL with a host")
+        object.__setattr__(self, "method", self.method.upper())
+        if self.method not in HTTP_METHODS:
+            raise ValueError(f"tool {self.name!r}: method must be one of {list(HTTP_METHODS)}")
+        low, high = TOOL_TIMEOUT_RANGE_S
+        if not low <= float(self.timeout_s) <= high:
+            raise ValueError(f"tool {self.name!r}: timeout_s must be between {low} and {high}")
+        object.__setattr__(self, "timeout_s", float(self.timeout_s))
+        object.__setattr__(
+            self, "parameters", _object_schema(self.parameters, f"tool {self.name!r} parameters")
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able fields."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "url": self.url,
+            "method": self.method,
+            "parameters": dict(self.parameters),
+            "timeout_s": self.timeout_s,
+        }
+
+
+@dataclass(frozen=True)
+class DigitCollection:
+    """How the caller's keypad digits are gathered into one input for the model.
+
+    A sequence ends at ``terminator`` (not part of it; "" for none), at ``max_digits``, or
+    ``timeout_s`` after the last key.
+    """
+
+    max_digits: int = 10
+    terminator: str = "#"
+    timeout_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= int(self.max_digits) <= 32:
+            raise ValueError("dtmf.max_digits must be between 1 and 32")
+        if self.terminator not in ("#", "*", ""):
+            raise ValueError("dtmf.terminator must be '#', '*' or empty")
+        if not 1.0 <= float(self.timeout_s) <= 30.0:
+            raise ValueError("dtmf.timeout_s must be between 1 and 30")
+        object.__setattr__(self, "timeout_s", float(self.timeout_s))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able fields."""
+        return asdict(self)
 
 
 def new_agent_id() -> str:
@@ -58,6 +163,13 @@ class Agent:
     retention_days: int = MAX_RETENTION_DAYS
     transfer_number: str | None = None
     tools: tuple[str, ...] = ("end_call",)
+    #: "cold": the caller is bridged at once; "warm": the person first hears a summary.
+    transfer_mode: str = "cold"
+    http_tools: tuple[HttpTool, ...] = ()
+    #: Keypad input for the model (None: digits other than 0 and 9 are ignored).
+    dtmf: DigitCollection | None = None
+    #: JSON schema of the fields the model extracts from the call for ``call.ended``.
+    extraction_schema: Mapping[str, Any] | None = None
     agent_id: str = field(default_factory=new_agent_id)
     created_at: float = field(default_factory=time.time)
     updated_at: float = 0.0
@@ -85,14 +197,37 @@ class Agent:
             object.__setattr__(self, "transfer_number", normalise_number(self.transfer_number))
         if "transfer" in self.tools and not self.transfer_number:
             raise ValueError("the transfer tool needs a transfer_number")
+        if self.transfer_mode not in TRANSFER_MODES:
+            raise ValueError(f"transfer_mode must be one of {list(TRANSFER_MODES)}")
+        object.__setattr__(self, "http_tools", tuple(self.http_tools))
+        if len(self.http_tools) > MAX_HTTP_TOOLS:
+            raise ValueError(f"at most {MAX_HTTP_TOOLS} HTTP tools per agent")
+        names = [t.name for t in self.http_tools]
+        if len(set(names)) != len(names):
+            raise ValueError("HTTP tool names must be unique within an agent")
+        if self.extraction_schema is not None:
+            object.__setattr__(
+                self,
+                "extraction_schema",
+                _object_schema(self.extraction_schema, "extraction_schema"),
+            )
         if not self.updated_at:
             object.__setattr__(self, "updated_at", self.created_at)
 
     def to_redis(self) -> dict[str, str]:
         """Flat string fields for a Redis hash."""
         out: dict[str, str] = {}
+        structured = {
+            "http_tools": json.dumps([t.to_dict() for t in self.http_tools]),
+            "dtmf": json.dumps(self.dtmf.to_dict()) if self.dtmf else "",
+            "extraction_schema": (
+                json.dumps(self.extraction_schema) if self.extraction_schema else ""
+            ),
+        }
         for k, v in asdict(self).items():
-            if isinstance(v, bool):
+            if k in structured:
+                out[k] = structured[k]
+            elif isinstance(v, bool):
                 out[k] = "1" if v else "0"
             elif isinstance(v, tuple | list):
                 out[k] = ",".join(v)
@@ -116,6 +251,12 @@ class Agent:
             retention_days=int(raw.get("retention_days") or MAX_RETENTION_DAYS),
             transfer_number=raw.get("transfer_number") or None,
             tools=tuple(t for t in raw.get("tools", "end_call").split(",") if t),
+            transfer_mode=raw.get("transfer_mode") or "cold",
+            http_tools=tuple(HttpTool(**t) for t in json.loads(raw.get("http_tools") or "[]")),
+            dtmf=DigitCollection(**json.loads(raw["dtmf"])) if raw.get("dtmf") else None,
+            extraction_schema=(
+                json.loads(raw["extraction_schema"]) if raw.get("extraction_schema") else None
+            ),
             agent_id=raw["agent_id"],
             created_at=float(raw["created_at"]),
             updated_at=float(raw.get("updated_at") or raw["created_at"]),

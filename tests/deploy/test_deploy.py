@@ -43,6 +43,7 @@ PACKAGES = [
     "routing",
     "store",
     "telephony",
+    "integrations",
     "tenancy",
     "voice",
 ]

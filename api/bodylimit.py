@@ -29,9 +29,11 @@ log = logging.getLogger(__name__)
 KIB = 1024
 #: Longest prefix first: the first that ``path`` starts with gives its limit in bytes.
 LIMITS: tuple[tuple[str, int], ...] = (
+    ("/webhooks/twilio/amd", 16 * KIB),  # answering-machine detection: CallSid, AnsweredBy
     ("/webhooks/twilio/", 16 * KIB),
     ("/webhooks/telnyx", 64 * KIB),
     ("/webhooks/sinch", 64 * KIB),
+    ("/webhooks/transfer/", 16 * KIB),
     ("/v1/", 256 * KIB),
 )
 #: Any other path (health, metrics, schema: none of them takes a body).

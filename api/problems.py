@@ -28,6 +28,13 @@ from carriers.errors import (
     SignatureInvalid,
     WebhookMalformed,
 )
+from integrations.errors import (
+    DeliveryNotFound,
+    EgressRefused,
+    EndpointNotFound,
+    IntegrationError,
+    SealedUnreadable,
+)
 from llm.errors import LLMError, LLMUnavailable
 from recordings.errors import DecryptionError, RecordingsError
 from routing.errors import (
@@ -70,6 +77,11 @@ _STATUS: dict[type[Exception], int] = {
     LastAdminKey: 409,
     AnnouncementIncomplete: 422,
     LLMUnavailable: 503,
+    IntegrationError: 400,
+    EgressRefused: 422,
+    EndpointNotFound: 404,
+    DeliveryNotFound: 404,
+    SealedUnreadable: 500,
 }
 #: The classes whose errors are translated (each package's base, and the crypto format's).
 _BASES = (
@@ -81,6 +93,7 @@ _BASES = (
     RecordingsError,
     DecryptionError,
     LLMError,
+    IntegrationError,
 )
 #: The errors that refuse a WebSocket's handshake with a problem (a carrier's media stream).
 _REFUSE_HANDSHAKE = (CarrierError, RoutingError)

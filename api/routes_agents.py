@@ -15,16 +15,24 @@ from starlette.exceptions import HTTPException
 
 from api.auth import tenant_key
 from api.problems import API_ERRORS, ApiProblem
-from api.schema import NOT_BLANK_PATTERN, PhoneNumber, whole
+from api.schema import NOT_BLANK_PATTERN, URL_PATTERN, PhoneNumber, whole
 from api.write_limits import write_limit
+from integrations.egress import Egress
+from integrations.errors import EgressRefused
+from integrations.secrets import ToolSecrets
 from routing.directory import _LANGUAGES as LANGUAGES
 from routing.directory import (
     DEFAULT_ANNOUNCEMENT,
     DEFAULT_GREETING,
     DEFAULT_VOICE,
+    MAX_HTTP_TOOLS,
     MAX_RETENTION_DAYS,
+    RESERVED_TOOL_NAMES,
+    TOOL_TIMEOUT_RANGE_S,
     Agent,
+    DigitCollection,
     Directory,
+    HttpTool,
 )
 from routing.errors import AgentNotFound
 from tenancy.audit import AuditLog
@@ -69,6 +77,46 @@ _TRANSFER_NEEDS_A_NUMBER: JsonDict = {
 }
 
 
+#: A JSON schema of an object (the checks no JSON schema can state are business rules).
+_OBJECT_SCHEMA: JsonDict = {"properties": {"type": {"const": "object"}}, "required": ["type"]}
+
+
+def _empty_parameters() -> dict[str, JsonValue]:
+    return {"type": "object", "properties": {}}
+
+
+class HttpToolFields(BaseModel):
+    """A tool the model may call: the platform sends its arguments to ``url``, signed."""
+
+    model_config = ConfigDict(extra="ignore")
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+    description: str = Field(min_length=1, max_length=1024, pattern=NOT_BLANK_PATTERN)
+    url: str = Field(
+        min_length=10,
+        max_length=2048,
+        pattern=URL_PATTERN,
+        description="The customer's endpoint (https outside development)",
+    )
+    method: Literal["POST", "PUT", "PATCH"] = Field(
+        default="POST", description="The arguments always go in the signed JSON body"
+    )
+    parameters: dict[str, JsonValue] = Field(
+        default_factory=_empty_parameters,
+        json_schema_extra=_OBJECT_SCHEMA,
+        description="JSON schema (type object) of the arguments, sent as a JSON body",
+    )
+    timeout_s: float = Field(default=5.0, ge=TOOL_TIMEOUT_RANGE_S[0], le=TOOL_TIMEOUT_RANGE_S[1])
+
+
+class DigitFields(BaseModel):
+    """How the caller's keypad digits are gathered into one input for the model."""
+
+    model_config = ConfigDict(extra="ignore")
+    max_digits: Annotated[StrictInt, Field(ge=1, le=32), BeforeValidator(whole)] = 10
+    terminator: Literal["#", "*", ""] = "#"
+    timeout_s: float = Field(default=5.0, ge=1.0, le=30.0)
+
+
 class AgentFields(BaseModel):
     """What a customer sets on an agent (server-owned fields in a body are ignored)."""
 
@@ -86,10 +134,22 @@ class AgentFields(BaseModel):
     retention_days: RetentionDays = MAX_RETENTION_DAYS
     transfer_number: PhoneNumber | None = None
     tools: list[Tool] = Field(default_factory=_default_tools)
+    transfer_mode: Literal["cold", "warm"] = Field(
+        default="cold", description="warm: the person hears a summary before the caller"
+    )
+    http_tools: list[HttpToolFields] = Field(default_factory=list, max_length=MAX_HTTP_TOOLS)
+    dtmf: DigitFields | None = Field(
+        default=None, description="Keypad input for the model; null: digits are not collected"
+    )
+    extraction_schema: dict[str, JsonValue] | None = Field(
+        default=None,
+        json_schema_extra=_OBJECT_SCHEMA,
+        description="JSON schema (type object) of the fields extracted for call.ended",
+    )
 
 
 #: Fields a PATCH may set to null (to clear them); null is refused for the others.
-_NULLABLE = frozenset({"transfer_number", "announcement"})
+_NULLABLE = frozenset({"transfer_number", "announcement", "dtmf", "extraction_schema"})
 
 
 class AgentPatch(BaseModel):
@@ -112,6 +172,12 @@ class AgentPatch(BaseModel):
     retention_days: RetentionDays | Absent = None
     transfer_number: PhoneNumber | None = None
     tools: list[Tool] | Absent = None
+    transfer_mode: Literal["cold", "warm"] | Absent = None
+    http_tools: Annotated[list[HttpToolFields], Field(max_length=MAX_HTTP_TOOLS)] | Absent = None
+    dtmf: DigitFields | None = None
+    extraction_schema: (
+        Annotated[dict[str, JsonValue], Field(json_schema_extra=_OBJECT_SCHEMA)] | None
+    ) = None
 
 
 class AgentOut(AgentFields):
@@ -137,6 +203,10 @@ class AgentOut(AgentFields):
             retention_days=a.retention_days,
             transfer_number=a.transfer_number,
             tools=list(a.tools),  # type: ignore[arg-type]
+            transfer_mode=a.transfer_mode,  # type: ignore[arg-type]
+            http_tools=[HttpToolFields(**t.to_dict()) for t in a.http_tools],
+            dtmf=DigitFields(**a.dtmf.to_dict()) if a.dtmf else None,
+            extraction_schema=dict(a.extraction_schema) if a.extraction_schema else None,
             created_at=dt.datetime.fromtimestamp(a.created_at, dt.UTC),
             updated_at=dt.datetime.fromtimestamp(a.updated_at, dt.UTC),
         )
@@ -148,12 +218,47 @@ class AgentList(BaseModel):
     items: list[AgentOut]
 
 
-def _build(tenant: str, fields: dict[str, object], voices: frozenset[str], **keep: object) -> Agent:
+def _tools(raw: list[dict[str, Any]], egress: Egress | None) -> tuple[HttpTool, ...]:
+    """The agent's HTTP tools, each checked (a 422 problem with its code otherwise)."""
+    names = [t["name"] for t in raw]
+    reserved = sorted(set(names) & RESERVED_TOOL_NAMES)
+    if reserved:
+        raise ApiProblem(422, "tool_name_reserved", f"tool names taken by the platform: {reserved}")
+    if len(set(names)) != len(names):
+        raise ApiProblem(422, "duplicate_tool_names", "tool names must be unique in an agent")
+    out = []
+    for t in raw:
+        if egress is not None:
+            try:
+                egress.check_url(t["url"])
+            except EgressRefused as e:
+                raise ApiProblem(422, "tool_url_refused", f"tool {t['name']!r}: {e}") from e
+        try:
+            out.append(HttpTool(**t))
+        except ValueError as e:
+            raise ApiProblem(422, "invalid_json_schema", str(e)) from e
+    return tuple(out)
+
+
+def _build(
+    tenant: str,
+    fields: dict[str, Any],
+    voices: frozenset[str],
+    egress: Egress | None = None,
+    **keep: object,
+) -> Agent:
     """A validated Agent, or a 422 with the reason."""
     if fields["voice"] not in voices:
         raise HTTPException(422, f"unknown voice {fields['voice']!r}; available: {sorted(voices)}")
     prompt = fields.pop("system_prompt")
-    fields["tools"] = tuple(fields["tools"])  # type: ignore[arg-type]
+    fields["tools"] = tuple(fields["tools"])
+    fields["http_tools"] = _tools(fields.get("http_tools") or [], egress)
+    fields["dtmf"] = DigitCollection(**fields["dtmf"]) if fields.get("dtmf") else None
+    if fields.get("extraction_schema") is not None:
+        try:
+            Agent(name="check", prompt="check", extraction_schema=fields["extraction_schema"])
+        except ValueError as e:
+            raise ApiProblem(422, "invalid_json_schema", str(e)) from e
     try:
         agent = Agent(tenant=tenant, prompt=prompt, **fields, **keep)  # type: ignore[arg-type]
     except ValueError as e:
@@ -173,8 +278,15 @@ def router(
     writes: WriteLimiter,
     prepare: Callable[[Agent], None],
     voices: frozenset[str],
+    egress: Egress | None = None,
+    tool_secrets: ToolSecrets | None = None,
 ) -> APIRouter:
-    """``/v1/agents``: agents speak one of ``voices``; ``prepare(agent)`` readies its phrases."""
+    """``/v1/agents``: agents speak one of ``voices``; ``prepare(agent)`` readies its phrases.
+
+    HTTP tools' URLs must pass ``egress``'s rules (https outside development, no address
+    that is not public unless allowed), and need the tenant's tools secret (``tool_secrets``)
+    to exist: the customer verifies the tools' requests with it.
+    """
     r = APIRouter(prefix="/v1/agents", tags=["agents"], responses=API_ERRORS)
 
     as_editor = tenant_key(tenants, Role.EDITOR)
@@ -190,13 +302,25 @@ def router(
         except AgentNotFound as e:
             raise HTTPException(404, "no such agent") from e
 
+    async def secret_exists(caller: Caller, http_tools: list[Any] | None) -> None:
+        if not http_tools or tool_secrets is None:
+            return
+        if not (await tool_secrets.info(caller.tenant_id)).exists:
+            raise ApiProblem(
+                422,
+                "tools_secret_missing",
+                "HTTP tools are signed with your tools secret: create it first "
+                "(POST /v1/tools/secret)",
+            )
+
     @r.post("", status_code=201, response_model=AgentOut, dependencies=[limited])
     async def create(body: AgentFields, caller: Caller = editor) -> AgentOut:
         """Create an agent."""
         fields = body.model_dump()
         if "announcement" not in body.model_fields_set:  # the default, in the agent's language
             fields["announcement"] = default_announcement(body.language)
-        agent = _build(caller.tenant_id, fields, voices)
+        agent = _build(caller.tenant_id, fields, voices, egress)
+        await secret_exists(caller, fields["http_tools"])
         await directory.add_agent(agent)
         prepare(agent)  # its announcement is ready before its first call
         await audit.record(caller, "agent.create", agent.agent_id, name=agent.name)
@@ -239,7 +363,8 @@ def router(
             )
         fields = {k: merged[k] for k in AgentFields.model_fields}
         kept = {"agent_id": current.agent_id, "created_at": current.created_at}
-        agent = _build(caller.tenant_id, fields, voices, **kept, updated_at=time.time())
+        agent = _build(caller.tenant_id, fields, voices, egress, **kept, updated_at=time.time())
+        await secret_exists(caller, changes.get("http_tools"))
         await directory.update_agent(agent, current.name)
         prepare(agent)
         await audit.record(caller, "agent.update", agent.agent_id, fields=sorted(changes))

@@ -20,7 +20,7 @@ from api import idempotency
 from api.auth import tenant_key
 from api.problems import API_ERRORS, ApiProblem, responses
 from api.schema import E164_PATTERN, PhoneNumber
-from calls.records import CallRecord
+from calls.records import MAX_VOICEMAIL_MESSAGE, CallRecord, VoicemailRequest
 from calls.store import CallStore
 from cluster.commands import (
     Action,
@@ -28,8 +28,10 @@ from cluster.commands import (
     CommandBus,
     CommandError,
     CommandTimeout,
+    TransferDenied,
     TransferUnavailable,
 )
+from routing.errors import RoutingError
 from telephony.service import Telephony
 from tenancy.audit import AuditLog
 from tenancy.limits import Limits
@@ -48,6 +50,15 @@ IsoDatetime = Annotated[dt.datetime, BeforeValidator(_iso)]
 _SCAN = 1000
 
 
+class VoicemailOut(BaseModel):
+    """What an outbound call does on a machine, and who answered (once detection said)."""
+
+    action: Literal["hang_up", "leave_message"]
+    answered_by: Literal["human", "machine", "unknown"] | None = Field(
+        description="by the carrier's answering-machine detection; null until it reports"
+    )
+
+
 class CallOut(BaseModel):
     """A call: parties, agent, state and the routing decision."""
 
@@ -61,6 +72,7 @@ class CallOut(BaseModel):
     created_at: dt.datetime
     updated_at: dt.datetime
     routing: dict[str, str] | None
+    voicemail: VoicemailOut | None = None
 
     @classmethod
     def of(cls, r: CallRecord) -> CallOut:
@@ -76,7 +88,43 @@ class CallOut(BaseModel):
             created_at=dt.datetime.fromtimestamp(r.created_at, dt.UTC),
             updated_at=dt.datetime.fromtimestamp(r.updated_at, dt.UTC),
             routing=dict(r.routing) if r.routing else None,
+            voicemail=VoicemailOut.model_validate(
+                {"action": r.voicemail_action, "answered_by": r.answered_by or None}
+            )
+            if r.voicemail_action
+            else None,
         )
+
+
+class HangUpOnMachine(BaseModel):
+    """On a machine: end the call at once."""
+
+    model_config = ConfigDict(extra="forbid")
+    action: Literal["hang_up"]
+
+    def request(self) -> VoicemailRequest:
+        """As the call store keeps it."""
+        return VoicemailRequest(self.action)
+
+
+class LeaveMessageOnMachine(BaseModel):
+    """On a machine: after its greeting, the AI disclosure and ``message``, then hang up."""
+
+    model_config = ConfigDict(extra="forbid")
+    action: Literal["leave_message"]
+    message: str = Field(
+        min_length=1,
+        max_length=MAX_VOICEMAIL_MESSAGE,
+        pattern=r"\S",
+        description="what the agent says into the mailbox (not blank)",
+    )
+
+    def request(self) -> VoicemailRequest:
+        """As the call store keeps it."""
+        return VoicemailRequest(self.action, self.message.strip())
+
+
+VoicemailIn = Annotated[HangUpOnMachine | LeaveMessageOnMachine, Field(discriminator="action")]
 
 
 class CallCreate(BaseModel):
@@ -85,6 +133,11 @@ class CallCreate(BaseModel):
     model_config = ConfigDict(extra="ignore")  # server-owned fields sent by a client are ignored
     from_number: PhoneNumber = Field(description="one of your numbers, E.164")
     to: PhoneNumber = Field(description="the destination, E.164")
+    voicemail: VoicemailIn | None = Field(
+        default=None,
+        description="ask the carrier's answering-machine detection (billed by the carrier); "
+        "absent: no detection",
+    )
 
 
 class EventOut(BaseModel):
@@ -128,11 +181,13 @@ class CommandOut(BaseModel):
     """What a live-call command did."""
 
     call_id: str
-    action: Literal["hangup", "stop_recording"]
-    result: Literal["hung_up", "recording_stopped", "not_recording"] = Field(
+    action: Literal["hangup", "stop_recording", "transfer"]
+    result: Literal["hung_up", "recording_stopped", "not_recording", "transferring"] = Field(
         description="hung_up: the agent says its farewell and the call ends; "
         "recording_stopped: recording stopped and what was captured deleted; "
-        "not_recording: the call records nothing (any more)"
+        "not_recording: the call records nothing (any more); "
+        "transferring: the transfer was admitted and the hand-over runs in the call (its "
+        "outcome: the call's transferred/transfer_refused events, the call.transferred webhook)"
     )
 
 
@@ -140,6 +195,7 @@ class CommandOut(BaseModel):
 _COMMAND_STATUS: dict[type[CommandError], int] = {
     CallNotLive: 409,
     TransferUnavailable: 409,
+    TransferDenied: 403,
     CommandTimeout: 504,
 }
 
@@ -178,13 +234,25 @@ def router(
 
     @r.post("", status_code=201, response_model=CallOut)
     async def place(body: CallCreate, response: Response, caller: Caller = editor) -> CallOut:
-        """Place an outbound call, routed and within your limits (429 and Retry-After beyond)."""
+        """Place an outbound call, routed and within your limits (429 and Retry-After beyond).
+
+        With ``voicemail`` the carrier detects a machine: ``hang_up`` ends the call at once,
+        ``leave_message`` leaves the message after the greeting; ``answered_by`` shows the result.
+        """
         limits = await tenants.limits(caller.tenant_id, default_limits)
-        placed = await telephony.place_call(body.from_number, body.to, caller.tenant_id, limits)
+        vm = body.voicemail.request() if body.voicemail is not None else None
+        placed = await telephony.place_call(
+            body.from_number, body.to, caller.tenant_id, limits, voicemail=vm
+        )
         destination = subject_ref(caller.tenant_id, body.to)
         idempotency.about(caller.tenant_id, destination)
         await audit.record(
-            caller, "call.place", placed.call_id, to=destination, **placed.decision.as_metadata()
+            caller,
+            "call.place",
+            placed.call_id,
+            to=destination,
+            **placed.decision.as_metadata(),
+            **({"voicemail": vm.action} if vm is not None else {}),
         )
         record = await calls.get(placed.call_id)
         if record is None:  # written before the carrier was asked; gone only if Redis lost it
@@ -245,15 +313,29 @@ def router(
         ]
         return CallDetail(**CallOut.of(record).model_dump(), events=events)
 
+    async def transferable(record: CallRecord) -> None:
+        """:class:`TransferUnavailable` unless the call's agent has a transfer number."""
+        try:
+            agent = await telephony.directory.get_agent_by_id(record.agent, record.tenant)
+        except RoutingError as e:
+            raise TransferUnavailable("the call's agent no longer exists") from e
+        if not agent.transfer_number:
+            raise TransferUnavailable("the call's agent has no transfer number")
+
     async def command(caller: Caller, call_id: str, action: Action) -> CommandOut:
         """Run ``action`` on the caller's live call; the outcome is audited."""
         record = await find(caller, call_id)
         try:
-            if action is not Action.TRANSFER and record.state.is_final:
+            if action is Action.TRANSFER:
+                await transferable(record)
+            if record.state.is_final:
                 raise CallNotLive("the call is over")
             result = await commands.send(call_id, action)
         except CommandError as e:
-            raise ApiProblem(_COMMAND_STATUS.get(type(e), 502), e.code, str(e)) from e
+            status = 502 if e.code == "carrier_failed" else _COMMAND_STATUS.get(type(e), 502)
+            if action is Action.TRANSFER:
+                await audit.record(caller, "call.transfer", call_id, result=e.code)
+            raise ApiProblem(status, e.code, str(e)) from e
         await audit.record(caller, f"call.{action}", call_id, result=result)
         return CommandOut.model_validate(
             {"call_id": call_id, "action": action.value, "result": result}
@@ -278,9 +360,25 @@ def router(
         """
         return await command(caller, call_id, Action.STOP_RECORDING)
 
-    @r.post("/{call_id}/transfer", response_model=CommandOut, responses=live_errors)
+    @r.post(
+        "/{call_id}/transfer",
+        response_model=CommandOut,
+        status_code=202,
+        responses=responses(403, 409, 502, 504),
+    )
     async def transfer(call_id: str, caller: Caller = editor) -> CommandOut:
-        """Reserved: transferring a live call; 409 ``transfer_unavailable`` for now."""
+        """Hand the caller to the agent's transfer number (the agent says a short phrase first).
+
+        202 ``transferring`` once the transfer is admitted: the hold phrase, the summary and
+        the carrier's hand-over then run in the call; the outcome is in the call's events
+        (``transferred``, or ``transfer_refused`` with ``carrier_failed``) and the
+        ``call.transferred`` webhook. 403 with the refusal's code when routing
+        (``route_refused``: an EU number on a US carrier; ``destination_refused``: premium and
+        other restricted classes), the tenant's outbound limits (``limit_exceeded``) or a
+        failed check (``transfer_failed``) refuse it; 409 ``transfer_unavailable`` when the
+        agent has no transfer number or the call is ending, ``call_not_live`` when the call is
+        over.
+        """
         return await command(caller, call_id, Action.TRANSFER)
 
     @r.get("/{call_id}/transcript", response_model=Transcript)

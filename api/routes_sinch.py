@@ -8,6 +8,7 @@ import time
 from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import JSONResponse, Response
 
+from api.voicemail import machine_detected
 from api.webhooks import CarrierDeps, verified, webhook_route
 from carriers.base import Carrier, StreamStart, carrier_time_limit
 from carriers.errors import CarrierUnavailable
@@ -58,6 +59,9 @@ def router(kit: SinchKit | None, deps: CarrierDeps, inbound_max_seconds: int) ->
         update = webhook.status(cb)
         if update is not None:
             await deps.calls.apply_status(webhook.CARRIER, update, now)
+        detection = webhook.machine_detection(cb)
+        if detection is not None:
+            await machine_detected(deps, webhook.CARRIER, detection, now)
         if cb.event in ("ace", "pie"):
             return JSONResponse(webhook.svaml_continue())
         return Response(status_code=200)

@@ -8,7 +8,9 @@ import time
 from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import Response
 
+from api.voicemail import machine_detected
 from api.webhooks import CarrierDeps, verified, webhook_route
+from calls.events import CallEvent, CallEventType
 from calls.state import CallState
 from carriers.base import Carrier
 from carriers.errors import CarrierUnavailable
@@ -91,6 +93,53 @@ async def _apply(
         if record is not None and record.state is CallState.REJECTED:
             await control.hang_up(event.call_control_id)
         return
+    transfer_of = event.client_state.get("transfer_of")
+    if transfer_of and event.type in ("call.bridged", "call.hangup"):
+        if event.type == "call.bridged" or event.call_control_id != transfer_of:
+            await _transfer_leg(deps, control, event, transfer_of, now)
+            return
+    detection = webhook.machine_detection(event)
+    if detection is not None:
+        await machine_detected(deps, webhook.CARRIER, detection, now)
+        return
     update = webhook.status(event)
     if update is not None:
         await deps.calls.apply_status(webhook.CARRIER, update, now)
+
+
+#: The dedupe kind under which a transfer's bridging is remembered (per original call).
+_BRIDGED = "transfer-bridged"
+
+
+async def _transfer_leg(
+    deps: CarrierDeps,
+    control: TelnyxControl,
+    event: webhook.Event,
+    transfer_of: str,
+    now: float,
+) -> None:
+    """An event of a transfer's leg to the person (``client_state`` of ``actions/transfer``).
+
+    ``call.bridged``: the person took the call. The leg's ``call.hangup`` with no bridging
+    before: the transfer failed and Telnyx keeps the original call up, the caller alone on
+    it; it is hung up here and the failure recorded.
+    """
+    if event.type == "call.bridged":
+        await deps.calls.first_delivery(webhook.CARRIER, _BRIDGED, transfer_of)
+        return
+    if not await deps.calls.first_delivery(webhook.CARRIER, _BRIDGED, transfer_of):
+        return  # bridged: the original call ends with its own hang-up
+    call_id = event.client_state.get("call_id", "")
+    if not call_id or await deps.calls.by_carrier_id(webhook.CARRIER, transfer_of) != call_id:
+        log.warning("transfer leg of an unknown call hung up: ignored")
+        return
+    cause = str(event.payload.get("hangup_cause", "unspecified"))[:40]
+    log.warning("transfer leg failed: the original call is hung up", extra={"cause": cause})
+    try:
+        await control.hang_up(transfer_of)
+    except Exception:
+        await deps.calls.forget_delivery(webhook.CARRIER, _BRIDGED, transfer_of)  # retried
+        raise
+    await deps.calls.add_event(
+        CallEvent(CallEventType.TRANSFER_FAILED, call_id, now, {"cause": cause, "by": "carrier"})
+    )

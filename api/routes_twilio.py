@@ -9,10 +9,11 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import Response
 
+from api.voicemail import machine_detected
 from api.webhooks import CarrierDeps, verified, webhook_route
 from carriers.errors import CarrierUnavailable, SignatureInvalid, WebhookMalformed
 from carriers.twilio import media, signature, webhook
-from carriers.twilio.kit import OUTBOUND_PATH, PATHS, TwilioKit
+from carriers.twilio.kit import AMD_PATH, OUTBOUND_PATH, PATHS, TwilioKit
 from voice.transport import CLOSE_POLICY, first_message, run_stream, start_reader
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,14 @@ def router(kit: TwilioKit | None, deps: CarrierDeps) -> APIRouter:
         )
         return Response(status_code=204)
 
+    @webhook_route(r, AMD_PATH)
+    async def amd(request: Request) -> Response:
+        """Asynchronous answering-machine detection: ``AnsweredBy`` of an outbound call."""
+        form = await verified_form(request)
+        detection = webhook.parse_amd(form)
+        await machine_detected(deps, webhook.CARRIER, detection, time.time())
+        return Response(status_code=204)
+
     @r.websocket(MEDIA_PATH)
     async def media_stream(ws: WebSocket) -> None:
         headers = {k.lower(): v for k, v in ws.headers.items()}
@@ -118,4 +127,4 @@ def router(kit: TwilioKit | None, deps: CarrierDeps) -> APIRouter:
     return r
 
 
-__all__ = ["MEDIA_PATH", "STATUS_PATH", "VOICE_PATH", "router"]
+__all__ = ["AMD_PATH", "MEDIA_PATH", "STATUS_PATH", "VOICE_PATH", "router"]

@@ -76,3 +76,7 @@ class E164Convertor(Convertor[str]):
 
 
 register_url_convertor("e164", E164Convertor())
+
+#: A customer's http(s) URL (tools, webhooks), in ASCII (a name in punycode), without spaces or
+#: user information: each regex engine reads these classes alike (``\s`` it does not).
+URL_PATTERN = r"^https?://[A-Za-z0-9.:_%\[\]-]+([/?#][!-~]*)?$"

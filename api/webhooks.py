@@ -16,6 +16,7 @@ from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams, FastAPI
 from calls.store import CallStore
 from carriers.base import Carrier, Kit, PublicUrls, WebhookRequest
 from carriers.errors import CarrierUnavailable, SignatureInvalid
+from cluster.commands import CommandBus
 from telephony.inbound import Inbound
 from voice.media import MediaSocket
 from voice.transport import StreamDeps
@@ -32,6 +33,7 @@ class CarrierDeps:
     inbound: Inbound  # accepts inbound calls
     calls: CallStore  # status callbacks, outbound calls' records
     stream: StreamDeps  # the media loop (voice/transport.py)
+    commands: CommandBus | None = None  # live-call commands (answering-machine results)
 
 
 def websocket_transport(socket: MediaSocket, codec: FrameSerializer) -> BaseTransport:

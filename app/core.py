@@ -14,6 +14,11 @@ from calls.archive import CallArchive
 from calls.store import CallStore
 from carriers.base import Carrier, carrier_time_limit
 from carriers.registry import Carriers, load_carriers
+from integrations.egress import Egress
+from integrations.endpoints import Endpoints
+from integrations.outbox import Outbox
+from integrations.sealed import Sealer
+from integrations.secrets import ToolSecrets
 from recordings.keyring import MasterKeyError
 from recordings.lifecycle import Lifecycle
 from recordings.objects import EncryptedObjects
@@ -85,9 +90,57 @@ class Core:
         return AuditLog(self.redis, subject_key(self.sealed().keyring))
 
     @cached_property
+    def sealer(self) -> Sealer:
+        """Small values (secrets, URLs, webhook payloads) sealed under the tenants' keys."""
+        return Sealer(self.sealed().keyring)
+
+    @cached_property
+    def egress(self) -> Egress:
+        """Requests to customers' systems (tools, webhooks), guarded against SSRF."""
+        s = self.settings.integrations
+        return Egress(
+            s.egress_allow,
+            https_only=self.settings.cluster.mode != "development",
+            ca_file=s.egress_ca_file,
+        )
+
+    @cached_property
+    def webhook_endpoints(self) -> Endpoints:
+        """The tenants' webhook endpoints."""
+        return Endpoints(self.redis, self.sealer)
+
+    @cached_property
+    def outbox(self) -> Outbox:
+        """The webhook deliveries: queued, listed, replayed."""
+        hooks = self.settings.integrations
+        return Outbox(
+            self.redis,
+            self.webhook_endpoints,
+            self.sealer,
+            delays={"call.ended": hooks.webhook_call_ended_delay_seconds},
+            keep_s=hooks.webhook_keep_seconds,
+            window_s=hooks.webhook_retry_window_seconds,
+        )
+
+    @cached_property
+    def tool_secrets(self) -> ToolSecrets:
+        """The tenants' secrets that sign HTTP tool requests."""
+        return ToolSecrets(self.redis, self.sealer)
+
+    @cached_property
     def lifecycle(self) -> Lifecycle:
-        """Retention, legal holds, data-subject requests and offboarding."""
-        return Lifecycle(self.redis, self.sealed(), CallArchive(self.redis))
+        """Retention, legal holds, data-subject requests and offboarding.
+
+        Erasing a call erases its webhook deliveries; offboarding a tenant, its endpoints,
+        deliveries and tools secret.
+        """
+        return Lifecycle(
+            self.redis,
+            self.sealed(),
+            CallArchive(self.redis),
+            forget_call=[self.outbox.forget_call],
+            forget_tenant=[self.outbox.forget_tenant, self.tool_secrets.forget],
+        )
 
     def health(self, now: float) -> Health:
         """Usable carriers at ``now``: configured, on the register in force, not marked down."""

@@ -17,7 +17,9 @@ from api import (
     routes_operator,
     routes_sinch,
     routes_telnyx,
+    routes_transfer,
     routes_twilio,
+    routes_webhooks,
 )
 from api.app import NotReady, create_app
 from api.webhooks import CarrierDeps
@@ -46,7 +48,11 @@ def routers(platform: Platform) -> list[APIRouter]:
     writes = WriteLimiter(platform.redis, platform.settings.limits.config_writes_per_minute)
     telephony = platform.telephony()
     carrier_deps = CarrierDeps(
-        platform.settings, platform.inbound, platform.calls, platform.stream_deps
+        platform.settings,
+        platform.inbound,
+        platform.calls,
+        platform.stream_deps,
+        commands=platform.commands,
     )
     return [
         routes_twilio.router(platform.carriers.find(Carrier.TWILIO, TwilioKit), carrier_deps),
@@ -56,6 +62,7 @@ def routers(platform: Platform) -> list[APIRouter]:
             carrier_deps,
             platform.settings.call.max_seconds_of("inbound"),
         ),
+        routes_transfer.router(platform.transfers, platform.settings),
         public.router(platform.register),
         routes_keys.router(
             tenants=platform.tenants,
@@ -78,6 +85,8 @@ def routers(platform: Platform) -> list[APIRouter]:
             writes=writes,
             prepare=platform.prepare,
             voices=frozenset({platform.engines.voice_name}),
+            egress=platform.egress,
+            tool_secrets=platform.tool_secrets,
         ),
         routes_numbers.router(
             tenants=platform.tenants,
@@ -94,6 +103,15 @@ def routers(platform: Platform) -> list[APIRouter]:
             default_limits=platform.default_limits,
             subject_ref=platform.lifecycle.subject_ref,
             commands=platform.commands,
+        ),
+        routes_webhooks.router(
+            tenants=platform.tenants,
+            audit=platform.audit,
+            writes=writes,
+            endpoints=platform.webhook_endpoints,
+            outbox=platform.outbox,
+            tool_secrets=platform.tool_secrets,
+            egress=platform.egress,
         ),
         routes_data.router(
             tenants=platform.tenants,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -16,11 +17,16 @@ from cluster.commands import CommandBus
 from cluster.live import LiveCalls
 from cluster.node import Node
 from cluster.reaper import Reaper
+from integrations.delivery import DeliveryWorker, RetryPolicy
+from integrations.payload import Payloads
+from integrations.summary import Summarizer
+from integrations.tools import ToolRunner
 from recordings.objects import EncryptedObjects
 from routing.directory import DEFAULT_TENANT, Agent
 from store import keys
 from telephony.admission import Admission
 from telephony.inbound import Inbound
+from telephony.transfer import Transfers
 from voice.engines import PHONE_RATE, Engines
 from voice.prompt import fixed_phrases, prepare_phrases
 from voice.session import SessionDeps
@@ -63,9 +69,46 @@ class Platform(Core):
             self.calls,
         )
         self.live = LiveCalls(self.node)
+        #: Transfers of live calls to a person: routing, limits, then the call's carrier.
+        self.transfers = Transfers(
+            calls=self.calls,
+            tenants=self.tenants,
+            policy=self.policy,
+            carriers=self.carriers,
+            health=self.health,
+            limiter=self.limiter,
+            default_limits=self.default_limits,
+            keyring=self.objects.keyring,
+            urls=self.settings,
+        )
         self.commands = CommandBus(
             self.redis, cluster.node_id, self.live, self.calls, cluster.command_timeout_seconds
         )
+        hooks = self.settings.integrations
+        #: The agents' HTTP tools, signed with the tenant's tool secret.
+        self.tools = ToolRunner(
+            self.egress, self.tool_secrets, max_bytes=hooks.tool_response_max_bytes
+        )
+        #: Sends the queued webhook deliveries (every process runs one).
+        self.deliveries = DeliveryWorker(
+            self.redis,
+            self.webhook_endpoints,
+            self.sealer,
+            self.egress,
+            Payloads(self.calls, self.directory, Summarizer(self.engines.llm, timeout_s=15)),
+            RetryPolicy(
+                hooks.webhook_retry_base_seconds,
+                hooks.webhook_retry_cap_seconds,
+                hooks.webhook_retry_window_seconds,
+            ),
+            timeout_s=hooks.webhook_timeout_seconds,
+            lease_s=hooks.webhook_lease_seconds,
+            poll_s=hooks.webhook_poll_seconds,
+            max_bytes=hooks.webhook_response_max_bytes,
+            on_disabled=self._endpoint_disabled,
+            keep_s=hooks.webhook_keep_seconds,
+        )
+        self.calls.on_final = self._call_ended
         self.reaper = Reaper(
             self.redis,
             cluster.node_id,
@@ -88,6 +131,7 @@ class Platform(Core):
             asyncio.create_task(self.node.run()),
             asyncio.create_task(self.commands.listen()),
             asyncio.create_task(self.reaper.run(heartbeat_s)),
+            asyncio.create_task(self.deliveries.run_forever()),
         ]
         try:
             yield
@@ -103,7 +147,14 @@ class Platform(Core):
     def stream_deps(self) -> StreamDeps:
         """What a carrier's media stream needs (voice/transport.py)."""
         session = SessionDeps(
-            self.calls, self.engines, self.settings.call, self.settings.llm, self.objects
+            self.calls,
+            self.engines,
+            self.settings.call,
+            self.settings.llm,
+            self.objects,
+            transfers=self.transfers,
+            outbox=self.outbox,
+            tools=self.tools,
         )
         return StreamDeps(
             session,
@@ -125,6 +176,31 @@ class Platform(Core):
             address="",
             request_id="",
             detail={"how": how},
+        )
+
+    async def _call_ended(self, call_id: str, now: float, status: str) -> None:
+        """Queue the tenant's ``call.ended`` (its body is built at the first attempt)."""
+        try:
+            tenant = await self.redis.hget(keys.call(call_id), "tenant")
+        except Exception:  # the status callback is applied all the same
+            logging.getLogger(__name__).exception("call.ended not queued")
+            return
+        if tenant:  # a call refused before any agent answered has no tenant
+            data = {"ended_at": now, "status": status}
+            await self.outbox.emit(str(tenant), "call.ended", call_id, data)
+
+    async def _endpoint_disabled(
+        self, tenant: str, endpoint_id: str, reason: str, now: float
+    ) -> None:
+        await self.audit.append(
+            tenant,
+            at=now,
+            key_id="platform",
+            action="webhook_endpoint.disabled",
+            target=endpoint_id,
+            address="",
+            request_id="",
+            detail={"reason": reason},
         )
 
     async def _carrier_hang_up(self, carrier: str, carrier_call_id: str) -> None:

@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from carriers.settings import CarrierSettings
 from cluster.settings import ClusterSettings
+from integrations.settings import IntegrationSettings
 from llm.settings import LLMSettings
 from recordings.settings import StorageSettings
 from store.settings import StoreSettings
@@ -67,6 +68,7 @@ class Settings(BaseSettings):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
+    integrations: IntegrationSettings = Field(default_factory=IntegrationSettings)
 
     @classmethod
     def env_name(cls, model: str, loc: tuple[int | str, ...]) -> str:

@@ -29,6 +29,13 @@ class CallEventType(StrEnum):
     RECORDING_OBJECTED = "recording_objected"  # caller objected: recording stopped, deleted
     BARGE_IN = "barge_in"  # caller spoke over the agent: playback cleared
     MEDIA_REJECTED = "media_rejected"  # a malformed media message was dropped
+    TRANSFER_REQUESTED = "transfer_requested"  # by: tool, phrase, dtmf or api
+    TRANSFER_REFUSED = "transfer_refused"  # routing, limits or the carrier said no (code)
+    TRANSFERRED = "transferred"  # handed to a person (destination masked, mode)
+    TRANSFER_FAILED = "transfer_failed"  # the carrier's leg to the person failed (cause)
+    TOOL_CALLED = "tool_called"  # an HTTP tool ran (name, duration_s, status; no content)
+    DIGITS = "digits"  # the caller typed digits (their count only)
+    VOICEMAIL = "voicemail"  # answering-machine detection (answered_by, action)
     HANGUP_REQUESTED = "hangup_requested"  # the agent ends the call
     ERROR = "error"  # a model, carrier or store failed; the call ends politely
     NODE_LOST = "node_lost"  # the process holding the call died: a survivor ended it

@@ -43,6 +43,44 @@ class Reservation:
         }
 
 
+#: What an outbound call does when a machine answers it.
+VOICEMAIL_ACTIONS = ("hang_up", "leave_message")
+#: The longest voicemail message, in characters.
+MAX_VOICEMAIL_MESSAGE = 500
+
+
+@dataclass(frozen=True)
+class VoicemailRequest:
+    """An outbound call's choice on a machine: hang up, or leave ``message`` after its greeting."""
+
+    action: str
+    message: str = ""
+
+    def __post_init__(self) -> None:
+        if self.action not in VOICEMAIL_ACTIONS:
+            raise ValueError(f"unknown voicemail action {self.action!r}")
+        if self.action == "leave_message" and not self.message.strip():
+            raise ValueError("leave_message needs a message")
+        if len(self.message) > MAX_VOICEMAIL_MESSAGE:
+            raise ValueError(f"a voicemail message has at most {MAX_VOICEMAIL_MESSAGE} characters")
+
+
+@dataclass(frozen=True)
+class Voicemail:
+    """A call's voicemail choice and what the carrier's detection said so far (message opened).
+
+    ``answered_by`` is empty until the first result; ``greeting_ended``: a machine's greeting
+    is over; ``final``: no further result will come.
+    """
+
+    action: str
+    message: str
+    answered_by: str
+    result: str = ""
+    greeting_ended: bool = False
+    final: bool = False
+
+
 @dataclass(frozen=True)
 class CallRecord:
     """What the platform knows about one call (its parties' numbers opened)."""
@@ -62,6 +100,8 @@ class CallRecord:
     routing: Mapping[str, str] | None = None
     from_ref: str = ""  # keyed digests of the parties (recordings.subjects.subject_ref)
     to_ref: str = ""
+    voicemail_action: str = ""  # outbound: hang_up | leave_message when detection was asked
+    answered_by: str = ""  # human | machine | unknown, by the carrier's detection
 
     @classmethod
     def from_redis(cls, raw: dict[str, str]) -> CallRecord:

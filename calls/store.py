@@ -5,16 +5,26 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from redis.asyncio import Redis
 
+from calls import voicemail
 from calls.errors import CallStoreIncomplete, UnknownCallState
 from calls.events import CallEvent, CallEventType
-from calls.records import CallRecord, Opened, Reservation, Turn, expiry, new_call_id
+from calls.records import (
+    CallRecord,
+    Opened,
+    Reservation,
+    Turn,
+    Voicemail,
+    VoicemailRequest,
+    expiry,
+    new_call_id,
+)
 from calls.state import CallState
-from carriers.base import InboundCall, StatusUpdate
+from carriers.base import InboundCall, MachineDetection, StatusUpdate
 from recordings.keyring import KeyRing
 from recordings.objects import EncryptedObjects
 from recordings.subjects import PARTIES, SEALED, UNREADABLE, Parties
@@ -101,6 +111,26 @@ return used
 """
 
 
+# Like _SETTLE for the transfer leg of a call: its own reservation, member and fields.
+_SETTLE_TRANSFER = """
+if redis.call('HGET', KEYS[1], 'transfer_reserved_cents') == false then return -1 end
+if redis.call('HSETNX', KEYS[1], 'transfer_settled_at', ARGV[1]) == 0 then return -1 end
+redis.call('ZREM', KEYS[2], ARGV[2])
+local reserved = tonumber(redis.call('HGET', KEYS[1], 'transfer_reserved_cents'))
+local used = tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], 'transfer_cost_cents', used)
+if used ~= reserved and redis.call('EXISTS', KEYS[3]) == 1 then
+  redis.call('INCRBY', KEYS[3], used - reserved)
+end
+return used
+"""
+
+
+def transfer_member(call_id: str) -> str:
+    """How a call's transfer leg is counted among the tenant's open outbound calls."""
+    return f"{call_id}:transfer"
+
+
 def state_of(status: str) -> CallState:
     """The call state a carrier's status names; :class:`UnknownCallState` if none."""
     try:
@@ -184,9 +214,14 @@ class CallStore:
         self._advance = redis.register_script(_ADVANCE)
         self._open = redis.register_script(_OPEN)
         self._settle = redis.register_script(_SETTLE)
+        self._settle_transfer = redis.register_script(_SETTLE_TRANSFER)
         self._end = redis.register_script(_END)
         self._hold = redis.register_script(_HOLD)
         self._let_go = redis.register_script(_LET_GO)
+        #: Told ``(call_id, now, carrier status)`` once a status callback ended the call
+        #: (the platform queues the tenant's ``call.ended`` webhook there); never raises.
+        self.on_final: Callable[[str, float, str], Awaitable[None]] | None = None
+        self._machine = redis.register_script(voicemail.MERGE)
 
     async def open_inbound(
         self,
@@ -251,15 +286,21 @@ class CallStore:
         *,
         call_id: str | None = None,
         reservation: Reservation | None = None,
+        voicemail_request: VoicemailRequest | None = None,
     ) -> str:
         """Record an outbound call before the carrier is asked to place it; its id.
 
         ``reservation`` is what the call holds of its tenant's daily spend cap, refunded down
-        to what the call cost by :meth:`settle` when it ends.
+        to what the call cost by :meth:`settle` when it ends. ``voicemail_request`` is what to
+        do on a machine (its message sealed under the tenant's key).
         """
         call_id = call_id or new_call_id()
         held = reservation.as_fields() if reservation else {}
         parties = await self._seal(source.tenant, call_id, source.number, destination)
+        if voicemail_request is not None and self.parties is not None:
+            held = held | await voicemail.sealed_fields(
+                self.parties.keyring, source.tenant, call_id, voicemail_request
+            )
         record = {
             "call_id": call_id,
             "carrier": routing["carrier"],
@@ -286,6 +327,45 @@ class CallStore:
             p.rpush(keys.call_events(call_id), event.to_json())
             await p.execute()
         return call_id
+
+    async def voicemail(self, call_id: str) -> Voicemail | None:
+        """The call's voicemail choice and detection so far, its message opened; or ``None``."""
+        if self.parties is None:
+            raise CallStoreIncomplete("this call store has no key ring to open messages with")
+        raw = keys.strs(await self.redis.hgetall(keys.call(call_id)))
+        return await voicemail.opened(self.parties.keyring, raw) if raw else None
+
+    async def machine_detected(
+        self, call_id: str, detection: MachineDetection, now: float
+    ) -> tuple[CallState, Voicemail] | None:
+        """Fold a detection result into the call and record a ``voicemail`` event.
+
+        Returns the call's state and its merged voicemail state (message not opened), or
+        ``None`` when there is no such call.
+        """
+        action = await self.redis.hget(keys.call(call_id), voicemail.ACTION)
+        data: dict[str, Any] = {
+            "answered_by": str(detection.answered_by),
+            "action": str(action or "none"),
+            "result": detection.result,
+            "greeting_ended": detection.greeting_ended,
+        }
+        event = CallEvent(CallEventType.VOICEMAIL, call_id, now, data)
+        got = await self._machine(
+            keys=[keys.call(call_id), keys.call_events(call_id)],
+            args=[
+                str(detection.answered_by),
+                detection.result,
+                "1" if detection.greeting_ended else "0",
+                "1" if detection.final else "0",
+                event.to_json(),
+            ],
+        )
+        if not got:
+            return None
+        state, who, ended, final = (str(v) for v in got)
+        merged = Voicemail(str(action or ""), "", who, detection.result, ended == "1", final == "1")
+        return state_of(state), merged
 
     async def page(self, tenant: str, before: float | None, limit: int) -> list[CallRecord]:
         """The tenant's calls, newest first, created strictly before ``before``."""
@@ -367,12 +447,17 @@ class CallStore:
 
     async def transcript(self, call_id: str) -> list[Turn]:
         """The call's turns in order, decrypted."""
+        turns, _ = await self.transcript_state(call_id)
+        return turns
+
+    async def transcript_state(self, call_id: str) -> tuple[list[Turn], bool]:
+        """The call's turns, decrypted, and whether the transcript is finalized (complete)."""
         if self.objects is None:
             raise CallStoreIncomplete(
                 "this call store has no encrypted store to read transcripts from"
             )
-        turns, _ = await read_turns(self.objects, call_id)
-        return [Turn(t.role, t.text, t.at, t.interrupted) for t in turns]
+        turns, complete = await read_turns(self.objects, call_id)
+        return [Turn(t.role, t.text, t.at, t.interrupted) for t in turns], complete
 
     async def advance(self, call_id: str, state: CallState, now: float) -> bool:
         """Move the call to ``state`` if that is progress; ``True`` if it moved."""
@@ -389,6 +474,8 @@ class CallStore:
             keys=[keys.call(call_id), keys.call_events(call_id)],
             args=[state_of(state).value, str(event.at), _RANKS, event.to_json()],
         )
+        if moved and self.on_final is not None and state_of(state).is_final:
+            await self.on_final(call_id, event.at, state_of(state).value)
         return bool(moved)
 
     async def hold(self, call_id: str, node_id: str) -> bool:
@@ -439,6 +526,9 @@ class CallStore:
             )
             talked = update.duration_s if update.status == CallState.COMPLETED else 0.0
             await self.settle(call_id, now, talked)
+            await self.settle_transfer(call_id, now)
+            if moved and self.on_final is not None:
+                await self.on_final(call_id, now, update.status)
         return call_id
 
     async def settle(self, call_id: str, now: float, duration_s: float | None) -> int | None:
@@ -474,5 +564,36 @@ class CallStore:
                 keys.limit_spend(raw["tenant"], raw["reserved_day"]),
             ],
             args=[str(now), call_id, used],
+        )
+        return None if int(got) < 0 else int(got)
+
+    async def reserve_transfer(self, call_id: str, reservation: Reservation) -> None:
+        """Note what the call's transfer leg holds of the tenant's daily spend cap."""
+        fields = {f"transfer_{k}": v for k, v in reservation.as_fields().items()}
+        await self.redis.hset(keys.call(call_id), mapping=keys.fields(fields))
+
+    async def transferred(self, call_id: str, now: float) -> None:
+        """The carrier took the transfer at ``now``: its leg is charged from then."""
+        await self.redis.hset(keys.call(call_id), "transferred_at", repr(now))
+
+    async def settle_transfer(self, call_id: str, now: float) -> int | None:
+        """Charge the call's transfer leg, from the hand-over to ``now``, once.
+
+        Nothing is charged if it was never handed over. The cost in cents, or ``None`` when
+        there was no reservation or it was settled already.
+        """
+        raw = keys.strs(await self.redis.hgetall(keys.call(call_id)))
+        if not raw.get("transfer_reserved_cents"):
+            return None
+        since = raw.get("transferred_at")
+        seconds = max(0.0, now - float(since)) if since else 0.0
+        used = int(raw.get("transfer_cents_per_minute") or 0) * math.ceil(seconds / 60)
+        got = await self._settle_transfer(
+            keys=[
+                keys.call(call_id),
+                keys.limit_open(raw["tenant"]),
+                keys.limit_spend(raw["tenant"], raw["transfer_reserved_day"]),
+            ],
+            args=[str(now), transfer_member(call_id), used],
         )
         return None if int(got) < 0 else int(got)

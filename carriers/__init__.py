@@ -5,9 +5,12 @@
 
 from carriers.base import (
     HANGUP_GRACE_S,
+    AnsweredBy,
     Carrier,
+    Detection,
     InboundCall,
     Kit,
+    MachineDetection,
     Paths,
     PublicUrls,
     StatusUpdate,
@@ -26,12 +29,15 @@ from carriers.errors import (
 
 __all__ = [
     "HANGUP_GRACE_S",
+    "AnsweredBy",
     "Carrier",
     "CarrierApiError",
     "CarrierError",
     "CarrierUnavailable",
+    "Detection",
     "InboundCall",
     "Kit",
+    "MachineDetection",
     "MediaMalformed",
     "Paths",
     "PublicUrls",

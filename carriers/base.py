@@ -77,6 +77,37 @@ class StreamStart:
     parameters: Mapping[str, str]
 
 
+class Detection(StrEnum):
+    """What an outbound call asks of the carrier's answering-machine detection."""
+
+    DETECT = "detect"  # who answered, as soon as known (to hang up on a machine)
+    MESSAGE_END = "message_end"  # who answered and, for a machine, when its greeting ended
+
+
+class AnsweredBy(StrEnum):
+    """Who answered an outbound call, by the carrier's detection."""
+
+    HUMAN = "human"
+    MACHINE = "machine"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class MachineDetection:
+    """A carrier's answering-machine detection result for one call.
+
+    ``greeting_ended``: a machine's greeting is over (beep or silence), a message can be
+    left now. ``final``: no further result follows (a fax, an undecided detection).
+    ``result`` is the carrier's own word for it (``machine_end_beep``, ``beep_detected``...).
+    """
+
+    carrier_call_id: str
+    answered_by: AnsweredBy
+    result: str
+    greeting_ended: bool = False
+    final: bool = True
+
+
 @dataclass(frozen=True)
 class AvailableNumber:
     """A number a carrier offers for rent."""
@@ -104,8 +135,13 @@ class CallControl(Protocol):
         """End the call."""
         ...
 
-    async def transfer(self, call_id: str, number: str) -> None:  # pragma: no cover - protocol
-        """Send the call on to ``number``."""
+    async def transfer(
+        self, call_id: str, number: str, summary_url: str | None = None, *, call_ref: str = ""
+    ) -> None:  # pragma: no cover - protocol
+        """Send the call on to ``number``; the person first hears ``summary_url`` (warm).
+
+        ``call_ref`` is our call id, for a carrier that echoes it on the transfer leg's events.
+        """
         ...
 
 
@@ -202,8 +238,22 @@ class Kit(Protocol):
         """Its REST API."""
         ...
 
+    @property
+    def warm_transfer(self) -> bool:  # pragma: no cover - protocol
+        """Whether the person a call is transferred to can hear a summary first."""
+        ...
+
     async def dial(
-        self, urls: PublicUrls, from_: str, to: str, call_id: str, time_limit_s: int
+        self,
+        urls: PublicUrls,
+        from_: str,
+        to: str,
+        call_id: str,
+        time_limit_s: int,
+        detection: Detection | None = None,
     ) -> str:  # pragma: no cover - protocol
-        """Place call ``call_id`` so that its media comes to us; the carrier's call id."""
+        """Place call ``call_id`` so that its media comes to us; the carrier's call id.
+
+        With ``detection`` the carrier runs its answering-machine detection on the call.
+        """
         ...

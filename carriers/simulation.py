@@ -13,6 +13,7 @@ import audioop
 import contextlib
 import time
 import wave
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, Self
@@ -27,6 +28,20 @@ FRAME_SAMPLES = RATE * FRAME_MS // 1000
 SILENCE = bytes(FRAME_SAMPLES * 2)  # 20 ms of 16-bit PCM at 8 kHz
 #: RMS of 16-bit PCM above which a frame counts as speech.
 SPEECH_RMS = 300
+#: The gap between two keys a simulated caller presses.
+KEY_GAP_S = 0.15
+#: Keypad input of a simulated call: keys pressed after the greeting, or per moment: utterance
+#: index -> keys pressed after that utterance's answer (-1: after the greeting).
+Keys = str | Mapping[int, str]
+
+
+def keys_at(keys: Keys | None, index: int) -> str:
+    """The keys pressed at moment ``index`` (-1: after the greeting)."""
+    if not keys:
+        return ""
+    if isinstance(keys, str):
+        return keys if index == -1 else ""
+    return keys.get(index, "")
 
 
 class SimulationError(Exception):
@@ -132,6 +147,10 @@ class Wire(Protocol):
         """The message that ends the stream from the carrier's side, if any."""
         ...
 
+    def key(self, digit: str) -> str | bytes:
+        """One key pressed by the caller, as the carrier reports it on the stream."""
+        ...
+
 
 class LoopbackApi:
     """A carrier's REST API, played on a loopback port by its simulator."""
@@ -157,6 +176,20 @@ class LoopbackApi:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    @property
+    def serving(self) -> bool:
+        """Whether the API is being served now."""
+        return self._runner is not None
+
+    @contextlib.asynccontextmanager
+    async def opened(self) -> AsyncIterator[Self]:
+        """Serve for the block unless already serving (then the outer block closes it)."""
+        if self.serving:
+            yield self
+            return
+        async with self:
+            yield self
 
 
 class Conversation:
@@ -261,6 +294,24 @@ class Conversation:
             await asyncio.sleep(0.02)
         done.set()
 
+    async def _press(self, keys: str, reply_timeout: float, quiet: float) -> None:
+        """Press ``keys`` ``KEY_GAP_S`` apart (the line silent meanwhile), then hear the answer."""
+        if not keys or self.result.closed_by_platform:
+            return
+        done = asyncio.Event()
+
+        async def press() -> None:
+            for n, digit in enumerate(keys):
+                if n:
+                    await asyncio.sleep(KEY_GAP_S)
+                await self.ws.send(self.wire.key(digit))
+            turn = TurnTiming(f"keys:{keys}", time.monotonic())
+            self.result.turns.append(turn)
+            self._pending = turn
+            await self._wait_quiet(done, reply_timeout, quiet, True)
+
+        await asyncio.gather(self._clock([], done, reply_timeout + quiet + 5), press())
+
     async def converse(
         self,
         utterances: list[tuple[str, bytes]],
@@ -269,8 +320,13 @@ class Conversation:
         quiet: float,
         inject: tuple[str | bytes, ...],
         barge_in_after: float | None = None,
+        dtmf: Keys | None = None,
     ) -> None:
-        """Wait out the greeting, then say each utterance after the agent's answer."""
+        """Wait out the greeting, then say each utterance after the agent's answer.
+
+        ``dtmf``: keys pressed after the greeting (a string) or after given utterances
+        (:data:`Keys`), each followed by the wait for the agent's answer.
+        """
         receiver = asyncio.create_task(self._receive())
         try:
             done = asyncio.Event()
@@ -279,6 +335,7 @@ class Conversation:
             )
             for raw in inject:
                 await self.ws.send(raw)
+            await self._press(keys_at(dtmf, -1), reply_timeout, quiet)
             for n, (label, pcm) in enumerate(utterances):
                 if self.result.closed_by_platform:
                     break
@@ -296,6 +353,7 @@ class Conversation:
                     else self._wait_quiet(done, reply_timeout, quiet, True)
                 )
                 await asyncio.gather(self._clock([], done, reply_timeout + quiet), waiter)
+                await self._press(keys_at(dtmf, n), reply_timeout, quiet)
             if not self.result.closed_by_platform:
                 if (bye := self.wire.stop()) is not None:
                     await self.ws.send(bye)

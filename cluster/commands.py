@@ -19,13 +19,14 @@ from redis.asyncio import Redis
 
 from calls.store import CallStore
 from cluster.live import (
-    ERRORS,
     Action,
     CallNotLive,
     CommandError,
     CommandTimeout,
     LiveCalls,
+    TransferDenied,
     TransferUnavailable,
+    command_error,
 )
 from cluster.metrics import COMMANDS
 from store import keys
@@ -40,6 +41,7 @@ __all__ = [
     "CommandBus",
     "CommandError",
     "CommandTimeout",
+    "TransferDenied",
     "TransferUnavailable",
 ]
 
@@ -71,7 +73,8 @@ class CommandBus:
         Raises:
             CallNotLive: the call is over, or no process holds it.
             CommandTimeout: its process did not answer in time.
-            TransferUnavailable: ``action`` is a transfer.
+            TransferUnavailable: a transfer of a call whose agent has no transfer number.
+            TransferDenied: a transfer refused by routing, the limits or the carrier.
         """
         try:
             result = await self._send(call_id, action)
@@ -85,8 +88,6 @@ class CommandBus:
         return result
 
     async def _send(self, call_id: str, action: Action) -> str:
-        if action is Action.TRANSFER:
-            raise TransferUnavailable("the agent has no transfer yet")
         holder = await self.calls.holder(call_id)
         if holder is None:
             raise CallNotLive("the call is over or no process holds it")
@@ -110,7 +111,7 @@ class CommandBus:
         finally:
             await pubsub.aclose()
         if "error" in reply:
-            raise ERRORS.get(str(reply["error"]), CommandError)(str(reply.get("detail", "")))
+            raise command_error(str(reply["error"]), str(reply.get("detail", "")))
         return str(reply["result"])
 
     async def _reply(self, pubsub: Any, request_id: str) -> dict[str, Any]:

@@ -11,6 +11,9 @@ import logging
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from voice.errors import TransferRefused
+from voice.errors import TransferUnavailable as NoTransfer
+
 if TYPE_CHECKING:
     from cluster.node import Node
     from voice.transport import LiveCall
@@ -23,7 +26,8 @@ class Action(StrEnum):
 
     HANGUP = "hangup"  # the agent says its farewell, then the call ends at the carrier
     STOP_RECORDING = "stop_recording"  # as on the caller's objection: stopped and deleted
-    TRANSFER = "transfer"  # reserved: issue 17
+    TRANSFER = "transfer"  # the caller is handed to the agent's transfer number
+    VOICEMAIL = "voicemail"  # the carrier's detection reported: act on the call's choice
 
 
 class CommandError(Exception):
@@ -45,15 +49,47 @@ class CommandTimeout(CommandError):
 
 
 class TransferUnavailable(CommandError):
-    """Transferring a call is not available yet."""
+    """The call cannot be transferred: its agent has no transfer number, or it is ending."""
 
     code = "transfer_unavailable"
 
+
+class TransferDenied(CommandError):
+    """Routing, the tenant's limits or the carrier refused the transfer; ``code`` says which."""
+
+    code = "transfer_refused"
+
+    def __init__(self, detail: str = "", code: str | None = None) -> None:
+        """Refused for ``code`` (a routing, limit or carrier code), explained by ``detail``."""
+        super().__init__(detail)
+        if code:
+            self.code = code
+
+
+#: The stable codes a refused transfer carries (``telephony.transfer``).
+TRANSFER_REFUSALS = frozenset(
+    {
+        "transfer_refused",
+        "route_refused",
+        "destination_refused",
+        "invalid_number",
+        "limit_exceeded",
+        "carrier_failed",
+        "transfer_failed",
+    }
+)
 
 #: The error of each code a reply may carry.
 ERRORS: dict[str, type[CommandError]] = {
     e.code: e for e in (CommandError, CallNotLive, CommandTimeout, TransferUnavailable)
 }
+
+
+def command_error(code: str, detail: str) -> CommandError:
+    """The error a reply's ``code`` names (a refused transfer keeps its own code)."""
+    if code in TRANSFER_REFUSALS:
+        return TransferDenied(detail, code)
+    return ERRORS.get(code, CommandError)(detail)
 
 
 class LiveCalls:
@@ -89,16 +125,32 @@ class LiveCalls:
 
         Raises:
             CallNotLive: the call's media does not run here.
-            TransferUnavailable: ``action`` is a transfer.
+            TransferUnavailable: a transfer of a call whose agent has no transfer number.
+            TransferDenied: a transfer refused by routing, the limits or the carrier.
         """
         call = self._calls.get(call_id)
         if call is None:
             raise CallNotLive("the call is over or no process holds it")
         if action is Action.TRANSFER:
-            raise TransferUnavailable("the agent has no transfer yet")
+            return await self._transfer(call)
+        if action is Action.VOICEMAIL:
+            return await call.voicemail()
         if action is Action.HANGUP:
             await call.hang_up("api")
             return "hung_up"
         if await call.stop_recording("api"):
             return "recording_stopped"
         return "not_recording"
+
+    @staticmethod
+    async def _transfer(call: LiveCall) -> str:
+        """Admit the transfer of ``call`` (``transferring``: the hand-over goes on in the call).
+
+        The session's refusals at admission as command errors.
+        """
+        try:
+            return await call.transfer("api")
+        except NoTransfer as e:
+            raise TransferUnavailable(str(e)) from e
+        except TransferRefused as e:
+            raise TransferDenied(str(e), e.code) from e

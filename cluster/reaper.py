@@ -111,6 +111,7 @@ class Reaper:
         moved = await self.calls.end(call_id, CallState.FAILED, event)
         # Each step below is once-only or idempotent: a pass cut short is completed by the next.
         await self.calls.settle(call_id, now, None)
+        await self.calls.settle_transfer(call_id, now)
         if record.direction == "inbound":
             place = member(record.carrier, record.carrier_call_id)
             await self.redis.zrem(keys.limit_inbound(record.tenant), place)

@@ -14,6 +14,7 @@ import json
 import logging
 import wave
 import zipfile
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,9 @@ log = logging.getLogger(__name__)
 SWEEP_BATCH = 1000
 #: Fields of a call's hash that only serve sealing and matching its parties (not exported).
 _SEALING = frozenset({PARTIES_KEY, *map(ref_field, PARTIES)})
+#: Deletes what a higher package keeps about a call (or a tenant), by its id: injected by the
+#: app (webhook deliveries hold a call's numbers and words, sealed).
+Forget = Callable[[str], Awaitable[None]]
 
 
 @dataclass
@@ -61,10 +65,23 @@ def wav(pcm: bytes, rate: int = 8000, channels: int = 2) -> bytes:
 class Lifecycle:
     """Deletes and exports what the platform holds about calls."""
 
-    def __init__(self, redis: Redis, objects: EncryptedObjects, calls: CallArchive) -> None:
-        """Act on ``calls``, ``objects`` and the tenants' other state in ``redis``."""
+    def __init__(
+        self,
+        redis: Redis,
+        objects: EncryptedObjects,
+        calls: CallArchive,
+        *,
+        forget_call: Sequence[Forget] = (),
+        forget_tenant: Sequence[Forget] = (),
+    ) -> None:
+        """Act on ``calls``, ``objects`` and the tenants' other state in ``redis``.
+
+        Erasing a call also runs each of ``forget_call`` on its id; offboarding a tenant, each
+        of ``forget_tenant`` on the tenant's.
+        """
         self.redis, self.objects, self.calls = redis, objects, calls
         self.parties = Parties(objects.keyring)
+        self.forget_call, self.forget_tenant = tuple(forget_call), tuple(forget_tenant)
 
     def subject_ref(self, tenant: str, number: str) -> str:
         """The keyed digest naming ``number`` in the tenant's audit log and stored responses."""
@@ -86,6 +103,8 @@ class Lifecycle:
         record = await self.call(call_id)
         if record.get("legal_hold") and not force:
             return False
+        for forget in self.forget_call:
+            await forget(call_id)
         for info in await self.objects.of_call(call_id):
             await self.objects.delete(info.object_id)
         await self.calls.delete(call_id)
@@ -205,7 +224,8 @@ class Lifecycle:
 
         Writes ``{tenant}-export.zip`` into ``export_dir`` first (refusing to go on if that
         fails); then erases every call (holds included: they are in the export), destroys the
-        tenant's KEK, deletes its agents, numbers, keys, limits and audit log, and has Redis
+        tenant's KEK, deletes its agents, numbers, keys, limits, audit log and what
+        ``forget_tenant`` deletes (webhook endpoints and deliveries, tools secret), and has Redis
         rewrite its append-only file so that no deleted value survives in it.
         """
         calls = await self.calls_of(tenant)
@@ -221,6 +241,8 @@ class Lifecycle:
             await self.objects.delete(object_id)
         await self.objects.keyring.destroy(tenant)
         await self._forget_responses(tenant, None)
+        for forget in self.forget_tenant:
+            await forget(tenant)
         doomed = [
             keys.tenant(tenant),
             keys.tenant_keys(tenant),

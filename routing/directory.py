@@ -41,7 +41,8 @@ TOOLS = frozenset({"end_call", "transfer"})
 #: Names the platform's own tools use; an HTTP tool cannot take them.
 RESERVED_TOOL_NAMES = frozenset({"end_call", "transfer", "stop_recording", "collect_digits"})
 TRANSFER_MODES = ("cold", "warm")
-HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+#: A tool's arguments go in a signed JSON body: only methods that carry one.
+HTTP_METHODS = ("POST", "PUT", "PATCH")
 MAX_HTTP_TOOLS = 16
 #: A caller waits while a tool runs: its timeout is short.
 TOOL_TIMEOUT_RANGE_S = (0.5, 10.0)
@@ -49,10 +50,35 @@ _TOOL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 MAX_RETENTION_DAYS = 180  # recordings: at most 6 months (CNIL)
 
 
+#: Keywords refused in a customer's schema: a regular expression is run on the model's output
+#: in the call's process (one that backtracks could stall every call), and a reference may
+#: point outside the schema.
+_REFUSED_KEYWORDS = frozenset({"pattern", "patternProperties", "$dynamicRef", "$recursiveRef"})
+
+
+def _refused_keywords(node: Any) -> set[str]:
+    """The refused keywords anywhere in ``node``, and ``$ref`` values that leave the schema."""
+    found: set[str] = set()
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            if key in _REFUSED_KEYWORDS:
+                found.add(key)
+            elif key == "$ref" and not (isinstance(value, str) and value.startswith("#")):
+                found.add("$ref (only references inside the schema, '#...')")
+            found |= _refused_keywords(value)
+    elif isinstance(node, list):
+        for item in node:
+            found |= _refused_keywords(item)
+    return found
+
+
 def _object_schema(schema: Mapping[str, Any], what: str) -> dict[str, Any]:
     """``schema`` as a plain dict if it is a JSON schema of an object, else ValueError."""
     if not isinstance(schema, Mapping) or schema.get("type") != "object":
         raise ValueError(f"{what} must be a JSON schema with type 'object'")
+    refused = _refused_keywords(schema)
+    if refused:
+        raise ValueError(f"{what} may not use {', '.join(sorted(refused))}")
     try:
         text = json.dumps(schema)
     except (TypeError, ValueError) as e:
@@ -70,8 +96,8 @@ def _object_schema(schema: Mapping[str, Any], what: str) -> dict[str, Any]:
 class HttpTool:
     """A tool the agent's model may call: the platform sends its arguments to ``url``.
 
-    ``parameters`` is the JSON schema of the arguments (an object); GET and DELETE send
-    them as the query string, other methods as a JSON body.
+    ``parameters`` is the JSON schema of the arguments (an object); they are sent as a
+    signed JSON body (POST, PUT or PATCH).
     """
 
     name: str

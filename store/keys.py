@@ -56,6 +56,15 @@ key                                              type    holds
 ``reply:{request_id}``                           channel the answer to one live-call command
 ``lease:{name}``                                 string  a job one process runs at a time (token)
 ``carriers:down``                                hash    carrier -> time it is usable again
+``transfer:{token}``                             hash    warm transfer summary audio, sealed (TTL)
+``tools:{tenant}:secret``                        hash    the tenant's tool-signing secret, sealed
+``webhooks:{tenant}``                            set     the tenant's webhook endpoint ids
+``webhook:{tenant}:{endpoint_id}``               hash    an endpoint: sealed URL and secret, events
+``delivery:{delivery_id}``                       hash    a webhook delivery: sealed payload, state
+``delivery:{delivery_id}:attempts``              list    each attempt's time, status, error (JSON)
+``deliveries:{tenant}``                          zset    the tenant's delivery ids by creation time
+``deliveries:due``                               zset    delivery ids by next attempt (or lease end)
+``call:{call_id}:deliveries``                    set     a call's webhook delivery ids (erasure)
 ===============================================  ======  ===============================
 
 A call under legal hold has the field ``legal_hold`` in its hash.
@@ -302,3 +311,48 @@ def lease(name: str) -> str:
 def carriers_down() -> str:
     """Carriers whose API failed, each with the time it is usable again."""
     return _key("carriers:down")
+
+
+def transfer_summary(token: str) -> str:
+    """A warm transfer's sealed summary audio, under its unguessable token (short TTL)."""
+    return _key(f"transfer:{token}")
+
+
+def tools_secret(tenant: str) -> str:
+    """The tenant's secret that signs HTTP tool requests (sealed)."""
+    return _key(f"tools:{tenant}:secret")
+
+
+def webhook_endpoints(tenant: str) -> str:
+    """The tenant's webhook endpoint ids."""
+    return _key(f"webhooks:{tenant}")
+
+
+def webhook_endpoint(tenant: str, endpoint_id: str) -> str:
+    """One webhook endpoint of a tenant."""
+    return _key(f"webhook:{tenant}:{endpoint_id}")
+
+
+def delivery(delivery_id: str) -> str:
+    """One webhook delivery: its sealed payload and state."""
+    return _key(f"delivery:{delivery_id}")
+
+
+def delivery_attempts(delivery_id: str) -> str:
+    """The attempts of one delivery, in order."""
+    return _key(f"delivery:{delivery_id}:attempts")
+
+
+def tenant_deliveries(tenant: str) -> str:
+    """The tenant's delivery ids by creation time."""
+    return _key(f"deliveries:{tenant}")
+
+
+def call_deliveries(call_id: str) -> str:
+    """The ids of the webhook deliveries about a call (erased with it)."""
+    return _key(f"call:{call_id}:deliveries")
+
+
+def deliveries_due() -> str:
+    """Delivery ids by the time of their next attempt (a claimed one: its lease's end)."""
+    return _key("deliveries:due")

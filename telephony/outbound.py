@@ -7,10 +7,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from calls.records import Reservation, new_call_id
+from calls.events import CallEvent, CallEventType
+from calls.records import Reservation, VoicemailRequest, new_call_id
 from calls.state import CallState
 from calls.store import CallStore
-from carriers.base import Carrier, PublicUrls, carrier_time_limit
+from carriers.base import Carrier, Detection, PublicUrls, carrier_time_limit
 from carriers.registry import Carriers
 from routing.destinations import check as check_destination
 from routing.destinations import class_price
@@ -21,6 +22,13 @@ from tenancy.errors import LimitExceeded
 from tenancy.limits import Limits, OutboundLimiter, day
 
 log = logging.getLogger(__name__)
+
+
+def detection_for(request: VoicemailRequest | None) -> Detection | None:
+    """The detection a voicemail choice needs: the greeting's end only to leave a message."""
+    if request is None:
+        return None
+    return Detection.MESSAGE_END if request.action == "leave_message" else Detection.DETECT
 
 
 @dataclass(frozen=True)
@@ -61,7 +69,12 @@ class Outbound:
         self.limiter = limiter
 
     async def place_call(
-        self, from_number: str, to: str, tenant: str = DEFAULT_TENANT, limits: Limits | None = None
+        self,
+        from_number: str,
+        to: str,
+        tenant: str = DEFAULT_TENANT,
+        limits: Limits | None = None,
+        voicemail: VoicemailRequest | None = None,
     ) -> Placed:
         """Call ``to`` from one of the tenant's numbers, through the carrier that holds it.
 
@@ -70,6 +83,8 @@ class Outbound:
         restricted class (premium rate, satellite, high-risk...) is refused
         (:class:`DestinationRefused`) unless ``limits`` allows its class. The residency rule
         applies to both numbers: the caller ID's carrier must be allowed to carry it too.
+        With ``voicemail`` the carrier's answering-machine detection is asked for (it costs
+        money: only then), its result handled as the request says.
         """
         now = time.time()
         source = await self.directory.lookup(from_number)
@@ -99,14 +114,24 @@ class Outbound:
             reservation = Reservation(self.limiter.reserve_cents(rate), day(now), rate)
         metadata = decision.as_metadata() | {"destination": str(kind)}
         await self.calls.open_outbound(
-            source, destination, now, metadata, call_id=call_id, reservation=reservation
+            source,
+            destination,
+            now,
+            metadata,
+            call_id=call_id,
+            reservation=reservation,
+            voicemail_request=voicemail,
         )
         try:
             # The carrier's own hard limit, in case the platform cannot end the call itself.
             limit = carrier_time_limit(self.max_call_seconds)
-            carrier_call_id = await kit.dial(self.urls, source.number, destination, call_id, limit)
+            carrier_call_id = await kit.dial(
+                self.urls, source.number, destination, call_id, limit, detection_for(voicemail)
+            )
         except Exception:
-            await self.calls.advance(call_id, CallState.FAILED, time.time())
+            # Ended like any call (the on_final hook queues the tenant's call.ended).
+            failed = CallEvent(CallEventType.ENDED, call_id, time.time(), {"status": "failed"})
+            await self.calls.end(call_id, CallState.FAILED, failed)
             await self.calls.settle(call_id, time.time(), 0.0)
             raise
         await self.calls.attach_carrier_call(call_id, str(holder), str(carrier_call_id))

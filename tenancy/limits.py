@@ -166,6 +166,16 @@ class OutboundLimiter:
             return None
         return Refused(str(verdict), int(wait))
 
+    async def release(self, tenant: str, call_id: str, reserved_cents: int, today: str) -> None:
+        """Give back what :meth:`admit` counted for ``call_id`` when it will not be placed.
+
+        Its place among the open calls and its reservation of the day's spend (``today``).
+        """
+        async with self.redis.pipeline(transaction=True) as p:
+            p.zrem(keys.limit_open(tenant), call_id)
+            p.decrby(keys.limit_spend(tenant, today), reserved_cents)
+            await p.execute()
+
     async def usage(self, tenant: str, now: float) -> Usage:
         """The tenant's counters at ``now``."""
         async with self.redis.pipeline(transaction=False) as p:

@@ -374,3 +374,84 @@ def sinch_sim(server: LiveServer, to: str, **kw: Any) -> Any:
     return SinchSimulator(
         server.url, SINCH_APP_KEY, SINCH_APP_SECRET, server.sinch_api_port, to=to, **kw
     )
+
+
+# The scripted language model (tests/fakes/scripted_llm.py) and a platform that talks to it.
+
+#: The environment of a platform on the scripted LLM beyond ``BONMONIQ_LLM_*``: the
+#: integrations' settings for tests (fast webhook retries; loopback endpoints allowed by the
+#: egress allow-list; the test CA trusted for HTTPS endpoints). H3 names them (changes.md).
+SCRIPTED_ENV: dict[str, str] = {
+    # Tools and webhooks reach test endpoints on loopback (refused without the allow-list).
+    "BONMONIQ_EGRESS_ALLOW": '["127.0.0.1", "localhost"]',
+    # Webhook retries within a test: tiny backoff, quick polling, call.ended at once.
+    "BONMONIQ_WEBHOOK_RETRY_BASE_SECONDS": "0.05",
+    "BONMONIQ_WEBHOOK_RETRY_CAP_SECONDS": "0.3",
+    "BONMONIQ_WEBHOOK_POLL_SECONDS": "0.1",
+    "BONMONIQ_WEBHOOK_CALL_ENDED_DELAY_SECONDS": "0.5",
+    "BONMONIQ_WEBHOOK_TIMEOUT_SECONDS": "5",
+}
+
+
+@pytest.fixture(scope="session")
+def scripted_llm() -> Iterator[Any]:
+    """The scripted OpenAI-compatible server (vLLM's shapes), for the whole session.
+
+    Tests set what it answers with ``scripted_llm.script(...)`` (which also forgets the
+    requests of earlier tests).
+    """
+    from tests.fakes.scripted_llm import ScriptedLLM
+
+    with ScriptedLLM() as llm:
+        yield llm
+
+
+@pytest.fixture(scope="session")
+def tool_ca(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A test certificate authority (trustme); the scripted platform trusts it."""
+    import trustme
+
+    ca = trustme.CA()
+    pem = tmp_path_factory.mktemp("tool-ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(pem))
+    ca.pem_path = pem  # type: ignore[attr-defined]
+    return ca
+
+
+def scripted_env(llm: Any, ca_pem: Path | None = None) -> dict[str, str]:
+    """The environment that points a platform at ``llm`` (and trusts ``ca_pem``)."""
+    env = {"BONMONIQ_LLM_URL": llm.url, "BONMONIQ_LLM_MODEL": llm.model, **SCRIPTED_ENV}
+    if ca_pem is not None:
+        env["SSL_CERT_FILE"] = str(ca_pem)
+        env["BONMONIQ_EGRESS_CA_FILE"] = str(ca_pem)
+    return env
+
+
+@pytest.fixture(scope="session")
+def customer(tool_ca: Any) -> Iterator[Any]:
+    """A customer's HTTPS endpoint on loopback (tests/fakes/customer.py), trusted via ``tool_ca``."""
+    from tests.fakes.customer import CustomerEndpoint
+
+    with CustomerEndpoint(tool_ca) as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(scope="session")
+def scripted_server(
+    redis_server: str, scripted_llm: Any, tool_ca: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    """The platform on the real speech models and the scripted LLM (its own Redis database)."""
+    server = start_server(
+        redis_server.rsplit("/", 1)[0] + "/9",
+        tmp_path_factory.mktemp("scripted"),
+        **scripted_env(scripted_llm, tool_ca.pem_path),
+    )
+    yield server
+    stop_server(server)
+
+
+@pytest.fixture
+async def scripted_redis(scripted_server: LiveServer) -> AsyncIterator[Redis]:
+    """A client on the scripted platform's Redis database, emptied first."""
+    async with flushed(scripted_server) as client:
+        yield client

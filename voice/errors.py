@@ -31,3 +31,20 @@ class PeerGone(VoiceError):
     """The carrier's media socket closed (or failed) before the stream had started."""
 
     code = "media_peer_gone"
+
+
+class TransferUnavailable(VoiceError):
+    """The call cannot be transferred: its agent has no transfer number, or it is ending."""
+
+    code = "transfer_unavailable"
+
+
+class TransferRefused(VoiceError):
+    """A transfer the platform will not make; ``code`` says why (routing, limits, carrier)."""
+
+    code = "transfer_refused"
+
+    def __init__(self, code: str, detail: str) -> None:
+        """Refused for the stable reason ``code``, explained by ``detail``."""
+        super().__init__(detail)
+        self.code = code

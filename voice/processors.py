@@ -1,4 +1,4 @@
-"""Small pipeline processors of a call: the announcement and the closing phrase."""
+"""Small pipeline processors of a call: the announcement, the closing phrase, a person asked."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from carriers.playback import PlaybackMarkFrame
+from voice.phrases import asks_for_person
 
 #: What a caller or agent says to end a call.
 CLOSING_PHRASE = re.compile(
@@ -122,4 +123,37 @@ class ClosingPhrases(FrameProcessor):
                 self._done = True
                 await self._on_goodbye(frame.text.strip())
             return
+        await self.push_frame(frame, direction)
+
+
+class PersonRequests(FrameProcessor):
+    """Between STT and the user aggregator: a caller asking for a person starts a transfer.
+
+    Only while ``enabled()`` (the agent can transfer); otherwise the words go to the model as
+    usual. Once ``handed_over()``, nothing the caller says goes further (the person takes over).
+    """
+
+    def __init__(
+        self,
+        language: str,
+        on_request: Callable[[str], Awaitable[None]],
+        enabled: Callable[[], bool],
+        handed_over: Callable[[], bool],
+    ) -> None:
+        """Call ``on_request(text)`` instead of passing a request for a person to the LLM."""
+        super().__init__()
+        self._language = language
+        self._on_request = on_request
+        self._enabled = enabled
+        self._handed_over = handed_over
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        """Swallow a request for a person, and every transcription after the hand-over."""
+        await super().process_frame(frame, direction)
+        if isinstance(frame, TranscriptionFrame):
+            if self._handed_over():
+                return
+            if self._enabled() and asks_for_person(frame.text, self._language):
+                await self._on_request(frame.text.strip())
+                return
         await self.push_frame(frame, direction)

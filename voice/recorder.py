@@ -93,6 +93,11 @@ class ConsentGate(FrameProcessor):
         self.is_open = False
         await self._on_objection(how)
 
+    def close(self) -> None:
+        """Close for good without an objection (a machine answered: nobody objected)."""
+        self.objected = True
+        self.is_open = False
+
     def _heard_part(self, frame: InputAudioRawFrame) -> InputAudioRawFrame | None:
         """The part of a caller frame from the gate's opening point on (None: nothing)."""
         start = frame.metadata.get(STREAM_OFFSET, self.seen)

@@ -26,7 +26,10 @@ from pipecat.processors.aggregators.llm_response_universal import (
 from pipecat.processors.audio.vad_processor import VADProcessor
 from pipecat.services.llm_service import FunctionCallParams
 from pipecat.transports.base_transport import BaseTransport
-from pipecat.turns.user_mute import MuteUntilFirstBotCompleteUserMuteStrategy
+from pipecat.turns.user_mute import (
+    FunctionCallUserMuteStrategy,
+    MuteUntilFirstBotCompleteUserMuteStrategy,
+)
 from pipecat.turns.user_start import VADUserTurnStartStrategy
 from pipecat.turns.user_stop import BaseUserTurnStopStrategy, SpeechTimeoutUserTurnStopStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
@@ -41,20 +44,36 @@ from llm.client import create_llm_service
 from llm.settings import LLMSettings
 from recordings.crypto import Identity
 from recordings.objects import EncryptedObjects
+from recordings.subjects import masked
 from recordings.transcripts import TranscriptLog, TurnRecord
 from routing.directory import Agent
 from voice.announcement import default_announcement, missing_parts
+from voice.digits import DigitCollector
 from voice.engines import PHONE_RATE, Engines
+from voice.errors import TransferRefused, TransferUnavailable, VoiceError
 from voice.media import CarrierLink
 from voice.metrics import ACTIVE_CALLS, CALLS, TurnTimeline
 from voice.observer import CallObserver
 from voice.playback import HeardClock
-from voice.processors import Announcer, ClosingPhrases, is_closing
-from voice.prompt import APOLOGY, END_CALL_TOOLS, FAREWELL, NOT_RECORDED, TIME_UP, system_prompt
+from voice.processors import Announcer, ClosingPhrases, PersonRequests, is_closing
+from voice.prompt import (
+    APOLOGY,
+    FAREWELL,
+    HOLD,
+    NOT_RECORDED,
+    TIME_UP,
+    TOOL_TROUBLE,
+    TRANSFER_FAILED,
+    TRANSFER_SORRY,
+    system_prompt,
+)
 from voice.recorder import CallRecorder, ConsentGate, RefusalPhrases
 from voice.services import SharedPiperTTS, SharedSileroVAD, SharedWhisperSTT
 from voice.settings import CallSettings
+from voice.tools import InCallTools, ToolRunner, context_tools
+from voice.transfer import Outbox, TransferDesk, TransferPlan, summarize
 from voice.turns import SpeculativeTurnStop
+from voice.voicemail import GREETING_WAIT_S, PAUSE_S, VoicemailMute, action_for, message_text
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +85,7 @@ END_GRACE_S = 15.0
 _MAX_REJECTED_EVENTS = 20
 #: How often a carrier that needs it hears that a silent call is still alive.
 KEEPALIVE_S = 10.0
+_LOG_RECORD_FIELDS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
 @dataclass(frozen=True)
@@ -73,7 +93,8 @@ class SessionDeps:
     """What every call's session takes from the platform (one for the process).
 
     ``llm`` gives the answers' knobs (length, sentences, temperature); ``objects`` stores the
-    encrypted recording and transcript (per the agent's settings, once the consent gate opens).
+    encrypted recording and transcript (per the agent's settings, once the consent gate opens);
+    ``transfers`` checks and makes transfers to a person; ``outbox`` takes the tenant's events.
     """
 
     store: CallStore
@@ -81,6 +102,10 @@ class SessionDeps:
     settings: CallSettings
     llm: LLMSettings
     objects: EncryptedObjects | None = None
+    transfers: TransferDesk | None = None
+    outbox: Outbox | None = None
+    #: Runs the agents' HTTP tools (integrations/tools.py); None: they fail politely.
+    tools: ToolRunner | None = None
 
 
 class CallSession:
@@ -108,9 +133,17 @@ class CallSession:
         self.engines = deps.engines
         self._deps = deps
         self._ending = False
+        self._voicemail = False  # a machine answered: no conversation, only its message
         self._cut = False  # the maximum length cancelled the pipeline
         self._tasks: set[asyncio.Task[Any]] = set()
         self._rejected = 0
+        #: A transfer is under way (nothing more is captured) / done (the carrier bridged).
+        self._handing_over = False
+        self._handed_over = False
+        self._transfer_lock = asyncio.Lock()
+        self._hand_over_task: asyncio.Task[None] | None = None
+        #: The conversation so far (role, text), for a warm transfer's summary.
+        self._said: list[tuple[str, str]] = []
         self.max_seconds = deps.settings.max_seconds_of(call.direction)
         self.timeline = TurnTimeline()
         self._observer = CallObserver(self.timeline, lambda: self.event(CallEventType.BARGE_IN))
@@ -159,8 +192,8 @@ class CallSession:
     def _build_pipeline(self) -> Pipeline:
         """The call's processors, from the caller's audio in to the agent's audio out.
 
-        transport in -> VAD -> Whisper -> refusal and closing phrases -> user turn -> LLM ->
-        Piper -> announcer -> transport out -> consent gate -> recorder -> agent turn.
+        transport in -> keypad -> VAD -> Whisper -> refusal and closing phrases -> user turn ->
+        LLM -> Piper -> announcer -> transport out -> consent gate -> recorder -> agent turn.
         """
         settings, answers, engines = self._deps.settings, self._deps.llm, self.engines
         vad_analyzer = SharedSileroVAD(engines.silero, settings.vad_params())
@@ -177,32 +210,60 @@ class CallSession:
             max_tokens=answers.max_tokens,
             max_sentences=answers.max_sentences,
             temperature=answers.temperature,
+            unanswered=TOOL_TROUBLE,
         )
-        llm.register_function("end_call", self._end_call_tool)
+        self.digits = DigitCollector(
+            self.agent.dtmf,
+            on_digits=self._caller_keys,
+            on_person=self._caller_presses_person,
+            can_transfer=lambda: self.can_transfer and not self._handing_over,
+            holding=lambda: self._handing_over,
+        )
+        tools = InCallTools(
+            self.agent, self.call.tenant, self.call.call_id, self._deps.tools, self.event
+        )
+        tools.register(llm, self.digits)
+        if "end_call" in self.agent.tools:
+            llm.register_function("end_call", self._end_call_tool)
         llm.register_function("stop_recording", self._stop_recording_tool)
+        if self.transfer_tool:
+            llm.register_function("transfer", self._transfer_tool)
         turn_stop: BaseUserTurnStopStrategy = (
             SpeculativeTurnStop(user_speech_timeout=settings.turn_timeout_secs)
             if settings.speculate
             else SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=settings.turn_timeout_secs)
         )
         aggregators = LLMContextAggregatorPair(
-            LLMContext(tools=END_CALL_TOOLS),
+            LLMContext(tools=context_tools(self.agent, self.transfer_tool)),
             user_params=LLMUserAggregatorParams(
                 user_turn_strategies=UserTurnStrategies(
                     start=[VADUserTurnStartStrategy()],
                     stop=[turn_stop],
                 ),
-                # The announcement is not interruptible: the caller must hear all of it.
-                user_mute_strategies=[MuteUntilFirstBotCompleteUserMuteStrategy()],
+                # The announcement is not interruptible: the caller must hear all of it. A
+                # running tool is not cancelled by the caller's voice; the hold phrase of a
+                # transfer is heard whole and nothing reaches the model meanwhile.
+                user_mute_strategies=[
+                    MuteUntilFirstBotCompleteUserMuteStrategy(),
+                    FunctionCallUserMuteStrategy(),
+                    VoicemailMute(lambda: self._voicemail or self._handing_over),
+                ],
             ),
         )
         self._watch_turns(aggregators)
         return Pipeline(
             [
                 self.transport.input(),
+                self.digits,
                 VADProcessor(vad_analyzer=vad_analyzer),
                 stt,
                 RefusalPhrases(self.gate),
+                PersonRequests(
+                    self.agent.language,
+                    self._caller_asks_person,
+                    lambda: self.can_transfer,
+                    lambda: self._handing_over,
+                ),
                 ClosingPhrases(self._caller_goodbye),
                 aggregators.user(),
                 llm,
@@ -239,14 +300,19 @@ class CallSession:
 
     async def event(self, kind: CallEventType, **data: Any) -> None:
         """Record a lifecycle event; a store failure is logged, never raised into the call."""
-        log.info("call event", extra={"event": str(kind), **data})
+        # A field named like a LogRecord attribute ("name", "msg") would make logging raise.
+        fields = {f"{k}_" if k in _LOG_RECORD_FIELDS else k: v for k, v in data.items()}
+        log.info("call event", extra={"event": str(kind), **fields})
         try:
             await self.store.add_event(CallEvent(kind, self.call.call_id, time.time(), data))
         except Exception:
             log.exception("could not store call event", extra={"event": str(kind)})
 
     async def _turn(self, role: str, text: str, interrupted: bool = False) -> None:
+        if self._handing_over:  # nothing after the hand-over is captured
+            return
         log.info("turn", extra={"role": role, "chars": len(text), "interrupted": interrupted})
+        self._said.append((role, text))
         now = time.time()
         try:
             await self.store.add_turn(self.call.call_id, Turn(role, text, now, interrupted))
@@ -304,24 +370,70 @@ class CallSession:
                 await self.event(CallEventType.RECORDING_STARTED)
             except Exception:  # the call goes on unrecorded
                 log.exception("recording could not start")
-        await self.worker.queue_frame(TTSSpeakFrame(self.agent.greeting.strip()))
+        if not self._voicemail:
+            await self.worker.queue_frame(TTSSpeakFrame(self.agent.greeting.strip()))
 
-    async def _objection(self, how: str) -> None:
-        """The caller refused the recording: stop, delete what was captured, say so."""
+    async def _discard(self) -> None:
+        """Delete what the recorder and the transcript captured."""
         for kept in (self.recorder, self.transcript):
             if kept is not None:
                 try:
                     await kept.discard()
                 except Exception:
                     log.exception("captured data could not be deleted")
+
+    async def _objection(self, how: str) -> None:
+        """The caller refused the recording: stop, delete what was captured, say so."""
+        await self._discard()
         await self.event(CallEventType.RECORDING_OBJECTED, how=how)
         if self._on_objection is not None:
             try:
                 await self._on_objection(how)
             except Exception:
                 log.exception("objection could not be audited")
-        if self.recorder is not None and not self._ending:
+        if self.recorder is not None and not self._ending and not self._voicemail:
             await self.worker.queue_frame(TTSSpeakFrame(NOT_RECORDED))
+
+    async def voicemail(self) -> str:
+        """Act on the carrier's answering-machine detection, as the call's record says.
+
+        A machine: what was captured is discarded (its greeting is someone's voice; nobody
+        objected, so only the ``voicemail`` event says so) and the conversation stops;
+        ``hang_up`` (and a fax) ends the call at once, ``leave_message`` says the disclosure
+        and the message once the greeting has ended, then hangs up.
+        """
+        vm = await self.store.voicemail(self.call.call_id)
+        if vm is None or vm.answered_by != "machine":
+            return "conversation"
+        action = action_for(vm.action, vm.result)
+        if not self._voicemail:
+            self._voicemail = True
+            await self._emit("call.voicemail", {"answered_by": vm.answered_by, "action": action})
+            if (self.recorder or self.transcript) is not None and not self.gate.objected:
+                self.gate.close()
+                await self._discard()
+        if action == "hang_up":
+            if not self._ending:
+                self._ending = True
+                await self.event(CallEventType.HANGUP_REQUESTED, by="platform", reason="voicemail")
+                # Nobody listens: the pipeline stops now, queued audio unplayed; run() hangs up.
+                await self.worker.cancel()
+            return "hung_up"
+        if vm.greeting_ended:
+            await self._leave_message(vm.message)
+            return "message_left"
+        self._spawn(self._leave_message(vm.message, PAUSE_S if vm.final else GREETING_WAIT_S))
+        return "waiting"
+
+    async def _leave_message(self, message: str, after_s: float = 0.0) -> None:
+        """Say the voicemail message and hang up, ``after_s`` from now unless the call ended."""
+        deadline = time.monotonic() + after_s
+        while time.monotonic() < deadline:
+            if self._ending or self.worker.has_finished():
+                return
+            await asyncio.sleep(0.1)
+        text = message_text(self.agent.language, message)
+        await self._say_and_end(text, by="platform", reason="voicemail message")
 
     async def hang_up(self, by: str) -> None:
         """End the call from outside it: the farewell, then the hang-up (as the end-call tool)."""
@@ -354,11 +466,187 @@ class CallSession:
         await self._say_and_end(FAREWELL, by="caller", reason="closing phrase")
 
     async def _say_and_end(self, text: str, **data: Any) -> None:
-        if self._ending:
+        if self._ending or self._handing_over:
             return
         self._ending = True
         await self.event(CallEventType.HANGUP_REQUESTED, **data)
         await self.worker.queue_frames([TTSSpeakFrame(text), EndFrame()])
+
+    # -- transfer to a person ------------------------------------------------------------
+
+    @property
+    def can_transfer(self) -> bool:
+        """Whether this call can be handed to a person (the agent has a transfer number)."""
+        return self._deps.transfers is not None and bool(self.agent.transfer_number)
+
+    @property
+    def transfer_tool(self) -> bool:
+        """Whether the model may call ``transfer`` (the agent lists it among its tools)."""
+        return self.can_transfer and "transfer" in self.agent.tools
+
+    async def transfer(self, by: str) -> str:
+        """Admit a transfer of the caller to the agent's number; ``"transferring"``.
+
+        ``by`` is what asked: ``tool``, ``phrase``, ``dtmf`` or ``api``. Refused (routing,
+        limits, a failed check): the caller hears an apology, the call goes on, and the refusal
+        is raised. Admitted: the hand-over (the hold phrase, the end of the recording and the
+        transcript, the carrier) runs as a task of the session; its outcome is in the call's
+        events and the ``call.transferred`` webhook.
+
+        Raises:
+            TransferUnavailable: the agent has no transfer number, or the call is ending.
+            TransferRefused: routing, the limits or a failed check refused it (``code``).
+        """
+        desk = self._deps.transfers
+        if desk is None or not self.agent.transfer_number:
+            raise TransferUnavailable("the agent has no transfer number")
+        if self._ending or self._handing_over or self._transfer_lock.locked():
+            raise TransferUnavailable("the call is ending or already being transferred")
+        async with self._transfer_lock:
+            await self.event(CallEventType.TRANSFER_REQUESTED, by=by)
+            try:
+                plan = await desk.admit(self.call, self.agent)
+            except Exception as e:
+                refusal = (
+                    e
+                    if isinstance(e, (TransferRefused, TransferUnavailable))
+                    else TransferRefused("transfer_failed", "the transfer could not be checked")
+                )
+                if not isinstance(e, VoiceError):
+                    log.exception("transfer admission failed")
+                await self.event(CallEventType.TRANSFER_REFUSED, code=refusal.code, by=by)
+                if not self._ending:
+                    await self.worker.queue_frame(TTSSpeakFrame(TRANSFER_SORRY))
+                raise refusal from (None if refusal is e else e)
+            if self._ending:  # the call began to end (goodbye, end_call, time) meanwhile
+                await desk.cancel(self.call)
+                await self.event(CallEventType.TRANSFER_REFUSED, code="call_ending", by=by)
+                raise TransferUnavailable("the call ended while the transfer was checked")
+            self._handing_over = True
+        self._hand_over_task = asyncio.get_running_loop().create_task(self._hand_over(plan, by))
+        return "transferring"
+
+    async def _hand_over(self, plan: TransferPlan, by: str) -> None:
+        """Put the caller on hold, stop capturing and ask the carrier; the outcome recorded.
+
+        Once the carrier took the transfer nothing undoes it. A carrier that does not take
+        it: an apology, then the call ends (and is hung up).
+        """
+        desk = self._deps.transfers
+        assert desk is not None
+        summary = asyncio.ensure_future(self._summary()) if plan.mode == "warm" else None
+        try:
+            await self._say_and_wait(HOLD)
+            await self._stop_capture()
+            audio = await summary if summary is not None else None
+            if self.worker.has_finished():  # the caller hung up: nobody to hand over
+                raise TransferUnavailable("the call ended before the hand-over")
+            await desk.hand_over(self.call, plan, audio)
+        except BaseException as e:
+            if summary is not None:
+                summary.cancel()
+            if not isinstance(e, Exception):  # cancelled: the session is being torn down
+                await desk.cancel(self.call)
+                raise
+            code = e.code if isinstance(e, VoiceError) else "carrier_failed"
+            if not isinstance(e, TransferRefused):  # the desk gave a refused one back itself
+                if not isinstance(e, VoiceError):
+                    log.exception("transfer hand-over failed")
+                await desk.cancel(self.call)
+            await self.event(CallEventType.TRANSFER_REFUSED, code=code, by=by)
+            self._handing_over = False
+            await self._say_and_end(TRANSFER_FAILED, by="platform", reason="transfer failed")
+            return
+        # The carrier took it: the call is the person's now, whatever happens below.
+        self._handed_over = self._ending = True
+        try:
+            destination = masked(plan.number)
+            await self.event(
+                CallEventType.TRANSFERRED, destination=destination, mode=plan.mode, by=by
+            )
+            await self._emit(
+                "call.transferred", {"destination": destination, "mode": plan.mode, "by": by}
+            )
+            await self.worker.queue_frame(EndFrame())
+        except Exception:
+            log.exception("transfer made; its record or the pipeline's end failed")
+
+    async def _try_transfer(self, by: str) -> None:
+        """Transfer from inside the call: a refusal was already said to the caller."""
+        try:
+            await self.transfer(by)
+        except VoiceError as e:
+            log.info("transfer not made", extra={"code": e.code, "by": by})
+        except Exception:
+            log.exception("transfer not made", extra={"by": by})
+
+    async def _caller_keys(self, text: str, count: int) -> None:
+        """A keypad sequence, on its way to the model: the caller's turn (digits never logged)."""
+        await self._turn("caller", text)
+        await self.event(CallEventType.DIGITS, count=count)
+
+    async def _caller_presses_person(self) -> None:
+        self._spawn(self._try_transfer("dtmf"))
+
+    async def _caller_asks_person(self, text: str) -> None:
+        await self._turn("caller", text)
+        self._spawn(self._try_transfer("phrase"))
+
+    async def _transfer_tool(self, params: FunctionCallParams) -> None:
+        """Admit the transfer first: the model is told what really happened."""
+        try:
+            result = await self.transfer("tool")
+            outcome: dict[str, Any] = {"ok": True, "result": result}
+        except VoiceError as e:  # a refusal's apology is said already
+            outcome = {"ok": False, "refused": e.code}
+        except Exception:
+            log.exception("transfer tool failed")
+            outcome = {"ok": False, "refused": "transfer_failed"}
+        await params.result_callback(
+            outcome, properties=FunctionCallResultProperties(run_llm=False)
+        )
+
+    async def _say_and_wait(self, text: str) -> None:
+        """Say ``text`` whole, after any speech under way, and return once it has played.
+
+        The phrase is not interruptible; each wait is bounded (by its length).
+        """
+        try:
+            audio = await self.engines.phrase(text, PHONE_RATE)
+        except Exception:
+            audio = b""
+        duration = len(audio) / (PHONE_RATE * 2)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        # The observer's flag follows the transport's speech frames: polled, bounded.
+        while self._observer.bot_speaking and loop.time() - start < 30.0:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        frame = TTSSpeakFrame(text, append_to_context=False)
+        frame.interruptible = False
+        await self.worker.queue_frame(frame)
+        start = loop.time()
+        while not self._observer.bot_speaking and loop.time() - start < 5.0:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        while self._observer.bot_speaking and loop.time() - start < duration + 8.0:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+    async def _stop_capture(self) -> None:
+        """End the recording and the transcript here: the person was not announced to."""
+        for kept in (self.recorder, self.transcript):
+            if kept is not None:
+                try:
+                    await kept.finish()
+                except Exception:
+                    log.exception("recording or transcript could not be finalized")
+
+    async def _summary(self) -> bytes | None:
+        """The warm transfer's summary as 8 kHz PCM, or ``None`` when it cannot be spoken."""
+        text = await summarize(self.engines.llm, list(self._said))
+        try:
+            return await asyncio.to_thread(self.engines.synthesize, text, PHONE_RATE)
+        except Exception:
+            log.exception("transfer summary could not be synthesized")
+            return None
 
     async def _time_limit(self) -> None:
         """End the call at its maximum length: the closing phrase, then the hang-up for sure.
@@ -427,12 +715,24 @@ class CallSession:
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
 
+    def _parties(self) -> dict[str, str]:
+        """The call as a webhook tells it (the customer's own numbers: sealed in the outbox)."""
+        c = self.call
+        return {"direction": c.direction, "agent_id": c.agent, "carrier": c.carrier,
+                "from": c.from_number, "to": c.to_number}  # fmt: skip
+
+    async def _emit(self, event: str, data: dict[str, Any]) -> None:
+        """Queue ``event`` for the tenant's webhooks (the outbox never raises)."""
+        if self._deps.outbox is not None:
+            await self._deps.outbox.emit(self.call.tenant, event, self.call.call_id, data)
+
     async def run(self) -> None:
         """Run the call until either side hangs up."""
         token = current_call_id.set(self.call.call_id)
         ACTIVE_CALLS.inc()
         try:
             await self.event(CallEventType.MEDIA_CONNECTED, agent=self.agent.name)
+            await self._emit("call.started", self._parties())
             try:
                 await self.store.advance(self.call.call_id, CallState.IN_PROGRESS, time.time())
             except Exception:
@@ -443,7 +743,10 @@ class CallSession:
                 self._ending = True
                 with contextlib.suppress(Exception):  # the caller may have gone already
                     await self.link.socket.close()
-            if self._ending and self.link.hang_up is not None:
+            if self._hand_over_task is not None:  # its outcome decides the hang-up
+                await asyncio.wait([self._hand_over_task])
+            # A transferred call goes on at the carrier, bridged to the person: never hung up.
+            if self._ending and not self._handed_over and self.link.hang_up is not None:
                 try:
                     await self.link.hang_up()
                 except Exception as e:  # the carrier ends the call anyway when the socket closes
@@ -456,9 +759,20 @@ class CallSession:
                         await kept.finish()
                     except Exception:
                         log.exception("recording or transcript could not be finalized")
+            if self.recorder is not None and self.recorder.writer and not self.recorder.discarded:
+                path = f"/v1/calls/{self.call.call_id}/recording"
+                await self._emit("recording.ready", {"recording": path})
             ACTIVE_CALLS.dec()
             CALLS.labels("ended_by_platform" if self._ending else "ended_by_caller").inc()
-            for task in list(self._tasks):
-                await task
+            pending = list(self._tasks)
+            if self._hand_over_task is not None:
+                pending.append(self._hand_over_task)
+            for task in pending:
+                try:
+                    await task
+                except asyncio.CancelledError:  # never keeps MEDIA_CLOSED unwritten
+                    log.warning("call task cancelled")
+                except Exception:
+                    log.exception("call task failed")
             await self.event(CallEventType.MEDIA_CLOSED)
             current_call_id.reset(token)

@@ -42,6 +42,15 @@ class LiveCall(Protocol):
     async def stop_recording(self, how: str) -> bool:
         """Stop recording as on the caller's objection; ``False`` when nothing was recorded."""
 
+    async def transfer(self, by: str) -> str:
+        """Admit a transfer to the agent's number: ``transferring`` (``voice.errors`` if not).
+
+        The hand-over itself then runs in the call.
+        """
+
+    async def voicemail(self) -> str:
+        """Act on the carrier's answering-machine detection as the call's record says."""
+
 
 class LiveRegistry(Protocol):
     """Where the running calls of this process are found by id (the cluster's commands)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -31,6 +32,11 @@ class SinchAccount:
     key_secret: str
     voice_base: str = VOICE_BASE
     numbers_base: str = NUMBERS_BASE
+
+
+def svaml_transfer(number: str) -> dict[str, Any]:
+    """The SVAML that connects a live call to ``number`` (no ``cli``: the caller's shown)."""
+    return {"instructions": [], "action": {"name": "connectPstn", "number": number}}
 
 
 class SinchControl:
@@ -57,9 +63,17 @@ class SinchControl:
         svaml = {"instructions": [], "action": {"name": "hangup"}}
         await self.voice.request("PATCH", f"/calling/v1/calls/id/{call_id}", json=svaml)
 
-    async def transfer(self, call_id: str, number: str) -> None:
-        """Connect the call on to ``number`` (SVAML ``connectPstn``)."""
-        svaml = {"instructions": [], "action": {"name": "connectPstn", "number": number}}
+    async def transfer(
+        self, call_id: str, number: str, summary_url: str | None = None, *, call_ref: str = ""
+    ) -> None:
+        """Connect the call on to ``number`` (SVAML ``connectPstn``; cold only).
+
+        Sinch has no whisper to the person, so ``summary_url`` is not used. Its "Update a call
+        in progress" page lists no actions, and its SDKs type a live call's update as hangup,
+        continue or park only: ``connectPstn`` here follows the SVAML action reference
+        (``number``) and is this one function to change if Sinch refuses it.
+        """
+        svaml = svaml_transfer(number)
         await self.voice.request("PATCH", f"/calling/v1/calls/id/{call_id}", json=svaml)
 
     async def place_call(
@@ -69,16 +83,19 @@ class SinchControl:
         stream_url: str,
         headers: Mapping[str, str],
         time_limit_s: int | None = None,
+        *,
+        amd: bool = False,
     ) -> str:
         """A custom callout whose ICE answer streams the call to us; its call id.
 
         ``time_limit_s`` becomes the ``connectStream`` action's ``maxDuration``: Sinch
-        disconnects the call after it, whatever the platform does.
+        disconnects the call after it, whatever the platform does. ``amd`` turns on Sinch's
+        answering-machine detection (its result arrives in the ACE).
         """
         ice = (
-            svaml_connect_stream(stream_url, headers)
+            svaml_connect_stream(stream_url, headers, amd=amd)
             if time_limit_s is None
-            else svaml_connect_stream(stream_url, headers, max_seconds=time_limit_s)
+            else svaml_connect_stream(stream_url, headers, max_seconds=time_limit_s, amd=amd)
         )
         body = {
             "method": "customCallout",

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 import httpx
 
-from carriers.base import Carrier, Paths, PublicUrls
+from carriers.base import Carrier, Detection, Paths, PublicUrls
 from carriers.settings import SinchSettings, complete, secret
 from carriers.sinch.control import SinchAccount, SinchControl
 from carriers.sinch.signature import SinchVerifier
@@ -24,6 +24,7 @@ class SinchKit:
     """One Sinch voice application's verifier and REST control (calling and numbers)."""
 
     carrier = Carrier.SINCH
+    warm_transfer = False
     paths = PATHS
 
     def __init__(self, account: SinchAccount, transport: httpx.AsyncBaseTransport | None = None):
@@ -85,8 +86,19 @@ class SinchKit:
         )
 
     async def dial(
-        self, urls: PublicUrls, from_: str, to: str, call_id: str, time_limit_s: int
+        self,
+        urls: PublicUrls,
+        from_: str,
+        to: str,
+        call_id: str,
+        time_limit_s: int,
+        detection: Detection | None = None,
     ) -> str:
-        """Sinch's callout streams the answered call to our media socket, the call id a header."""
+        """Sinch's callout streams the answered call to our media socket, the call id a header.
+
+        With ``detection`` Sinch's AMD result comes in the call's ACE.
+        """
         media = urls.public_ws(PATHS.media)
-        return await self.control.place_call(from_, to, media, {"call_id": call_id}, time_limit_s)
+        return await self.control.place_call(
+            from_, to, media, {"call_id": call_id}, time_limit_s, amd=detection is not None
+        )

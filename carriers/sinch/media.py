@@ -5,6 +5,14 @@ flows as binary frames (mono, the sample rate of the connect message). ``{"comma
 drops queued playback (barge-in); ``{"command":"heartbeat"}`` keeps a silent call alive (the
 session sends it: keeping time is not a codec's job). Documented for Voice API v2; v1 is
 believed identical (shared/docs/carriers.md).
+
+Keypad input: Sinch's Voice Stream protocol (developers.sinch.com, Voice Stream 1.0.0:
+ConnectRequest, answer/busy/reject, audio both ways, clear, heartbeat) documents no DTMF
+message, and Voice API v1 reports keys only through ``runMenu`` and its PIE callback, an
+action that would replace the stream. Not documented for the stream, then: this codec accepts
+the one keypad message Sinch documents on a WebSocket, Voice Relay's ``DtmfReceive``
+(``{"command": "dtmf", "sequence": "1"}``, developers.sinch.com, Voice Relay, DtmfReceive),
+as the closest mechanism, one key per message. Confirm with Sinch before relying on it.
 """
 
 from __future__ import annotations
@@ -13,8 +21,15 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from pipecat.audio.dtmf.types import KeypadEntry
 from pipecat.audio.utils import create_stream_resampler
-from pipecat.frames.frames import AudioRawFrame, Frame, InputAudioRawFrame, InterruptionFrame
+from pipecat.frames.frames import (
+    AudioRawFrame,
+    Frame,
+    InputAudioRawFrame,
+    InputDTMFFrame,
+    InterruptionFrame,
+)
 from pipecat.processors.frame_processor import FrameProcessorSetup
 from pipecat.serializers.base_serializer import FrameSerializer
 
@@ -27,6 +42,24 @@ CLEAR = json.dumps({"command": "clear"})
 HEARTBEAT = json.dumps({"command": "heartbeat"})
 #: A binary frame larger than this (1 s of 16 kHz audio) is refused.
 MAX_FRAME_BYTES = 32_000
+#: The keypad message's ``command`` (Voice Relay's DtmfReceive shape; see the module notes).
+DTMF_COMMAND = "dtmf"
+
+
+def dtmf_message(key: str) -> str:
+    """One key as the stream's keypad message (what the simulator sends)."""
+    return json.dumps({"command": DTMF_COMMAND, "sequence": key})
+
+
+def parse_dtmf(msg: dict[str, Any]) -> KeypadEntry:
+    """The key of a keypad message; :class:`MediaMalformed` unless it is exactly one key."""
+    sequence = msg.get("sequence")
+    if not isinstance(sequence, str) or len(sequence) != 1:
+        raise MediaMalformed("dtmf message without exactly one key")
+    try:
+        return KeypadEntry(sequence)
+    except ValueError as e:
+        raise MediaMalformed(f"unknown DTMF key {sequence!r}") from e
 
 
 def parse_connect(raw: str | bytes) -> tuple[StreamStart, int]:
@@ -85,7 +118,7 @@ class SinchMediaCodec(FrameSerializer, PlaybackAcks):
         return None
 
     async def deserialize(self, data: str | bytes) -> Frame | None:
-        """Caller audio to frames; text commands are checked and otherwise ignored."""
+        """Caller audio to frames, a keypad message to a DTMF frame; other text is ignored."""
         if isinstance(data, bytes):
             if len(data) % 2 or len(data) > MAX_FRAME_BYTES:
                 self._on_invalid(f"binary frame of {len(data)} bytes is not 16-bit PCM")
@@ -102,4 +135,10 @@ class SinchMediaCodec(FrameSerializer, PlaybackAcks):
             return None
         if not isinstance(msg, dict) or "command" not in msg and "event" not in msg:
             self._on_invalid("text frame without command")
+            return None
+        if msg.get("command") == DTMF_COMMAND:
+            try:
+                return InputDTMFFrame(parse_dtmf(msg))
+            except MediaMalformed as e:
+                self._on_invalid(str(e))
         return None

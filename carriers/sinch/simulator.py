@@ -29,6 +29,7 @@ from carriers.simulation import (
     SimulationError,
     SimulationResult,
 )
+from carriers.sinch.media import dtmf_message
 from carriers.sinch.signature import sign
 
 STREAM_RATE = 16000
@@ -58,19 +59,38 @@ class SinchWire:
         """Sinch just closes the socket."""
         return None
 
+    def key(self, digit: str) -> str:
+        """One key as a keypad message (``carriers.sinch.media``: the shape is unconfirmed)."""
+        return dtmf_message(digit)
+
 
 class FakeCallingApi(LoopbackApi):
-    """The calling API on loopback: records SVAML the platform PATCHes onto calls."""
+    """The calling API on loopback: SVAML PATCHed onto calls, custom callouts placed.
+
+    ``patches`` and ``callouts`` hold each request (the call id and its body).
+    """
 
     def __init__(self, app_key: str, app_secret: str, port: int) -> None:
         """Accept Basic ``app_key:app_secret`` on ``127.0.0.1:port``."""
         super().__init__(port)
         self.auth = "Basic " + base64.b64encode(f"{app_key}:{app_secret}".encode()).decode()
         self.patches: list[tuple[str, dict[str, Any]]] = []
+        self.callouts: list[tuple[str, dict[str, Any]]] = []
 
     def add_routes(self, app: web.Application) -> None:
-        """``PATCH /calling/v1/calls/id/{callId}``."""
+        """``PATCH /calling/v1/calls/id/{callId}`` and ``POST /calling/v1/callouts``."""
         app.router.add_patch("/calling/v1/calls/id/{call_id}", self._patch)
+        app.router.add_post("/calling/v1/callouts", self._callout)
+
+    async def _callout(self, request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != self.auth:
+            return web.json_response({"errorCode": 40100, "message": "Unauthorized"}, status=401)
+        body = await request.json()
+        if body.get("method") != "customCallout" or "ice" not in body.get("customCallout", {}):
+            return web.json_response({"errorCode": 40001, "message": "Invalid"}, status=400)
+        call_id = str(uuid.uuid4())
+        self.callouts.append((call_id, body))
+        return web.json_response({"callId": call_id})
 
     async def _patch(self, request: web.Request) -> web.Response:
         if request.headers.get("Authorization") != self.auth:
@@ -182,6 +202,7 @@ class SinchSimulator:
                     options.get("quiet_after_reply", 1.5),
                     tuple(options.get("inject", ())),
                     options.get("barge_in_after"),
+                    options.get("dtmf"),
                 )
             by_platform = any(c == self.call_id for c, _ in self.api.patches)
             reason = "CALLEEHANGUP" if by_platform else "CALLERHANGUP"

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from carriers.base import InboundCall, StatusUpdate
+from carriers.base import AnsweredBy, InboundCall, MachineDetection, StatusUpdate
 from carriers.errors import WebhookMalformed
 
 CARRIER = "sinch"
@@ -93,13 +93,22 @@ def status(cb: Callback) -> StatusUpdate | None:
 
 
 def svaml_connect_stream(
-    endpoint: str, headers: Mapping[str, str], sample_rate: int = 16000, max_seconds: int = 3600
+    endpoint: str,
+    headers: Mapping[str, str],
+    sample_rate: int = 16000,
+    max_seconds: int = 3600,
+    *,
+    amd: bool = False,
 ) -> dict[str, Any]:
     """Answer an ICE: stream the call's audio to our WebSocket (``connectStream``).
 
     ``maxDuration`` is the call's hard limit: Sinch disconnects it then (at most 14400 s).
+    With ``amd`` the action carries ``"amd": {"enabled": true, "async": false}``: Sinch's
+    AMD v2 is set up in the custom callout's ICE and reports synchronously in the ACE's
+    ``amd`` object (developers.sinch.com/docs/voice/api-reference/amd_v2; the SDKs document
+    the ``amd`` property on ``connectPstn``, the ICE action of a PSTN callout).
     """
-    return {
+    svaml: dict[str, Any] = {
         "instructions": [{"name": "answer"}],
         "action": {
             "name": "connectStream",
@@ -109,6 +118,46 @@ def svaml_connect_stream(
             "callHeaders": [{"key": k, "value": v} for k, v in headers.items()],
         },
     }
+    if amd:
+        svaml["action"]["amd"] = {"enabled": True, "async": False}
+    return svaml
+
+
+#: AMD ``status`` values (ACE ``amd`` object, notify ``amd``): machine | human | notsure | hangup.
+AMD_STATUS = {
+    "human": AnsweredBy.HUMAN,
+    "machine": AnsweredBy.MACHINE,
+    "notsure": AnsweredBy.UNKNOWN,
+    "hangup": AnsweredBy.UNKNOWN,
+}
+
+
+def machine_detection(cb: Callback) -> MachineDetection | None:
+    """Sinch's AMD result: the ACE's ``amd`` object, or an asynchronous ``notify``.
+
+    Synchronous AMD (``async: false``) puts ``{status, reason, duration}`` in the ACE; the
+    asynchronous mode notifies ``type: amd`` then ``type: amd_beep`` (reason ``beep``) when a
+    machine's greeting ends. ``None`` when the callback carries no AMD result.
+    """
+    amd = cb.data.get("amd")
+    kind = cb.data.get("type") if cb.event == "notify" else None
+    if cb.event not in ("ace", "notify") or not isinstance(amd, dict):
+        if cb.event == "notify" and kind in ("amd", "amd_beep"):
+            raise WebhookMalformed(f"notify {kind} without amd")
+        return None
+    if cb.event == "notify" and kind not in ("amd", "amd_beep"):
+        return None
+    status = str(amd.get("status", "")).lower()
+    reason = str(amd.get("reason", "")).lower()
+    who = AMD_STATUS.get(status, AnsweredBy.UNKNOWN)
+    beep = kind == "amd_beep" or reason == "beep"
+    if beep:
+        who = AnsweredBy.MACHINE
+    # Synchronous AMD reports once; an asynchronous machine result is followed by its beep.
+    final = beep or who is not AnsweredBy.MACHINE or cb.event == "ace"
+    return MachineDetection(
+        cb.call_id, who, f"{status or 'beep'}/{reason or 'n/a'}", greeting_ended=beep, final=final
+    )
 
 
 def svaml_say_and_hang_up(text: str, locale: str = "en-US") -> dict[str, Any]:

@@ -13,13 +13,20 @@ from typing import Any
 
 import httpx
 
-from carriers.base import AvailableNumber, RentedNumber
+from carriers.base import AvailableNumber, Detection, RentedNumber
 from carriers.rest import RestClient
-from carriers.telnyx.webhook import REJECT_BUSY, encode_client_state, reject_command
+from carriers.telnyx.webhook import (
+    REJECT_BUSY,
+    amd_setting,
+    encode_client_state,
+    reject_command,
+)
 
 API_BASE = "https://api.telnyx.com/v2"
 #: The longest ``time_limit_secs`` Telnyx allows (also its default: 4 hours).
 MAX_TIME_LIMIT_S = 14400
+#: How long the transfer's destination rings before Telnyx gives up (its default is 30 s).
+TRANSFER_TIMEOUT_S = 30
 
 
 @dataclass(frozen=True)
@@ -75,9 +82,27 @@ class TelnyxControl:
         """Refuse a parked incoming call unanswered (busy by default)."""
         await self._action(call_id, "reject", reject_command(cause))
 
-    async def transfer(self, call_id: str, number: str) -> None:
-        """Send the call on to ``number``."""
-        await self._action(call_id, "transfer", {"to": number})
+    async def transfer(
+        self, call_id: str, number: str, summary_url: str | None = None, *, call_ref: str = ""
+    ) -> None:
+        """Send the call on to ``number`` (``actions/transfer``).
+
+        With ``summary_url`` (warm) the person hears ``{summary_url}.wav`` (``audio_url``) when
+        they answer, before the caller is bridged. ``client_state`` names our call and this
+        call (``call_ref``, ``transfer_of``): when the transfer leg fails Telnyx sends only
+        its ``call.hangup`` (with that state) and the original call stays up, which the
+        platform then hangs up (api/routes_telnyx.py). ``time_limit_secs`` is the longest.
+        """
+        state = {"call_id": call_ref, "transfer_of": call_id}
+        body: dict[str, Any] = {
+            "to": number,
+            "timeout_secs": TRANSFER_TIMEOUT_S,
+            "time_limit_secs": MAX_TIME_LIMIT_S,
+            "client_state": encode_client_state(state),
+        }
+        if summary_url:
+            body["audio_url"] = f"{summary_url}.wav"
+        await self._action(call_id, "transfer", body)
 
     async def place_call(
         self,
@@ -86,11 +111,14 @@ class TelnyxControl:
         stream_url: str,
         state: Mapping[str, str],
         time_limit_s: int | None = None,
+        *,
+        detection: Detection | None = None,
     ) -> str:
         """Dial ``to`` from ``from_`` and stream the answered call to us; its call_control_id.
 
         ``time_limit_s`` is the Dial command's ``time_limit_secs``: Telnyx hangs up that long
         after the answer (``hangup_cause`` ``time_limit``), whatever the platform does.
+        ``detection`` sets ``answering_machine_detection`` (:func:`amd_setting`).
         """
         body: dict[str, Any] = {
             "connection_id": self.account.connection_id,
@@ -104,6 +132,8 @@ class TelnyxControl:
         }
         if time_limit_s is not None:
             body["time_limit_secs"] = min(time_limit_s, MAX_TIME_LIMIT_S)
+        if detection is not None:
+            body["answering_machine_detection"] = amd_setting(detection)
         data = await self.rest.request("POST", "/calls", json=body)
         return str(data["data"]["call_control_id"])
 

@@ -10,7 +10,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from carriers.base import Carrier, Paths, PublicUrls
+from carriers.base import Carrier, Detection, Paths, PublicUrls
 from carriers.settings import TelnyxSettings, complete, secret
 from carriers.telnyx.control import TelnyxAccount, TelnyxControl
 from carriers.telnyx.signature import TelnyxVerifier
@@ -26,6 +26,7 @@ class TelnyxKit:
     """One Telnyx account's verifier and REST control (Call Control)."""
 
     carrier = Carrier.TELNYX
+    warm_transfer = True
     paths = PATHS
 
     def __init__(self, account: TelnyxAccount, transport: httpx.AsyncBaseTransport | None = None):
@@ -70,8 +71,19 @@ class TelnyxKit:
         return cls(TelnyxAccount(dev["api_key"], dev["public_key"], dev["connection_id"], api))
 
     async def dial(
-        self, urls: PublicUrls, from_: str, to: str, call_id: str, time_limit_s: int
+        self,
+        urls: PublicUrls,
+        from_: str,
+        to: str,
+        call_id: str,
+        time_limit_s: int,
+        detection: Detection | None = None,
     ) -> str:
-        """Telnyx streams the answered call to our media socket, the call id in its state."""
+        """Telnyx streams the answered call to our media socket, the call id in its state.
+
+        With ``detection`` its AMD results come to the call's webhook like its other events.
+        """
         media = urls.public_ws(PATHS.media)
-        return await self.control.place_call(from_, to, media, {"call_id": call_id}, time_limit_s)
+        return await self.control.place_call(
+            from_, to, media, {"call_id": call_id}, time_limit_s, detection=detection
+        )

@@ -76,6 +76,19 @@ class TelnyxWire:
             return Heard(played_reply=json.dumps(echo))
         return Heard(clear=msg.get("event") == "clear")
 
+    def key(self, digit: str) -> str:
+        """A ``dtmf`` message: one key pressed by the caller."""
+        self.seq += 1
+        return json.dumps(
+            {
+                "event": "dtmf",
+                "sequence_number": str(self.seq),
+                "stream_id": self.stream_id,
+                "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+                "dtmf": {"digit": digit},
+            }
+        )
+
     def stop(self) -> str:
         """The ``stop`` message."""
         return json.dumps({"event": "stop", "stream_id": self.stream_id, "stop": {}})
@@ -235,6 +248,33 @@ class TelnyxSimulator:
             )
         return result
 
+    async def transfer_leg(self, transfer: dict[str, Any], *, answered: bool) -> None:
+        """Play the leg an ``actions/transfer`` (its body: ``transfer``) dialed, as Telnyx does.
+
+        The leg's events carry the command's ``client_state``. Answered: ``call.initiated``,
+        ``call.answered`` and ``call.bridged``. Not (busy, no answer): ``call.initiated``, then
+        only the leg's ``call.hangup``; the original call stays up.
+        """
+        leg = "v3:" + secrets.token_urlsafe(24)
+        common = {
+            "call_control_id": leg,
+            "client_state": transfer.get("client_state"),
+            "from": self.to,
+            "to": transfer["to"],
+            "direction": "outgoing",
+        }
+        cause = {"hangup_cause": "timeout", "hangup_source": "unknown"}
+        events = (
+            [("call.initiated", {}), ("call.answered", {}), ("call.bridged", {})]
+            if answered
+            else [("call.initiated", {}), ("call.hangup", cause)]
+        )
+        for event_type, extra in events:
+            state = event_type.removeprefix("call.")
+            r = await self.deliver(self.envelope(event_type, state=state, **common, **extra))
+            if r.status_code != 200:
+                raise SimulationError(f"{event_type} answered {r.status_code}: {r.text[:200]}")
+
     async def answer_outbound(
         self, utterances: list[tuple[str, bytes]], **options: Any
     ) -> SimulationResult:
@@ -294,4 +334,5 @@ class TelnyxSimulator:
                 options.get("quiet_after_reply", 1.5),
                 tuple(options.get("inject", ())),
                 options.get("barge_in_after"),
+                options.get("dtmf"),
             )

@@ -14,7 +14,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from carriers.base import InboundCall, StatusUpdate
+from carriers.base import (
+    AnsweredBy,
+    Detection,
+    InboundCall,
+    MachineDetection,
+    StatusUpdate,
+)
 from carriers.errors import WebhookMalformed
 
 CARRIER = "telnyx"
@@ -32,6 +38,10 @@ EVENT_STATUS: dict[str, str | None] = {
     "call.playback.ended": None,
     "call.speak.started": None,
     "call.speak.ended": None,
+    "call.machine.detection.ended": None,
+    "call.machine.greeting.ended": None,
+    "call.machine.premium.detection.ended": None,
+    "call.machine.premium.greeting.ended": None,
 }
 HANGUP_STATUS = {
     "normal_clearing": "completed",
@@ -129,3 +139,50 @@ def reject_command(cause: str = REJECT_BUSY) -> dict[str, str]:
     after it (developers.telnyx.com, Call Commands: Reject a call).
     """
     return {"cause": cause}
+
+
+# Answering-machine detection (developers.telnyx.com, Voice API: Answering Machine Detection).
+# ``detect`` sends ``call.machine.detection.ended`` (result human | machine | not_sure);
+# ``detect_beep`` also ``call.machine.greeting.ended`` (ended | beep_detected | not_sure), only
+# when a beep is heard. Premium AMD sends ``call.machine.premium.detection.ended``
+# (human_residence | human_business | machine | silence | fax_detected | not_sure) and
+# ``call.machine.premium.greeting.ended`` (beep_detected | no_beep_detected | prompt_ended).
+_DETECTION_RESULT: dict[str, tuple[AnsweredBy, bool]] = {
+    # result -> (who, final)
+    "human": (AnsweredBy.HUMAN, True),
+    "human_residence": (AnsweredBy.HUMAN, True),
+    "human_business": (AnsweredBy.HUMAN, True),
+    "machine": (AnsweredBy.MACHINE, False),
+    "fax_detected": (AnsweredBy.MACHINE, True),
+    "silence": (AnsweredBy.UNKNOWN, True),
+    "not_sure": (AnsweredBy.UNKNOWN, True),
+}
+DETECTION_EVENTS = frozenset(
+    {"call.machine.detection.ended", "call.machine.premium.detection.ended"}
+)
+GREETING_EVENTS = frozenset({"call.machine.greeting.ended", "call.machine.premium.greeting.ended"})
+
+
+def amd_setting(detection: Detection) -> str:
+    """The Dial command's ``answering_machine_detection``: ``detect`` or ``detect_beep``."""
+    return "detect_beep" if detection is Detection.MESSAGE_END else "detect"
+
+
+def machine_detection(event: Event) -> MachineDetection | None:
+    """An AMD event as a detection result; ``None`` for any other event.
+
+    A machine's ``detection.ended`` is not final when a greeting event may follow; every
+    ``greeting.ended`` result means the greeting is over (a beep, silence, or the detector
+    giving up), so a message may be left.
+    """
+    if event.type not in DETECTION_EVENTS | GREETING_EVENTS:
+        return None
+    result = event.payload.get("result")
+    if not isinstance(result, str) or not result:
+        raise WebhookMalformed(f"{event.type} without result")
+    if event.type in GREETING_EVENTS:
+        return MachineDetection(
+            event.call_control_id, AnsweredBy.MACHINE, result, greeting_ended=True, final=True
+        )
+    who, final = _DETECTION_RESULT.get(result, (AnsweredBy.UNKNOWN, True))
+    return MachineDetection(event.call_control_id, who, result, greeting_ended=False, final=final)

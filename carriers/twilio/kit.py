@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import httpx
 
-from carriers.base import Carrier, Paths, PublicUrls
+from carriers.base import Carrier, Detection, Paths, PublicUrls
 from carriers.settings import TwilioSettings, complete, secret
 from carriers.twilio.control import TwilioAccount, TwilioControl
 from carriers.twilio.signature import TwilioVerifier
@@ -17,12 +17,15 @@ PATHS = Paths(
 )
 #: Where an answered outbound call asks for its TwiML (``?call_id=`` ours).
 OUTBOUND_PATH = "/webhooks/twilio/outbound"
+#: Where Twilio posts an outbound call's asynchronous answering-machine detection result.
+AMD_PATH = "/webhooks/twilio/amd"
 
 
 class TwilioKit:
     """One Twilio account's verifier and REST control."""
 
     carrier = Carrier.TWILIO
+    warm_transfer = True
     paths = PATHS
 
     def __init__(self, account: TwilioAccount, transport: httpx.AsyncBaseTransport | None = None):
@@ -50,9 +53,21 @@ class TwilioKit:
         return cls(TwilioAccount(dev["account_sid"], dev["auth_token"], settings.api_base))
 
     async def dial(
-        self, urls: PublicUrls, from_: str, to: str, call_id: str, time_limit_s: int
+        self,
+        urls: PublicUrls,
+        from_: str,
+        to: str,
+        call_id: str,
+        time_limit_s: int,
+        detection: Detection | None = None,
     ) -> str:
-        """Twilio asks for the answered call's TwiML: our stream, for this call id."""
+        """Twilio asks for the answered call's TwiML: our stream, for this call id.
+
+        With ``detection`` Twilio's asynchronous AMD posts its result to :data:`AMD_PATH`.
+        """
         answer = urls.public(f"{OUTBOUND_PATH}?call_id={call_id}")
         status = urls.public(PATHS.status)
-        return await self.control.place_call(from_, to, answer, status, time_limit_s)
+        amd = urls.public(AMD_PATH) if detection is not None else None
+        return await self.control.place_call(
+            from_, to, answer, status, time_limit_s, detection=detection, amd_url=amd
+        )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from xml.sax.saxutils import escape, quoteattr
 
-from carriers.base import InboundCall, StatusUpdate
+from carriers.base import AnsweredBy, InboundCall, MachineDetection, StatusUpdate
 from carriers.errors import WebhookMalformed
 
 CARRIER = "twilio"
@@ -59,6 +59,33 @@ def parse_status(params: Mapping[str, str]) -> StatusUpdate:
             raise WebhookMalformed(f"{name} must be an integer, got {raw!r}") from e
 
     return StatusUpdate(call_sid, status, _int("SequenceNumber"), _int("CallDuration"))
+
+
+#: ``AnsweredBy`` values of Twilio's AMD callback: who, and whether the greeting has ended.
+ANSWERED_BY: dict[str, tuple[AnsweredBy, bool]] = {
+    "human": (AnsweredBy.HUMAN, False),
+    "machine_start": (AnsweredBy.MACHINE, False),
+    "machine_end_beep": (AnsweredBy.MACHINE, True),
+    "machine_end_silence": (AnsweredBy.MACHINE, True),
+    "machine_end_other": (AnsweredBy.MACHINE, True),
+    "fax": (AnsweredBy.MACHINE, False),
+    "unknown": (AnsweredBy.UNKNOWN, False),
+}
+
+
+def parse_amd(params: Mapping[str, str]) -> MachineDetection:
+    """The asynchronous AMD callback (``CallSid``, ``AnsweredBy``).
+
+    With ``MachineDetection=Enable`` Twilio posts ``human``, ``machine_start``, ``fax`` or
+    ``unknown``; with ``DetectMessageEnd``, ``machine_end_beep``/``_silence``/``_other`` once
+    a machine's greeting is over. Twilio posts once per call: every result is final.
+    """
+    call_sid = _required(params, "CallSid")
+    answered = _required(params, "AnsweredBy")
+    if answered not in ANSWERED_BY:
+        raise WebhookMalformed(f"unknown AnsweredBy {answered!r}")
+    who, ended = ANSWERED_BY[answered]
+    return MachineDetection(call_sid, who, answered, greeting_ended=ended, final=True)
 
 
 def twiml_stream(stream_url: str, parameters: Mapping[str, str], status_url: str) -> str:

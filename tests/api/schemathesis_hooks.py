@@ -30,6 +30,17 @@ BUSINESS_RULES = {
     # number), and a number goes to an agent that exists.
     "transfer_number_missing",
     "unknown_agent",
+    # A URL of a customer's system whose literal address is not public (or plain http outside
+    # development): the egress rules (integrations/egress.py), for webhooks and HTTP tools.
+    "egress_refused",
+    "tool_url_refused",
+    # What a JSON schema cannot say of an agent's tools: names unique and not the platform's,
+    # and the tool parameters or extraction schema being a valid JSON schema themselves.
+    "tool_name_reserved",
+    "duplicate_tool_names",
+    "invalid_json_schema",
+    # HTTP tools need the tenant's tools secret to exist first (POST /v1/tools/secret).
+    "tools_secret_missing",
 }
 
 

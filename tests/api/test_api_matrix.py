@@ -13,7 +13,13 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from integrations.endpoints import Endpoints
+from integrations.outbox import Outbox
+from integrations.sealed import Sealer
+from recordings.keyring import KeyRing
+from tests import privacy
 from tests.conftest import (
+    MASTER_KEY,
     OPERATOR_TOKEN,
     LiveServer,
 )
@@ -49,6 +55,17 @@ MIN_ROLE = {
     ("PUT", "/v1/calls/{call_id}/legal-hold"): "admin",
     ("POST", "/v1/data-subjects/export"): "admin",
     ("POST", "/v1/data-subjects/erase"): "admin",
+    ("POST", "/v1/webhooks/endpoints"): "admin",
+    ("GET", "/v1/webhooks/endpoints"): "viewer",
+    ("GET", "/v1/webhooks/endpoints/{endpoint_id}"): "viewer",
+    ("PATCH", "/v1/webhooks/endpoints/{endpoint_id}"): "admin",
+    ("DELETE", "/v1/webhooks/endpoints/{endpoint_id}"): "admin",
+    ("POST", "/v1/webhooks/endpoints/{endpoint_id}/rotate-secret"): "admin",
+    ("GET", "/v1/webhooks/deliveries"): "viewer",
+    ("GET", "/v1/webhooks/deliveries/{delivery_id}"): "viewer",
+    ("POST", "/v1/webhooks/deliveries/{delivery_id}/replay"): "admin",
+    ("GET", "/v1/tools/secret"): "viewer",
+    ("POST", "/v1/tools/secret"): "admin",
 }
 #: Open to anyone, tenant or not.
 PUBLIC = {
@@ -60,6 +77,32 @@ RANK = {"viewer": 0, "editor": 1, "admin": 2}
 B_NUMBER = "+15555550801"
 A_NUMBER = "+15555550802"
 UNUSED_NUMBER = "+15555550899"
+
+
+async def with_webhooks(server: LiveServer, redis: Redis, tenant: dict[str, str]) -> dict[str, str]:
+    """``tenant`` (from ``seed``) with a webhook endpoint and one delivery queued for it."""
+    async with httpx.AsyncClient(base_url=server.url) as c:
+        r = await c.post(
+            "/v1/webhooks/endpoints",
+            json={"url": "https://hooks.example.com/in", "events": ["call.ended"]},
+            headers=auth(tenant["admin"]),
+        )
+    assert r.status_code == 201, r.text
+    privacy.SEEN.secrets.add(r.json()["secret"])
+    sealer = Sealer(KeyRing(redis, MASTER_KEY))
+    outbox = Outbox(redis, Endpoints(redis, sealer), sealer)
+    delivery_id = await outbox.enqueue(
+        tenant["tenant_id"], r.json()["endpoint_id"], "call.ended", tenant["call_id"], {}
+    )
+    return tenant | {"endpoint_id": r.json()["endpoint_id"], "delivery_id": delivery_id}
+
+
+def missing_ids() -> dict[str, str]:
+    """Ids of the right shape that name nothing."""
+    return {"agent_id": "agt_" + secrets.token_hex(8), "number": UNUSED_NUMBER,
+            "call_id": "call_" + secrets.token_hex(12), "key_id": secrets.token_hex(8),
+            "endpoint_id": "whe_" + secrets.token_hex(8),
+            "delivery_id": "dlv_" + secrets.token_hex(10)}  # fmt: skip
 
 
 async def operations(server: LiveServer) -> set[tuple[str, str]]:
@@ -76,6 +119,7 @@ def body_for(method: str, path: str, a: dict[str, str]) -> dict[str, Any] | None
         ("PATCH", "/v1/agents/{agent_id}"): {"greeting": "Hello from A"},
         ("PATCH", "/v1/numbers/{number}"): {"agent_id": a["agent_id"]},
         ("PUT", "/v1/calls/{call_id}/legal-hold"): {"hold": True},
+        ("PATCH", "/v1/webhooks/endpoints/{endpoint_id}"): {"description": "from A"},
     }.get((method, path))
 
 
@@ -94,10 +138,12 @@ async def test_bola_other_tenants_ids_are_the_same_404_as_missing_ones(
     live_server: LiveServer, live_redis: Redis
 ) -> None:
     a = await seed(live_server, live_redis, "A", A_NUMBER)
-    b = await seed(live_server, live_redis, "B", B_NUMBER)
-    foreign = {k: b[k] for k in ("agent_id", "number", "call_id", "key_id")}
-    missing = {"agent_id": "agt_" + secrets.token_hex(8), "number": UNUSED_NUMBER,
-               "call_id": "call_" + secrets.token_hex(12), "key_id": secrets.token_hex(8)}  # fmt: skip
+    b = await with_webhooks(
+        live_server, live_redis, await seed(live_server, live_redis, "B", B_NUMBER)
+    )
+    ids = ("agent_id", "number", "call_id", "key_id", "endpoint_id", "delivery_id")
+    foreign = {k: b[k] for k in ids}
+    missing = missing_ids()
     with_ids = sorted(
         (m, p) for m, p in await operations(live_server)
         if "{" in p and p.startswith("/v1/") and not p.startswith("/v1/operator/")
@@ -123,6 +169,12 @@ async def test_bola_other_tenants_ids_are_the_same_404_as_missing_ones(
             "agent_id"
         ]
         assert (await c.get("/v1/audit", headers=auth(b["viewer"]))).status_code == 200
+        hook = await c.get(f"/v1/webhooks/endpoints/{b['endpoint_id']}", headers=hb)
+        assert hook.json()["description"] == "" and hook.json()["enabled"]
+        sent = await c.get(f"/v1/webhooks/deliveries/{b['delivery_id']}", headers=hb)
+        assert sent.status_code == 200 and sent.json()["endpoint_id"] == b["endpoint_id"]
+        listed = await c.get("/v1/webhooks/deliveries", headers=auth(a["admin"]))
+        assert b["delivery_id"] not in {d["delivery_id"] for d in listed.json()["items"]}
         turns = (await c.get(f"/v1/calls/{b['call_id']}/transcript", headers=hb)).json()["turns"]
         assert turns[0]["text"] == "secret of B"
         # A's audit log shows no read of B's transcript; B's shows only B's own.
@@ -143,9 +195,7 @@ async def test_role_matrix_and_operator_separation(
     assert tenant_ops == set(MIN_ROLE), "every tenant operation needs a row in MIN_ROLE"
     operator_ops = {o for o in ops if o[1].startswith("/v1/operator/")}
     assert operator_ops
-    values = {"agent_id": "agt_" + secrets.token_hex(8), "number": UNUSED_NUMBER,
-              "call_id": "call_" + secrets.token_hex(12), "key_id": secrets.token_hex(8),
-              "tenant_id": a["tenant_id"]}  # fmt: skip
+    values = missing_ids() | {"tenant_id": a["tenant_id"]}
     async with httpx.AsyncClient(base_url=live_server.url) as c:
         for (method, path), least in sorted(MIN_ROLE.items()):
             for role in ("viewer", "editor", "admin"):
@@ -204,6 +254,8 @@ async def test_revoked_and_expired_keys_get_401_everywhere(
             "number": UNUSED_NUMBER,
             "call_id": "call_x",
             "key_id": "0" * 16,
+            "endpoint_id": "whe_x",
+            "delivery_id": "dlv_x",
         }
         for method, path in sorted(MIN_ROLE):
             r = await c.request(method, fill(path, values), json={} if method in ("POST", "PATCH") else None,

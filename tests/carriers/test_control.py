@@ -22,7 +22,11 @@ async def test_twilio_calls_and_numbers() -> None:
     t = TwilioControl(TwilioAccount(SID, TOKEN), transport=fake.transport())
     await t.hang_up("CA" + "1" * 32)
     await t.transfer("CA" + "1" * 32, "+15555550111")
-    assert form(fake.seen[-1])["Twiml"] == ["<Response><Dial>+15555550111</Dial></Response>"]
+    assert form(fake.seen[-1])["Twiml"] == [
+        "<Response><Dial><Number>+15555550111</Number></Dial></Response>"
+    ]
+    # The caller's talk with the person is not cut at the limit the call was placed with.
+    assert form(fake.seen[-1])["TimeLimit"] == ["14400"]
     assert (await t.place_call("+15555550100", "+15555550199", VOICE, VOICE)).startswith("CA")
     found = await t.search("us", area_code="415")
     assert found[0].number == "+14155550101" and found[0].carrier == "twilio"

@@ -22,6 +22,7 @@ from cluster.commands import (
     CallNotLive,
     CommandBus,
     CommandTimeout,
+    TransferDenied,
     TransferUnavailable,
 )
 from cluster.live import LiveCalls
@@ -29,6 +30,8 @@ from cluster.node import Node
 from routing.directory import Agent, Directory
 from store import keys
 from tests.conftest import LiveServer, sealing_calls
+from voice.errors import TransferRefused
+from voice.errors import TransferUnavailable as NoTransferNumber
 
 ROUTING = {"carrier": "twilio", "region": "international", "country": "US", "reason": "r"}
 
@@ -39,6 +42,8 @@ class Session:
 
     recording: bool = True
     asked: list[str] = field(default_factory=list)
+    #: What a transfer does: its result, or the session's error.
+    transfers: list[str | Exception] = field(default_factory=list)
 
     async def hang_up(self, by: str) -> None:
         self.asked.append(f"hang_up:{by}")
@@ -47,6 +52,13 @@ class Session:
         self.asked.append(f"stop_recording:{how}")
         was, self.recording = self.recording, False
         return was
+
+    async def transfer(self, by: str) -> str:
+        self.asked.append(f"transfer:{by}")
+        outcome = self.transfers.pop(0) if self.transfers else NoTransferNumber("no number")
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
 
 
 @dataclass
@@ -116,8 +128,24 @@ async def test_a_command_reaches_the_process_holding_the_call_and_is_answered(
             "stop_recording:api",
             "hang_up:api",
         ]
+        # A transfer's outcome crosses processes with its code.
+        session.transfers = [
+            NoTransferNumber("the agent has no transfer number"),
+            TransferRefused("route_refused", "an EU number on a US carrier"),
+            TransferRefused("transfer_failed", "the transfer could not be checked"),
+            "transferring",
+        ]
         with pytest.raises(TransferUnavailable):
             await a.bus.send(call_id, Action.TRANSFER)
+        with pytest.raises(TransferDenied) as refused:
+            await a.bus.send(call_id, Action.TRANSFER)
+        assert refused.value.code == "route_refused"
+        with pytest.raises(TransferDenied) as refused:
+            await a.bus.send(call_id, Action.TRANSFER)
+        assert refused.value.code == "transfer_failed"
+        # Admitted: the answer comes at once, the hand-over goes on in the call.
+        assert await a.bus.send(call_id, Action.TRANSFER) == "transferring"
+        assert session.asked[-4:] == ["transfer:api"] * 4
         # The session ended: the call is no longer live anywhere.
         await b.live.detach(call_id)
         assert await calls.holder(call_id) is None

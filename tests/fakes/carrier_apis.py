@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
+from xml.etree import ElementTree
 
 import httpx
 
@@ -46,10 +47,26 @@ def form(request: httpx.Request) -> dict[str, list[str]]:
     return parse_qs(request.content.decode())
 
 
+def dial_of(twiml: str) -> tuple[str, str | None]:
+    """The number and whisper URL of a transfer's ``<Response><Dial><Number url>``."""
+    root = ElementTree.fromstring(twiml)
+    assert root.tag == "Response" and [c.tag for c in root] == ["Dial"]
+    numbers = list(root[0])
+    assert [n.tag for n in numbers] == ["Number"] and not (root[0].text or "").strip()
+    number, url = (numbers[0].text or "").strip(), numbers[0].get("url")
+    assert re.fullmatch(r"\+[1-9]\d{6,14}", number)
+    assert url is None or url.startswith(("https://", "http://"))
+    return number, url
+
+
 class FakeTwilio(FakeApi):
     def __init__(self, sid: str, token: str) -> None:
         super().__init__(basic(sid, token))
         self.sid = sid
+        #: (CallSid, number, whisper URL or None) of each transfer asked.
+        self.transfers: list[tuple[str, str, str | None]] = []
+        #: The form of each outbound call placed.
+        self.dials: list[dict[str, list[str]]] = []
 
     def routes(self):  # type: ignore[no-untyped-def]
         root = rf"/2010-04-01/Accounts/{self.sid}"
@@ -57,6 +74,11 @@ class FakeTwilio(FakeApi):
         def update_call(req: httpx.Request, call_sid: str) -> httpx.Response:
             f = form(req)
             assert f.get("Status") == ["completed"] or "Twiml" in f
+            if "Twiml" in f:  # Modify a call in progress: <Dial><Number [url]>
+                assert all(v.isdigit() and 0 < int(v) <= 14400 for v in f.get("TimeLimit", []))
+                number, url = dial_of(f["Twiml"][0])
+                self.transfers.append((call_sid, number, url))
+                return httpx.Response(200, json={"sid": call_sid, "status": "in-progress"})
             return httpx.Response(200, json={"sid": call_sid, "status": "completed"})
 
         def create_call(req: httpx.Request) -> httpx.Response:
@@ -64,6 +86,16 @@ class FakeTwilio(FakeApi):
             assert {"To", "From", "Url"} <= set(f)
             # TimeLimit: a positive number of seconds, at most Twilio's 4 hours.
             assert all(v.isdigit() and 0 < int(v) <= 14400 for v in f.get("TimeLimit", []))
+            # Answering Machine Detection (Call resource, create): documented values only; the
+            # asynchronous mode needs its callback URL.
+            if "MachineDetection" in f:
+                assert f["MachineDetection"] in (["Enable"], ["DetectMessageEnd"])
+                assert f.get("AsyncAmd") == ["true"]
+                assert f["AsyncAmdStatusCallback"][0].startswith(("https://", "http://"))
+                assert f.get("AsyncAmdStatusCallbackMethod", ["POST"]) == ["POST"]
+            else:
+                assert not {k for k in f if k.startswith("AsyncAmd")}
+            self.dials.append(f)
             return httpx.Response(201, json={"sid": "CA" + "f" * 32, "status": "queued"})
 
         def available(req: httpx.Request, cc: str) -> httpx.Response:
@@ -122,8 +154,21 @@ class FakeTelnyx(FakeApi):
                 )
                 assert body["stream_url"].startswith(("ws://", "wss://"))
                 base64.b64decode(body["client_state"], validate=True)
-            if name == "transfer":
-                assert body["to"].startswith("+")
+            if name == "transfer":  # actions/transfer: to (required), audio_url, timeout_secs
+                assert re.fullmatch(r"\+[1-9]\d{6,14}", body["to"])
+                assert set(body) <= {
+                    "to",
+                    "from",
+                    "audio_url",
+                    "timeout_secs",
+                    "time_limit_secs",
+                    "client_state",
+                    "command_id",
+                }
+                assert body.get("audio_url", "https://x.wav").endswith(".wav")
+                assert 5 <= body.get("timeout_secs", 30) <= 600
+                assert 30 <= body.get("time_limit_secs", 14400) <= 14400
+                base64.b64decode(body.get("client_state", ""), validate=True)
             if name == "reject":  # the documented causes
                 assert body["cause"] in ("CALL_REJECTED", "USER_BUSY")
             self.commands.append((ccid, name, body))
@@ -134,6 +179,15 @@ class FakeTelnyx(FakeApi):
             assert {"connection_id", "to", "from"} <= set(body)
             limit = body.get("time_limit_secs", 14400)  # Telnyx's default and maximum
             assert isinstance(limit, int) and 0 < limit <= 14400
+            amd = body.get("answering_machine_detection", "disabled")
+            assert amd in (
+                "disabled",
+                "detect",
+                "detect_beep",
+                "detect_words",
+                "greeting_end",
+                "premium",
+            ), amd
             self.commands.append(("", "dial", body))
             return httpx.Response(
                 200,
@@ -225,6 +279,9 @@ class FakeSinch(FakeApi):
         def patch(req: httpx.Request, call_id: str) -> httpx.Response:
             svaml = json.loads(req.content)
             assert svaml["action"]["name"] in ("hangup", "connectPstn")
+            if svaml["action"]["name"] == "connectPstn":  # SVAML connectPstn: number (E.164)
+                assert re.fullmatch(r"\+[1-9]\d{6,14}", svaml["action"]["number"])
+                assert set(svaml["action"]) <= {"name", "number", "cli", "maxDuration"}
             self.patches.append((call_id, svaml))
             return httpx.Response(204)
 
@@ -234,6 +291,9 @@ class FakeSinch(FakeApi):
             action = json.loads(body["customCallout"]["ice"])["action"]
             assert action["name"] == "connectStream"
             assert 0 < action.get("maxDuration", 14400) <= 14400  # Sinch's documented maximum
+            if "amd" in action:  # AMD v2: {"enabled": bool, "async": bool} on the ICE action
+                assert set(action["amd"]) <= {"enabled", "async"}
+                assert all(isinstance(v, bool) for v in action["amd"].values())
             self.callouts.append(body)
             return httpx.Response(200, json={"callId": "out-1"})
 

@@ -48,3 +48,14 @@ class TransferRefused(VoiceError):
         """Refused for the stable reason ``code``, explained by ``detail``."""
         super().__init__(detail)
         self.code = code
+
+
+class PhraseTableError(VoiceError, ValueError):
+    """A phrase table (voice/lang/*.toml) lacks a key or has a bad value."""
+
+    code = "phrase_table_invalid"
+
+    def __init__(self, file: str, key: str, problem: str) -> None:
+        """``key`` of ``file`` has ``problem``."""
+        self.file, self.key = file, key
+        super().__init__(f"phrase table {file}: {key} {problem}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Awaitable, Callable
 
@@ -18,20 +17,16 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from carriers.playback import PlaybackMarkFrame
-from voice.phrases import asks_for_person
+from voice.phrases import asks_for_person, says_goodbye
 
-#: What a caller or agent says to end a call.
-CLOSING_PHRASE = re.compile(
-    r"\b(good[\s-]?bye|bye[\s-]?bye|bye|hang up now|that'?s all,? thanks?)\b", re.IGNORECASE
-)
 _CHUNK_MS = 20
 #: The playback mark that follows the announcement's audio.
 ANNOUNCEMENT_MARK = "announcement"
 
 
-def is_closing(text: str) -> bool:
-    """Whether ``text`` says goodbye."""
-    return bool(CLOSING_PHRASE.search(text))
+def is_closing(text: str, language: str = "en") -> bool:
+    """Whether ``text`` says goodbye (in ``language`` or English: :mod:`voice.phrases`)."""
+    return says_goodbye(text, language)
 
 
 class Announcer(FrameProcessor):
@@ -109,16 +104,17 @@ class Announcer(FrameProcessor):
 class ClosingPhrases(FrameProcessor):
     """Between STT and the user aggregator: a caller's goodbye ends the call, not the LLM."""
 
-    def __init__(self, on_goodbye: Callable[[str], Awaitable[None]]) -> None:
-        """Call ``on_goodbye(text)`` instead of passing a goodbye on to the LLM."""
+    def __init__(self, on_goodbye: Callable[[str], Awaitable[None]], language: str = "en") -> None:
+        """Call ``on_goodbye(text)`` instead of passing a goodbye (in ``language``) to the LLM."""
         super().__init__()
         self._on_goodbye = on_goodbye
+        self._language = language
         self._done = False
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         """Swallow a goodbye transcription."""
         await super().process_frame(frame, direction)
-        if isinstance(frame, TranscriptionFrame) and is_closing(frame.text):
+        if isinstance(frame, TranscriptionFrame) and is_closing(frame.text, self._language):
             if not self._done:
                 self._done = True
                 await self._on_goodbye(frame.text.strip())

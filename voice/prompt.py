@@ -5,19 +5,29 @@ from __future__ import annotations
 from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
 from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 
-from routing.directory import Agent
+from routing.directory import DEFAULT_GREETING, Agent
+from voice.announcement import announcement_for, is_default
 from voice.engines import PHONE_RATE, Engines
+from voice.phrasebook import LANGUAGES, Say, base_language, phrases
 
-FAREWELL = "Thank you for calling. Goodbye."
-APOLOGY = "I'm sorry, I'm having technical trouble and have to end this call. Goodbye."
-NOT_RECORDED = "Understood. This call is no longer recorded."
-TIME_UP = "We have reached the time limit for this call. Thank you for calling. Goodbye."
-HOLD = "Please hold while I transfer you."
-TRANSFER_SORRY = "I'm sorry, I can't transfer your call right now."
-TRANSFER_FAILED = "I'm sorry, the transfer did not go through. Please call again later. Goodbye."
+#: The English phrases (other languages: :func:`said`, from the phrase tables).
+_EN = phrases("en").say
+FAREWELL = _EN.farewell
+APOLOGY = _EN.apology
+NOT_RECORDED = _EN.not_recorded
+TIME_UP = _EN.time_up
+HOLD = _EN.hold
+TRANSFER_SORRY = _EN.transfer_sorry
+TRANSFER_FAILED = _EN.transfer_failed
 #: Said while an HTTP tool runs (voice/tools.py), and when an answer after a failed one is empty.
-FILLER = "One moment, please."
-TOOL_TROUBLE = "I'm sorry, I couldn't get that information just now."
+FILLER = _EN.filler
+TOOL_TROUBLE = _EN.tool_trouble
+#: The languages' names in English, for the model's instruction to answer in one.
+LANGUAGE_NAMES = {
+    "en": "English", "fr": "French", "de": "German", "es": "Spanish", "it": "Italian",
+    "nl": "Dutch", "pt": "Portuguese", "pl": "Polish", "sv": "Swedish", "da": "Danish",
+    "fi": "Finnish",
+}  # fmt: skip
 #: Servers with tool calling (vLLM with a tool parser) let the model hang up; servers without
 #: it (the embedded llama.cpp server) ignore the list, and the closing phrase still works.
 END_CALL_TOOLS = ToolsSchema(
@@ -38,27 +48,55 @@ END_CALL_TOOLS = ToolsSchema(
 )
 
 
+def said(agent: Agent) -> Say:
+    """What the platform says itself in ``agent``'s language (English if it has no table)."""
+    return phrases(agent.language).say
+
+
+def greeting(agent: Agent) -> str:
+    """The agent's first words: its own, or its language's default greeting."""
+    own = agent.greeting.strip()
+    defaults = {DEFAULT_GREETING, *(phrases(lang).say.greeting for lang in LANGUAGES)}
+    return said(agent).greeting if own in defaults else own
+
+
 def system_prompt(agent: Agent) -> str:
-    """The agent's prompt plus what every phone agent needs to know."""
-    return (
+    """The agent's prompt plus what every phone agent needs to know, its language included.
+
+    English agents are told nothing about language (English is every model's default); the
+    others are told in English and in their language.
+    """
+    base = (
         f"{agent.prompt.strip()}\n\nYou are speaking on the phone: answer in one or two short, "
         "plain sentences, with no lists, markup or emojis. When the caller is done, say goodbye."
     )
+    language = base_language(agent.language)
+    if language == "en" or language not in LANGUAGE_NAMES:
+        return base
+    return f"{base} Always answer in {LANGUAGE_NAMES[language]}. {said(agent).answer_in}"
 
 
 def fixed_phrases(agent: Agent) -> tuple[str, ...]:
-    """What an agent may say without its LLM: announcement, greeting, farewell, apologies."""
+    """What an agent may say without its LLM, in its language: announcement, greeting, ...
+
+    With a default announcement, each country's default of the language is ready too.
+    """
+    say = said(agent)
+    countries = (
+        tuple(phrases(agent.language).countries.values()) if is_default(agent.announcement) else ()
+    )
     return tuple(
         t.strip()
         for t in (
-            agent.announcement,
-            agent.greeting,
-            FAREWELL,
-            APOLOGY,
-            NOT_RECORDED,
-            TIME_UP,
-            *((HOLD, TRANSFER_SORRY, TRANSFER_FAILED) if agent.transfer_number else ()),
-            *((FILLER, TOOL_TROUBLE) if agent.http_tools else ()),
+            announcement_for(agent.announcement, agent.language, None),
+            *countries,
+            greeting(agent),
+            say.farewell,
+            say.apology,
+            say.not_recorded,
+            say.time_up,
+            *((say.hold, say.transfer_sorry, say.transfer_failed) if agent.transfer_number else ()),
+            *((say.filler, say.tool_trouble) if agent.http_tools else ()),
         )
     )
 

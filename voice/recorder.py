@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -32,24 +31,19 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from carriers.playback import STREAM_OFFSET
 from recordings.crypto import Identity
 from recordings.objects import RECORDING_FORMAT, EncryptedObjects, ObjectWriter
+from voice.phrases import refuses_recording
 
 log = logging.getLogger(__name__)
 
-#: What a caller says to refuse the recording.
-REFUSAL = re.compile(
-    r"\b(do ?n[o']t|do not|stop|no) (record|recording)\b|\bi (object|don'?t consent)\b"
-    r"|\bdon'?t want (this|to be|it) recorded\b",
-    re.IGNORECASE,
-)
 OBJECTION_KEY = "9"
 #: Seconds of audio per sealed segment (what a crash can lose at most).
 SEGMENT_S = 1.0
 RECORD_RATE = 8000
 
 
-def is_refusal(text: str) -> bool:
-    """Whether ``text`` refuses the recording."""
-    return bool(REFUSAL.search(text))
+def is_refusal(text: str, language: str = "en") -> bool:
+    """Whether ``text`` refuses the recording (in ``language`` or English: voice.phrases)."""
+    return refuses_recording(text, language)
 
 
 class ConsentGate(FrameProcessor):
@@ -149,19 +143,20 @@ class RefusalPhrases(FrameProcessor):
     and goes no further: nothing of it is stored or answered.
     """
 
-    def __init__(self, gate: ConsentGate) -> None:
-        """Report to ``gate``."""
+    def __init__(self, gate: ConsentGate, language: str = "en") -> None:
+        """Report to ``gate`` a refusal said in ``language`` (or English)."""
         super().__init__()
         self._gate = gate
+        self._language = language
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         """Check each transcription, and what was said before the announcement had played."""
         await super().process_frame(frame, direction)
         if isinstance(frame, UnheardSpeechFrame):
-            if is_refusal(frame.text):
+            if is_refusal(frame.text, self._language):
                 await self._gate.object("spoken")
             return
-        if isinstance(frame, TranscriptionFrame) and is_refusal(frame.text):
+        if isinstance(frame, TranscriptionFrame) and is_refusal(frame.text, self._language):
             await self._gate.object("spoken")
         await self.push_frame(frame, direction)
 

@@ -47,7 +47,7 @@ from recordings.objects import EncryptedObjects
 from recordings.subjects import masked
 from recordings.transcripts import TranscriptLog, TurnRecord
 from routing.directory import Agent
-from voice.announcement import default_announcement, missing_parts
+from voice.announcement import announcement_for, dialled, missing_parts
 from voice.digits import DigitCollector
 from voice.engines import PHONE_RATE, Engines
 from voice.errors import TransferRefused, TransferUnavailable, VoiceError
@@ -56,17 +56,7 @@ from voice.metrics import ACTIVE_CALLS, CALLS, TurnTimeline
 from voice.observer import CallObserver
 from voice.playback import HeardClock
 from voice.processors import Announcer, ClosingPhrases, PersonRequests, is_closing
-from voice.prompt import (
-    APOLOGY,
-    FAREWELL,
-    HOLD,
-    NOT_RECORDED,
-    TIME_UP,
-    TOOL_TROUBLE,
-    TRANSFER_FAILED,
-    TRANSFER_SORRY,
-    system_prompt,
-)
+from voice.prompt import greeting, said, system_prompt
 from voice.recorder import CallRecorder, ConsentGate, RefusalPhrases
 from voice.services import SharedPiperTTS, SharedSileroVAD, SharedWhisperSTT
 from voice.settings import CallSettings
@@ -127,6 +117,10 @@ class CallSession:
         """
         self.call = call
         self.agent = agent
+        #: What the platform says itself on this call, in the agent's language.
+        self.say = said(agent)
+        #: The announcement this call plays (set when its audio is ready).
+        self.announcement = agent.announcement.strip()
         self.transport = transport
         self.link = link
         self.store = deps.store
@@ -210,7 +204,7 @@ class CallSession:
             max_tokens=answers.max_tokens,
             max_sentences=answers.max_sentences,
             temperature=answers.temperature,
-            unanswered=TOOL_TROUBLE,
+            unanswered=self.say.tool_trouble,
         )
         self.digits = DigitCollector(
             self.agent.dtmf,
@@ -257,14 +251,14 @@ class CallSession:
                 self.digits,
                 VADProcessor(vad_analyzer=vad_analyzer),
                 stt,
-                RefusalPhrases(self.gate),
+                RefusalPhrases(self.gate, self.agent.language),
                 PersonRequests(
                     self.agent.language,
                     self._caller_asks_person,
                     lambda: self.can_transfer,
                     lambda: self._handing_over,
                 ),
-                ClosingPhrases(self._caller_goodbye),
+                ClosingPhrases(self._caller_goodbye, self.agent.language),
                 aggregators.user(),
                 llm,
                 SharedPiperTTS(engines, timeline=self.timeline),
@@ -289,7 +283,7 @@ class CallSession:
             text = (message.content or "").strip()
             if text:
                 await self._turn("agent", text, interrupted=message.interrupted)
-            if text and is_closing(text) and not self._ending:
+            if text and is_closing(text, self.agent.language) and not self._ending:
                 self._ending = True
                 await self.event(
                     CallEventType.HANGUP_REQUESTED, by="agent", reason="closing phrase"
@@ -349,7 +343,7 @@ class CallSession:
     async def _announcement_started(self) -> None:
         await self.event(
             CallEventType.ANNOUNCEMENT_STARTED,
-            text=self.agent.announcement,
+            text=self.announcement,
             duration_s=round(self.announcer.duration_s, 3),
         )
 
@@ -371,7 +365,7 @@ class CallSession:
             except Exception:  # the call goes on unrecorded
                 log.exception("recording could not start")
         if not self._voicemail:
-            await self.worker.queue_frame(TTSSpeakFrame(self.agent.greeting.strip()))
+            await self.worker.queue_frame(TTSSpeakFrame(greeting(self.agent)))
 
     async def _discard(self) -> None:
         """Delete what the recorder and the transcript captured."""
@@ -392,7 +386,7 @@ class CallSession:
             except Exception:
                 log.exception("objection could not be audited")
         if self.recorder is not None and not self._ending and not self._voicemail:
-            await self.worker.queue_frame(TTSSpeakFrame(NOT_RECORDED))
+            await self.worker.queue_frame(TTSSpeakFrame(self.say.not_recorded))
 
     async def voicemail(self) -> str:
         """Act on the carrier's answering-machine detection, as the call's record says.
@@ -437,7 +431,7 @@ class CallSession:
 
     async def hang_up(self, by: str) -> None:
         """End the call from outside it: the farewell, then the hang-up (as the end-call tool)."""
-        await self._say_and_end(FAREWELL, by=by, reason="hang-up command")
+        await self._say_and_end(self.say.farewell, by=by, reason="hang-up command")
 
     async def stop_recording(self, how: str) -> bool:
         """Stop recording as on the caller's objection (captured data deleted, audited).
@@ -459,11 +453,11 @@ class CallSession:
         await params.result_callback(
             {"ok": True}, properties=FunctionCallResultProperties(run_llm=False)
         )
-        await self._say_and_end(FAREWELL, by="agent", reason="end_call tool")
+        await self._say_and_end(self.say.farewell, by="agent", reason="end_call tool")
 
     async def _caller_goodbye(self, text: str) -> None:
         await self._turn("caller", text)
-        await self._say_and_end(FAREWELL, by="caller", reason="closing phrase")
+        await self._say_and_end(self.say.farewell, by="caller", reason="closing phrase")
 
     async def _say_and_end(self, text: str, **data: Any) -> None:
         if self._ending or self._handing_over:
@@ -516,7 +510,7 @@ class CallSession:
                     log.exception("transfer admission failed")
                 await self.event(CallEventType.TRANSFER_REFUSED, code=refusal.code, by=by)
                 if not self._ending:
-                    await self.worker.queue_frame(TTSSpeakFrame(TRANSFER_SORRY))
+                    await self.worker.queue_frame(TTSSpeakFrame(self.say.transfer_sorry))
                 raise refusal from (None if refusal is e else e)
             if self._ending:  # the call began to end (goodbye, end_call, time) meanwhile
                 await desk.cancel(self.call)
@@ -536,7 +530,7 @@ class CallSession:
         assert desk is not None
         summary = asyncio.ensure_future(self._summary()) if plan.mode == "warm" else None
         try:
-            await self._say_and_wait(HOLD)
+            await self._say_and_wait(self.say.hold)
             await self._stop_capture()
             audio = await summary if summary is not None else None
             if self.worker.has_finished():  # the caller hung up: nobody to hand over
@@ -555,7 +549,9 @@ class CallSession:
                 await desk.cancel(self.call)
             await self.event(CallEventType.TRANSFER_REFUSED, code=code, by=by)
             self._handing_over = False
-            await self._say_and_end(TRANSFER_FAILED, by="platform", reason="transfer failed")
+            await self._say_and_end(
+                self.say.transfer_failed, by="platform", reason="transfer failed"
+            )
             return
         # The carrier took it: the call is the person's now, whatever happens below.
         self._handed_over = self._ending = True
@@ -658,7 +654,10 @@ class CallSession:
         log.info("call reached its maximum length", extra={"max_seconds": self.max_seconds})
         if not self._ending:
             await self._say_and_end(
-                TIME_UP, by="platform", reason="maximum length", max_seconds=self.max_seconds
+                self.say.time_up,
+                by="platform",
+                reason="maximum length",
+                max_seconds=self.max_seconds,
             )
         await asyncio.sleep(END_GRACE_S)
         log.warning("call did not end after its closing phrase: cancelled")
@@ -668,7 +667,7 @@ class CallSession:
     async def _fail(self, error: str) -> None:
         log.error("call pipeline error", extra={"error": error})
         await self.event(CallEventType.ERROR, error=error[:500])
-        await self._say_and_end(APOLOGY, by="platform", reason="error")
+        await self._say_and_end(self.say.apology, by="platform", reason="error")
 
     async def _prepare_announcement(self) -> bool:
         """Give the announcer its audio: from the phrase cache, or synthesized now.
@@ -677,11 +676,13 @@ class CallSession:
         synthesized again in a worker thread. False (the call cannot go on) when there is no
         audio: a call never runs without its whole announcement.
         """
-        text = self.agent.announcement.strip()
-        if missing_parts(text, self.agent.language):
+        own = self.agent.announcement.strip()
+        if own and missing_parts(own, self.agent.language):
             # Stored before announcements were checked: the language's default says it all.
             log.warning("agent announcement incomplete: the default one is played")
-            text = default_announcement(self.agent.language)
+        # The agent's own, else the default of its language and of the country dialled.
+        number = dialled(self.call.direction, self.call.from_number, self.call.to_number)
+        text = self.announcement = announcement_for(own, self.agent.language, number)
         try:
             audio = await self.engines.phrase(text, PHONE_RATE) if text else b""
         except Exception:

@@ -3,11 +3,12 @@
 The model sees the built-ins (``end_call``, ``stop_recording``), ``transfer`` when the agent
 can transfer, ``collect_digits`` when the agent takes keypad input, and each of the agent's
 HTTP tools with its own JSON schema. An HTTP tool runs through the platform's tool runner
-(integrations/tools.py, injected as :class:`ToolRunner`): the caller hears :data:`FILLER` at
-once, the result (or the reason it failed) goes back to the model, which answers; an answer
-owed after a failure that comes back empty is replaced by :data:`TOOL_TROUBLE`
-(llm/client.PhoneLLMService). Each run is a ``tool_called`` event with the tool's name, how
-long it took and its status, never its arguments or result.
+(integrations/tools.py, injected as :class:`ToolRunner`): the caller hears the filler ("One
+moment, please." in the agent's language) at once, the result (or the reason it failed) goes
+back to the model, which answers; an answer owed after a failure that comes back empty is
+replaced by the tool-trouble phrase (llm/client.PhoneLLMService). Each run is a
+``tool_called`` event with the tool's name, how long it took and its status, never its
+arguments or result.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pipecat.services.llm_service import FunctionCallParams, LLMService
 from calls.events import CallEventType
 from routing.directory import Agent, HttpTool
 from voice.digits import DigitCollector
-from voice.prompt import END_CALL_TOOLS, FILLER
+from voice.prompt import END_CALL_TOOLS, said
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,7 @@ class InCallTools:
         status = "error"
         try:
             if first:  # several tools of one answer share one filler
-                await self._say(params, FILLER)
+                await self._say(params, said(self.agent).filler)
             status, result = await self._run(tool, params.arguments)
             if status != "ok" and hasattr(params.llm, "owe_answer"):
                 params.llm.owe_answer(params.tool_call_id)

@@ -21,6 +21,7 @@ from carriers.base import StreamStart
 from carriers.errors import MediaMalformed
 from routing.directory import Agent, Directory
 from routing.errors import AgentNotFound
+from voice.announcement import announcement_for, dialled
 from voice.errors import PeerGone
 from voice.media import CarrierLink, MediaSocket, TransportFactory
 from voice.session import CallSession, SessionDeps
@@ -190,7 +191,10 @@ async def run_stream(
             await ws.close(code=CLOSE_POLICY, reason="agent unavailable")
             return
         # The announcement plays at once; the other phrases are needed only after it.
-        await deps.session.engines.phrase(agent.announcement.strip())
+        number = dialled(record.direction, record.from_number, record.to_number)
+        await deps.session.engines.phrase(
+            announcement_for(agent.announcement, agent.language, number)
+        )
         deps.prepare(agent)
         if on_attached is not None:
             await on_attached()

@@ -12,28 +12,14 @@ from collections.abc import Callable
 from pipecat.frames.frames import Frame
 from pipecat.turns.user_mute.base_user_mute_strategy import BaseUserMuteStrategy
 
+from voice.phrasebook import phrases
+
 #: After a result that says a machine answered but not when its greeting ends (Sinch's
 #: synchronous AMD), the pause before the message: time for the greeting's beep.
 PAUSE_S = 2.0
 #: How long a machine's greeting may take before the message is left anyway (a carrier whose
 #: detector reports the end only when it hears a beep sends nothing without one).
 GREETING_WAIT_S = 30.0
-
-#: Per language: the AI disclosure said before a voicemail message.
-DISCLOSURES = {
-    "en": "This is an automated message from an AI assistant.",
-    "fr": "Ceci est un message automatique d'un assistant d'intelligence artificielle.",
-    "de": "Dies ist eine automatische Nachricht eines KI-Assistenten.",
-    "es": "Este es un mensaje automático de un asistente de inteligencia artificial.",
-    "it": "Questo è un messaggio automatico di un assistente di intelligenza artificiale.",
-    "nl": "Dit is een automatisch bericht van een AI-assistent.",
-    "pt": "Esta é uma mensagem automática de um assistente de inteligência artificial.",
-    "pl": "To jest automatyczna wiadomość od asystenta AI.",
-    "sv": "Detta är ett automatiskt meddelande från en AI-assistent.",
-    "da": "Dette er en automatisk besked fra en AI-assistent.",
-    "fi": "Tämä on tekoälyavustajan automaattinen viesti.",
-}
-
 
 #: Detection results that no message can be left on (Twilio's ``fax``): the call is hung up.
 NO_MESSAGE_RESULTS = frozenset({"fax"})
@@ -46,7 +32,7 @@ def action_for(action: str, result: str) -> str:
 
 def message_text(language: str, message: str) -> str:
     """What the agent says into a mailbox: the AI disclosure, then the tenant's message."""
-    disclosure = DISCLOSURES.get(language, DISCLOSURES["en"])
+    disclosure = phrases(language).say.voicemail_disclosure
     return f"{disclosure} {message.strip()}"
 
 

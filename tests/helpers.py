@@ -29,6 +29,7 @@ from recordings.crypto import Identity
 from recordings.objects import EncryptedObjects
 from routing import Agent, Directory
 from routing.directory import Route
+from store import keys
 from tests.conftest import (
     OPERATOR_TOKEN,
     REPO,
@@ -309,3 +310,11 @@ def greedy(model: llama_cpp.Llama, tokens: list[int], n: int) -> list[int]:
         if len(out) == n:
             break
     return out
+
+
+async def data_keys(redis: Redis) -> set[str]:
+    """The keys in ``redis`` but the serving processes' liveness (renewed on their own clock)."""
+    live = keys.node("")
+    return {
+        k for k in map(str, await redis.keys("*")) if k != keys.nodes() and not k.startswith(live)
+    }

@@ -17,6 +17,7 @@ from carriers.twilio.signature import compute_signature
 from carriers.twilio.simulator import TwilioSimulator
 from routing import Agent, Directory
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, LiveServer
+from tests.helpers import data_keys
 
 VOICE = "/webhooks/twilio/voice"
 
@@ -59,25 +60,25 @@ async def post(
 async def test_forged_voice_webhook_is_403_and_writes_nothing(
     live_server: LiveServer, live_redis: Redis, demo: Directory, forge
 ) -> None:  # type: ignore[no-untyped-def]
-    before = await live_redis.dbsize()
+    before = len(await data_keys(live_redis))
     s = sim(live_server)
     params = s.voice_params()
     r = await post(live_server, VOICE, params, forge(live_server.url + VOICE, params))
     assert r.status_code == 403
     assert r.headers["content-type"] == "application/problem+json"
     assert r.json()["code"] == "signature_invalid"
-    assert await live_redis.dbsize() == before
+    assert len(await data_keys(live_redis)) == before
 
 
 async def test_other_account_is_refused(
     live_server: LiveServer, live_redis: Redis, demo: Directory
 ) -> None:
-    before = await live_redis.dbsize()
+    before = len(await data_keys(live_redis))
     s = sim(live_server)
     s.account_sid = "AC" + "9" * 32
     r = await s.post_signed(VOICE, s.voice_params())
     assert r.status_code == 403 and r.json()["code"] == "signature_invalid"
-    assert await live_redis.dbsize() == before
+    assert len(await data_keys(live_redis)) == before
 
 
 @pytest.mark.parametrize(
@@ -92,12 +93,12 @@ async def test_other_account_is_refused(
 async def test_malformed_voice_webhook_is_400(
     live_server: LiveServer, live_redis: Redis, demo: Directory, change: dict[str, str], detail: str
 ) -> None:
-    before = await live_redis.dbsize()
+    before = len(await data_keys(live_redis))
     s = sim(live_server)
     r = await s.post_signed(VOICE, {**s.voice_params(), **change})
     assert r.status_code == 400 and r.json()["code"] == "webhook_malformed"
     assert detail in r.json()["detail"]
-    assert await live_redis.dbsize() == before
+    assert len(await data_keys(live_redis)) == before
 
 
 async def test_duplicate_voice_webhook_has_one_effect(
@@ -228,7 +229,7 @@ async def test_bad_stream_start_is_a_clean_close(
     with pytest.raises(websockets.ConnectionClosed):
         await asyncio.wait_for(ws.recv(), 5)
     assert ws.close_code == code
-    assert await live_redis.dbsize() == 0
+    assert len(await data_keys(live_redis)) == 0
 
 
 async def test_a_second_stream_for_the_same_call_is_refused(

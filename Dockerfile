@@ -31,6 +31,7 @@ COPY app app
 COPY calls calls
 COPY carriers carriers
 COPY cluster cluster
+COPY integrations integrations
 COPY llm llm
 COPY models models
 COPY recordings recordings
@@ -48,7 +49,12 @@ FROM ${PYTHON_RUNTIME_IMAGE} AS runtime
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PATH=/app/.venv/bin:$PATH \
     HOME=/tmp XDG_CACHE_HOME=/tmp/.cache NUMBA_CACHE_DIR=/tmp/numba HF_HUB_OFFLINE=1 \
     BONMONIQ_PROFILE=cpu BONMONIQ_HOST=0.0.0.0 BONMONIQ_PORT=8000 BONMONIQ_VAR_DIR=/app/var
-RUN groupadd --system --gid 10001 bonmoniq \
+# espeak-ng speaks the languages the profile has no Piper voice for (voice/voices.py): the
+# runtime base image's release (bookworm), any of its security revisions.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends espeak-ng=1.51+dfsg-10+deb12u* \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --system --gid 10001 bonmoniq \
  && useradd --system --uid 10001 --gid bonmoniq --home-dir /app --no-create-home bonmoniq \
  && mkdir -p /app/var \
  && chown bonmoniq:bonmoniq /app/var

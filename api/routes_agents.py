@@ -22,9 +22,9 @@ from integrations.errors import EgressRefused
 from integrations.secrets import ToolSecrets
 from routing.directory import _LANGUAGES as LANGUAGES
 from routing.directory import (
+    AUTO_LANGUAGE,
     DEFAULT_ANNOUNCEMENT,
     DEFAULT_GREETING,
-    DEFAULT_VOICE,
     MAX_HTTP_TOOLS,
     MAX_RETENTION_DAYS,
     RESERVED_TOOL_NAMES,
@@ -40,6 +40,9 @@ from tenancy.tenants import Caller, Role, TenantStore
 from tenancy.write_limits import WriteLimiter
 from voice.announcement import check_announcement, default_announcement
 from voice.errors import AnnouncementIncomplete
+from voice.phrasebook import base_language
+from voice.prompt import default_greeting, default_greetings
+from voice.voices import Voices
 
 Tool = Literal["end_call", "transfer"]
 
@@ -54,10 +57,11 @@ Absent = SkipJsonSchema[None]
 RetentionDays = Annotated[StrictInt, Field(ge=1, le=MAX_RETENTION_DAYS), BeforeValidator(whole)]
 #: The voices this process has installed (set by :func:`router`), for the schema's ``enum``.
 _VOICES: set[str] = set()
-#: The languages an agent may speak: the directory's list, as the schema's ``enum``.
+#: The languages an agent may speak: the directory's list, as the schema's ``enum``, and
+#: ``auto`` (each call takes the caller's language, detected on their first words).
 _LANGUAGE = Field(
-    pattern="^(" + "|".join(sorted(LANGUAGES)) + ")$",
-    json_schema_extra={"enum": list[JsonValue](sorted(LANGUAGES))},
+    pattern="^(" + "|".join([*sorted(LANGUAGES), AUTO_LANGUAGE]) + ")$",
+    json_schema_extra={"enum": list[JsonValue]([*sorted(LANGUAGES), AUTO_LANGUAGE])},
 )
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
@@ -124,7 +128,11 @@ class AgentFields(BaseModel):
     name: str = Field(min_length=1, max_length=64, pattern=_NAME_PATTERN)
     language: Annotated[str, _LANGUAGE] = "en"
     system_prompt: str = Field(min_length=1, max_length=8000, pattern=NOT_BLANK_PATTERN)
-    voice: str = Field(default=DEFAULT_VOICE, json_schema_extra=_voice_enum)
+    voice: Annotated[str, Field(json_schema_extra=_voice_enum)] | Absent = Field(
+        default=None,
+        description="An installed voice of the agent's language; by default, that language's "
+        "default voice",
+    )
     greeting: str = Field(default=DEFAULT_GREETING, max_length=500)
     announcement: str = Field(
         default=DEFAULT_ANNOUNCEMENT, min_length=1, max_length=1000, pattern=NOT_BLANK_PATTERN
@@ -240,16 +248,32 @@ def _tools(raw: list[dict[str, Any]], egress: Egress | None) -> tuple[HttpTool, 
     return tuple(out)
 
 
+def _check_voice(voices: Voices, voice: str, language: str) -> None:
+    """422 unless ``voice`` is installed and speaks ``language`` (any voice for ``auto``)."""
+    try:
+        info = voices.info(voice)
+    except KeyError:
+        raise ApiProblem(
+            422, "unknown_voice", f"unknown voice {voice!r}; installed: {voices.names()}"
+        ) from None
+    if language != AUTO_LANGUAGE and info.language != base_language(language):
+        raise ApiProblem(
+            422,
+            "voice_language_mismatch",
+            f"voice {voice!r} speaks {info.language!r}, not {language!r}; the voices of "
+            f"{language!r}: {[i.name for i in voices.of_language(language)]}",
+        )
+
+
 def _build(
     tenant: str,
     fields: dict[str, Any],
-    voices: frozenset[str],
+    voices: Voices,
     egress: Egress | None = None,
     **keep: object,
 ) -> Agent:
     """A validated Agent, or a 422 with the reason."""
-    if fields["voice"] not in voices:
-        raise HTTPException(422, f"unknown voice {fields['voice']!r}; available: {sorted(voices)}")
+    _check_voice(voices, fields["voice"], fields["language"])
     prompt = fields.pop("system_prompt")
     fields["tools"] = tuple(fields["tools"])
     fields["http_tools"] = _tools(fields.get("http_tools") or [], egress)
@@ -277,7 +301,7 @@ def router(
     audit: AuditLog,
     writes: WriteLimiter,
     prepare: Callable[[Agent], None],
-    voices: frozenset[str],
+    voices: Voices,
     egress: Egress | None = None,
     tool_secrets: ToolSecrets | None = None,
 ) -> APIRouter:
@@ -294,7 +318,7 @@ def router(
     viewer = Depends(tenant_key(tenants, Role.VIEWER))
     # Writes make the shared cores synthesize phrases: metered per tenant (429 rate_limited).
     limited = write_limit(writes, as_editor)
-    _VOICES.update(voices)
+    _VOICES.update(voices.names())
 
     async def find(caller: Caller, agent_id: str) -> Agent:
         try:
@@ -317,8 +341,14 @@ def router(
     async def create(body: AgentFields, caller: Caller = editor) -> AgentOut:
         """Create an agent."""
         fields = body.model_dump()
+        if body.voice is None and "voice" in body.model_fields_set:
+            raise HTTPException(422, "these fields cannot be null: voice")
         if "announcement" not in body.model_fields_set:  # the default, in the agent's language
             fields["announcement"] = default_announcement(body.language)
+        if "greeting" not in body.model_fields_set:  # the default, in the agent's language
+            fields["greeting"] = default_greeting(body.language)
+        if body.voice is None:  # the default voice of the agent's language
+            fields["voice"] = voices.default_for(body.language)
         agent = _build(caller.tenant_id, fields, voices, egress)
         await secret_exists(caller, fields["http_tools"])
         await directory.add_agent(agent)
@@ -356,6 +386,24 @@ def router(
             and current.announcement == default_announcement(current.language)
         ):  # a default announcement follows the language
             changes["announcement"] = default_announcement(changes["language"])
+        if (
+            changes.get("language", current.language) != current.language
+            and "greeting" not in changes
+            and current.greeting.strip() in default_greetings()
+        ):  # so does a default greeting
+            changes["greeting"] = default_greeting(changes["language"])
+        language = changes.get("language", current.language)
+        if "voice" not in changes:
+            # The voice follows the language, unless it speaks it; a stored voice this process
+            # does not have, or of another language (an agent made before voices had to
+            # match), becomes the one its calls speak with.
+            changes["voice"] = (
+                voices.voice_for(current.voice, language)
+                if language != AUTO_LANGUAGE
+                else current.voice
+                if current.voice in voices.names()
+                else voices.default
+            )
         merged = AgentOut.of(current).model_dump() | changes
         if "transfer" in merged["tools"] and not merged["transfer_number"]:  # stored + changed
             raise ApiProblem(

@@ -73,6 +73,11 @@ class CallOut(BaseModel):
     updated_at: dt.datetime
     routing: dict[str, str] | None
     voicemail: VoicemailOut | None = None
+    language: str | None = Field(
+        None,
+        description="The language the call is held in (ISO 639-1); an `auto` agent's call "
+        "opens in the dialled country's and then takes the caller's. Null before it is known.",
+    )
 
     @classmethod
     def of(cls, r: CallRecord) -> CallOut:
@@ -93,6 +98,7 @@ class CallOut(BaseModel):
             )
             if r.voicemail_action
             else None,
+            language=r.language or None,
         )
 
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import JSONResponse, Response
 
 from api.voicemail import machine_detected
-from api.webhooks import CarrierDeps, verified, webhook_route
+from api.webhooks import CarrierDeps, not_in_service, verified, webhook_route
 from carriers.base import Carrier, StreamStart, carrier_time_limit
 from carriers.errors import CarrierUnavailable
 from carriers.sinch import media, webhook
@@ -20,7 +20,6 @@ from voice.transport import CLOSE_POLICY, first_message, run_stream
 log = logging.getLogger(__name__)
 CALLBACK_PATH = PATHS.voice
 MEDIA_PATH = PATHS.media
-APOLOGY_UNKNOWN_NUMBER = "Sorry, this number is not in service. Goodbye."
 
 
 def router(kit: SinchKit | None, deps: CarrierDeps, inbound_max_seconds: int) -> APIRouter:
@@ -46,7 +45,8 @@ def router(kit: SinchKit | None, deps: CarrierDeps, inbound_max_seconds: int) ->
             if accepted.busy:
                 return JSONResponse(webhook.svaml_busy())
             if accepted.route is None:
-                return JSONResponse(webhook.svaml_say_and_hang_up(APOLOGY_UNKNOWN_NUMBER))
+                say = not_in_service(webhook.inbound(cb).to_number)
+                return JSONResponse(webhook.svaml_say_and_hang_up(say.not_in_service, say.locale))
             # Sinch's own hard limit, in case the platform cannot end the call itself.
             limit = carrier_time_limit(inbound_max_seconds)
             return JSONResponse(

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import Response
 
 from api.voicemail import machine_detected
-from api.webhooks import CarrierDeps, verified, webhook_route
+from api.webhooks import CarrierDeps, not_in_service, verified, webhook_route
 from carriers.errors import CarrierUnavailable, SignatureInvalid, WebhookMalformed
 from carriers.twilio import media, signature, webhook
 from carriers.twilio.kit import AMD_PATH, OUTBOUND_PATH, PATHS, TwilioKit
@@ -20,7 +20,6 @@ log = logging.getLogger(__name__)
 VOICE_PATH = PATHS.voice
 STATUS_PATH = PATHS.status
 MEDIA_PATH = PATHS.media
-APOLOGY_UNKNOWN_NUMBER = "Sorry, this number is not in service. Goodbye."
 
 
 def _twiml(xml: str) -> Response:
@@ -63,7 +62,8 @@ def router(kit: TwilioKit | None, deps: CarrierDeps) -> APIRouter:
         if accepted.busy:
             return _twiml(webhook.twiml_busy())
         if found is None:
-            return _twiml(webhook.twiml_apology(APOLOGY_UNKNOWN_NUMBER))
+            say = not_in_service(inbound.to_number)
+            return _twiml(webhook.twiml_apology(say.not_in_service, say.locale))
         return stream_twiml(
             {"call_id": accepted.call_id, "tenant": found.tenant, "agent": found.agent.name}
         )

@@ -18,7 +18,9 @@ from carriers.base import Carrier, Kit, PublicUrls, WebhookRequest
 from carriers.errors import CarrierUnavailable, SignatureInvalid
 from cluster.commands import CommandBus
 from telephony.inbound import Inbound
+from voice.language import opening_language
 from voice.media import MediaSocket
+from voice.phrasebook import Say, phrases
 from voice.transport import StreamDeps
 
 log = logging.getLogger(__name__)
@@ -83,3 +85,8 @@ async def verified(
         )
         raise SignatureInvalid(verdict.reason)
     return req
+
+
+def not_in_service(dialled: str) -> Say:
+    """The phrases of the language of ``dialled``'s country, for a number no agent answers."""
+    return phrases(opening_language(dialled)).say

@@ -77,11 +77,15 @@ def cmd_llm_server(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_models_verify(settings: Settings, args: argparse.Namespace) -> int:
     """Check every model of a profile and print what was checked."""
-    from models import verify_profile
+    from models import Role, verify_profile, verify_voices
 
-    verified = verify_profile(args.profile or settings.profile, settings.models_cache)
+    profile = args.profile or settings.profile
+    verified = verify_profile(profile, settings.models_cache)
+    models = [m for role, m in verified.items() if role != Role.TTS]
+    models += verify_voices(profile, settings.models_cache)  # every voice, the default first
     rows = []
-    for role, model in verified.items():
+    for model in models:
+        role = model.spec.role
         for f in model.files:
             rows.append(
                 {
@@ -178,7 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     aa = a.add_parser("add", help="create an agent")
     aa.add_argument("name")
     aa.add_argument("--prompt", required=True, help="system prompt")
-    aa.add_argument("--language", default="en", help="ISO 639-1 code (default en)")
+    aa.add_argument(
+        "--language", default="en", help="ISO 639-1 code, or auto: the caller's (default en)"
+    )
     aa.add_argument("--greeting", help="first words after the announcement")
     aa.add_argument("--announcement", help="recording notice and AI disclosure")
     aa.add_argument("--record", action="store_true", help="record calls (after the announcement)")

@@ -191,14 +191,17 @@ def retention_sweep(settings: Settings, args: argparse.Namespace) -> int:
 
 def agents_add(settings: Settings, args: argparse.Namespace) -> int:
     """Create an agent."""
-    from routing.directory import DEFAULT_GREETING, Agent
+    from routing.directory import Agent
     from voice.announcement import check_announcement, default_announcement
+    from voice.prompt import default_greeting
+    from voice.voices import default_voice
 
     agent = Agent(
         name=args.name,
         prompt=args.prompt,
         language=args.language,
-        greeting=args.greeting or DEFAULT_GREETING,
+        voice=default_voice(settings.profile, args.language),
+        greeting=args.greeting or default_greeting(args.language),
         announcement=args.announcement or default_announcement(args.language),
         recording=args.record,
         store_transcripts=not args.no_transcripts,

@@ -31,6 +31,7 @@ from store import keys
 from store.redis import connect
 from telephony.health import CarrierHealth
 from telephony.service import Telephony
+from telephony.sip import SipAccounts
 from tenancy.audit import AuditLog
 from tenancy.limits import Limits, OutboundLimiter
 from tenancy.tenants import TenantStore
@@ -128,18 +129,27 @@ class Core:
         return ToolSecrets(self.redis, self.sealer)
 
     @cached_property
+    def sip_accounts(self) -> SipAccounts:
+        """The tenants' SIP accounts (passwords sealed) and their registration states."""
+        return SipAccounts(self.redis, self.sealer)
+
+    @cached_property
     def lifecycle(self) -> Lifecycle:
         """Retention, legal holds, data-subject requests and offboarding.
 
         Erasing a call erases its webhook deliveries; offboarding a tenant, its endpoints,
-        deliveries and tools secret.
+        deliveries, tools secret and SIP accounts.
         """
         return Lifecycle(
             self.redis,
             self.sealed(),
             CallArchive(self.redis),
             forget_call=[self.outbox.forget_call],
-            forget_tenant=[self.outbox.forget_tenant, self.tool_secrets.forget],
+            forget_tenant=[
+                self.outbox.forget_tenant,
+                self.tool_secrets.forget,
+                self.sip_accounts.forget_tenant,
+            ],
         )
 
     def health(self, now: float) -> Health:

@@ -16,6 +16,7 @@ from api import (
     routes_numbers,
     routes_operator,
     routes_sinch,
+    routes_sip,
     routes_telnyx,
     routes_transfer,
     routes_twilio,
@@ -28,6 +29,7 @@ from carriers.base import Carrier
 from carriers.sinch.kit import SinchKit
 from carriers.telnyx.kit import TelnyxKit
 from carriers.twilio.kit import TwilioKit
+from integrations.egress import AllowList
 from llm.client import probe
 from llm.errors import LLMUnavailable
 from tenancy.write_limits import WriteLimiter
@@ -84,7 +86,7 @@ def routers(platform: Platform) -> list[APIRouter]:
             audit=platform.audit,
             writes=writes,
             prepare=platform.prepare,
-            voices=frozenset({platform.engines.voice_name}),
+            voices=platform.engines.voices,
             egress=platform.egress,
             tool_secrets=platform.tool_secrets,
         ),
@@ -94,6 +96,21 @@ def routers(platform: Platform) -> list[APIRouter]:
             audit=platform.audit,
             writes=writes,
             telephony=telephony,
+        ),
+        routes_sip.router(
+            tenants=platform.tenants,
+            directory=platform.directory,
+            audit=platform.audit,
+            writes=writes,
+            accounts=platform.sip_accounts,
+            register=platform.register,
+            allow=AllowList.parse(
+                [
+                    *platform.settings.integrations.egress_allow,
+                    *platform.settings.sip_registrar_allow,
+                ]
+            ),
+            changed=platform.sip_changed,
         ),
         routes_calls.router(
             tenants=platform.tenants,
@@ -160,4 +177,10 @@ async def ready(platform: Platform) -> dict[str, Any]:
         str(c): "up" if usable.usable(c, now) else "down"
         for c in sorted(platform.carriers, key=str)
     }
-    return {"status": "ready", "models": "loaded", "llm": "reachable", "carriers": carriers}
+    answer: dict[str, Any] = {"status": "ready", "models": "loaded", "llm": "reachable"}
+    answer["carriers"] = carriers
+    if platform.sip_registrations is not None:
+        # How many SIP accounts this process registers, per state; a customer's PBX that
+        # is down is told here and never makes the process unready.
+        answer["sip_accounts"] = platform.sip_registrations.counts()
+    return answer

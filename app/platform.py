@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -11,13 +12,17 @@ from dataclasses import dataclass, field
 
 from api.webhooks import websocket_transport
 from app.core import Core
+from app.sip_media import sip_calls
 from calls.records import CallRecord
 from carriers.base import Carrier, carrier_time_limit
+from carriers.sip.stack import SipStack
 from cluster.commands import CommandBus
+from cluster.lease import Lease
 from cluster.live import LiveCalls
 from cluster.node import Node
 from cluster.reaper import Reaper
 from integrations.delivery import DeliveryWorker, RetryPolicy
+from integrations.egress import AllowList
 from integrations.payload import Payloads
 from integrations.summary import Summarizer
 from integrations.tools import ToolRunner
@@ -26,11 +31,16 @@ from routing.directory import DEFAULT_TENANT, Agent
 from store import keys
 from telephony.admission import Admission
 from telephony.inbound import Inbound
+from telephony.sip import SipRegistrations
 from telephony.transfer import Transfers
 from voice.engines import PHONE_RATE, Engines
-from voice.prompt import fixed_phrases, prepare_phrases
+from voice.prompt import fixed_phrases, prepare_phrases, voice_of
 from voice.session import SessionDeps
 from voice.transport import StreamDeps
+
+#: A SIP account's lease (one process registers it), renewed every poll.
+SIP_LEASE_S = 30.0
+SIP_POLL_S = 5.0
 
 
 @dataclass(kw_only=True)
@@ -108,6 +118,9 @@ class Platform(Core):
             on_disabled=self._endpoint_disabled,
             keep_s=hooks.webhook_keep_seconds,
         )
+        #: The SIP stack and its registrations while :meth:`sip_running` (SIP on).
+        self.sip_stack: SipStack | None = None
+        self.sip_registrations: SipRegistrations | None = None
         self.calls.on_final = self._call_ended
         self.reaper = Reaper(
             self.redis,
@@ -142,6 +155,54 @@ class Platform(Core):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await self.node.stop(time.time())
+
+    @contextlib.asynccontextmanager
+    async def sip_running(self) -> AsyncIterator[SipStack | None]:
+        """The SIP stack and the registrations of the SIP accounts, while inside.
+
+        Only when ``BONMONIQ_SIP_PORT`` is set (else ``None``): the stack listens on
+        ``BONMONIQ_SIP_HOST:BONMONIQ_SIP_PORT`` (UDP and TCP) and this process registers the
+        accounts whose lease it takes; on exit it unregisters them and gives the leases back.
+        """
+        settings = self.settings
+        if settings.sip_port is None:
+            yield None
+            return
+        allow = AllowList.parse(
+            [*settings.integrations.egress_allow, *settings.sip_registrar_allow]
+        )
+        stack = SipStack(
+            settings.sip_host,
+            settings.sip_port,
+            public_host=settings.sip_public_host,
+            permit=lambda host, ip: allow.permits(host, ipaddress.ip_address(ip)),
+        )
+        await stack.start()
+        answering = sip_calls(self, stack, self.sip_accounts.route_of)
+        node = settings.cluster.node_id
+        self.sip_stack = stack
+        self.sip_registrations = SipRegistrations(
+            self.sip_accounts,
+            stack,
+            lambda name: Lease(self.redis, name, SIP_LEASE_S, node),
+            poll_s=SIP_POLL_S,
+        )
+        task = asyncio.create_task(self.sip_registrations.run())
+        try:
+            yield stack
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await answering.stop()  # BYE to the calls still running here
+            await stack.stop()
+            self.sip_stack = None
+            self.sip_registrations = None
+
+    def sip_changed(self) -> None:
+        """A SIP account was created, changed or deleted here: register accordingly now."""
+        if self.sip_registrations is not None:
+            self.sip_registrations.poke()
 
     @property
     def stream_deps(self) -> StreamDeps:
@@ -204,12 +265,18 @@ class Platform(Core):
         )
 
     async def _carrier_hang_up(self, carrier: str, carrier_call_id: str) -> None:
-        """End a call at its carrier through the carrier's REST API."""
+        """End a call at its carrier through the carrier's REST API (SIP calls have none)."""
+        if carrier not in {c.value for c in Carrier}:  # SIP: its dialog died with its process
+            logging.getLogger(__name__).debug(
+                "lost call's carrier has no API to hang up", extra={"carrier": carrier}
+            )
+            return
         await self.carriers.kit(Carrier(carrier)).control.hang_up(carrier_call_id)
 
     def prepare(self, agent: Agent) -> None:
         """Synthesize ``agent``'s fixed phrases in the background (before its first call)."""
-        if all(self.engines.cached(t, PHONE_RATE) is not None for t in fixed_phrases(agent)):
+        voice = voice_of(self.engines, agent)
+        if all(self.engines.cached(t, PHONE_RATE, voice) is not None for t in fixed_phrases(agent)):
             return  # the usual case: prepared at start or when the agent was saved
         task = asyncio.get_running_loop().create_task(prepare_phrases(self.engines, agent))
         self._background.add(task)

@@ -19,7 +19,7 @@ from carriers.registry import load_carriers
 from llm.endpoint import LLMEndpoint, check_endpoint
 from llm.scheduler import UrgencyBoard
 from llm.server import EmbeddedLLMServer
-from models import Role, verify_profile
+from models import Role, verify_profile, verify_voices
 from recordings.migrate import migrate_clear_transcripts
 from routing.directory import Agent, AgentExists, Directory
 from voice.engines import Engines
@@ -94,6 +94,7 @@ async def running_platform(settings: Settings) -> AsyncIterator[Platform]:
         check_endpoint(settings.llm.url, settings.llm.allowed_hosts)
     carriers = load_carriers(settings.carriers, settings.var_dir)
     models = verify_profile(settings.profile, settings.models_cache)
+    voices = verify_voices(settings.profile, settings.models_cache)
     llm = models.get(Role.LLM)
     gguf = next((f.path for f in llm.files if f.path.suffix == ".gguf"), None) if llm else None
     # The embedded LLM server and this process share a count of the work callers wait for.
@@ -105,7 +106,7 @@ async def running_platform(settings: Settings) -> AsyncIterator[Platform]:
             device = "cuda" if settings.profile == "gpu" else "cpu"
             cache_bytes = settings.call.phrase_cache_mb * 1024 * 1024
             engines = Engines.load(
-                models, endpoint, settings.cpu_threads, device, board, cache_bytes
+                models, endpoint, voices, settings.cpu_threads, device, board, cache_bytes
             )
             create_master = settings.cluster.mode == "development"
             objects = open_objects(settings, client, create_master=create_master)

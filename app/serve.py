@@ -181,8 +181,13 @@ async def serve(settings: Settings, demo: bool = False) -> int:
 
 
 async def _serve(settings: Settings, demo: bool, metrics_sock: socket.socket | None) -> int:
-    # In the cluster (heartbeat, commands, reaper) for the whole serving time, drain included.
-    async with running_platform(settings) as platform, platform.cluster_running():
+    # In the cluster (heartbeat, commands, reaper) for the whole serving time, drain included;
+    # the SIP stack (when BONMONIQ_SIP_PORT is set) too.
+    async with (
+        running_platform(settings) as platform,
+        platform.cluster_running(),
+        platform.sip_running(),
+    ):
         demo_number = None
         if demo:
             await seed_demo(platform.directory)

@@ -69,6 +69,30 @@ class Settings(BaseSettings):
     store: StoreSettings = Field(default_factory=StoreSettings)
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     integrations: IntegrationSettings = Field(default_factory=IntegrationSettings)
+    sip_host: str = Field(
+        default="0.0.0.0",  # noqa: S104 - carriers and PBXs reach it from outside
+        description="Address the SIP stack (UDP and TCP) is bound to.",
+    )
+    sip_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Port of the SIP stack (5060 is the usual one). Unset: no SIP stack, "
+        "SIP accounts are kept but not registered.",
+    )
+    sip_public_host: str | None = Field(
+        default=None,
+        description="Address put in SIP Contact headers and SDP (behind NAT: the public one); "
+        "unset: BONMONIQ_SIP_HOST (127.0.0.1 when that is 0.0.0.0).",
+    )
+    sip_rtp_ports: str = Field(
+        default="40000-40999", description="UDP port range of SIP calls' RTP (first-last)."
+    )
+    sip_registrar_allow: list[str] = Field(
+        default_factory=list,
+        description="CIDRs and host names a SIP account's registrar may be although they are "
+        "not public (JSON list), besides BONMONIQ_EGRESS_ALLOW. Empty: public addresses only.",
+    )
 
     @classmethod
     def env_name(cls, model: str, loc: tuple[int | str, ...]) -> str:

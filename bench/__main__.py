@@ -9,12 +9,24 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from bench import call_latency, cluster, encryption, stt_window, voice
+from bench import (
+    call_latency,
+    cluster,
+    encryption,
+    lang_detect,
+    sip_audio,
+    stt_window,
+    voice,
+    voices,
+)
 
 #: Each benchmark by name, in the order ``python -m bench`` runs them.
 BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {
     "encryption": encryption.run,
     "stt_window": stt_window.run,
+    "sip_audio": sip_audio.run,
+    "lang_detect": lang_detect.run,
+    "voices": voices.run,
     "voice": lambda: asyncio.run(voice.run()),
     "call_latency": lambda: asyncio.run(call_latency.run()),
     "cluster": lambda: asyncio.run(cluster.run()),

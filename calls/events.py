@@ -24,6 +24,7 @@ class CallEventType(StrEnum):
     ANNOUNCEMENT_STARTED = "announcement_started"
     ANNOUNCEMENT_PLAYED = "announcement_played"  # last announcement audio left the transport
     RECORDING_STARTED = "recording_started"  # the consent gate opened the recorder
+    LANGUAGE_DETECTED = "language_detected"  # an auto call's language, fixed (probability)
     CALLER_TURN = "caller_turn"  # the caller said something (its length; words: transcript)
     AGENT_TURN = "agent_turn"  # the agent answered (its length; words: transcript)
     RECORDING_OBJECTED = "recording_objected"  # caller objected: recording stopped, deleted

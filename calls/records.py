@@ -102,6 +102,7 @@ class CallRecord:
     to_ref: str = ""
     voicemail_action: str = ""  # outbound: hang_up | leave_message when detection was asked
     answered_by: str = ""  # human | machine | unknown, by the carrier's detection
+    language: str = ""  # ISO 639-1: the call's (an auto agent's: detected once fixed)
 
     @classmethod
     def from_redis(cls, raw: dict[str, str]) -> CallRecord:

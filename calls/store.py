@@ -89,6 +89,12 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'node', ARGV[1])
 return 1
 """
+# Sets field ARGV[1] of KEYS[1] to ARGV[2] if the record exists (never recreates a deleted one).
+_SET_IF_EXISTS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
 # Forgets the holder of KEYS[1] if it is still ARGV[1].
 _LET_GO = """
 if redis.call('HGET', KEYS[1], 'node') == ARGV[1] then
@@ -218,6 +224,7 @@ class CallStore:
         self._end = redis.register_script(_END)
         self._hold = redis.register_script(_HOLD)
         self._let_go = redis.register_script(_LET_GO)
+        self._set_if_exists = redis.register_script(_SET_IF_EXISTS)
         #: Told ``(call_id, now, carrier status)`` once a status callback ended the call
         #: (the platform queues the tenant's ``call.ended`` webhook there); never raises.
         self.on_final: Callable[[str, float, str], Awaitable[None]] | None = None
@@ -382,6 +389,10 @@ class CallStore:
             p.hset(keys.call(call_id), "carrier_call_id", carrier_call_id)
             p.set(keys.carrier_call(carrier, carrier_call_id), call_id)
             await p.execute()
+
+    async def set_language(self, call_id: str, language: str) -> None:
+        """Note the language the call is held in (once the call's record exists)."""
+        await self._set_if_exists(keys=[keys.call(call_id)], args=["language", language])
 
     async def get(self, call_id: str) -> CallRecord | None:
         """A call's record with its parties opened, or ``None``."""

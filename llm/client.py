@@ -129,6 +129,10 @@ class PhoneLLMService(OpenAILLMService):
     by ``unanswered``: the caller never waits on silence.
     """
 
+    #: pipecat adds "developer" messages (after a turn with no transcript, for one); llama.cpp's
+    #: server refuses that role and vLLM's chat templates may: they are sent as "user".
+    supports_developer_role = False
+
     def __init__(self, *, max_sentences: int = 0, unanswered: str = "", **kwargs: Any) -> None:
         """As :class:`OpenAILLMService`; ``max_sentences`` 0 leaves answers whole."""
         super().__init__(**kwargs)
@@ -136,6 +140,10 @@ class PhoneLLMService(OpenAILLMService):
         self._unanswered = unanswered
         self._owed: set[str] = set()
         self._stream: SentenceCappedStream | None = None
+
+    def set_unanswered(self, text: str) -> None:
+        """What is said from now on instead of an owed answer that came back empty."""
+        self._unanswered = text
 
     def owe_answer(self, tool_call_id: str) -> None:
         """The answer that follows this tool call's result must say something."""

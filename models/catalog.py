@@ -56,6 +56,8 @@ class ModelSpec:
     source: str
     description: str
     files: tuple[ModelFile, ...]
+    #: The language a voice (TTS model) speaks; None for the other roles.
+    language: str | None = None
 
     @property
     def packages(self) -> tuple[str, ...]:
@@ -95,14 +97,23 @@ def load_catalog(path: Path = CATALOG_PATH) -> tuple[ModelSpec, ...]:
             source=m["source"],
             description=m.get("description", ""),
             files=tuple(_file(f) for f in m["file"]),
+            language=m.get("language"),
         )
         for m in data["model"]
     )
 
 
 def profile_models(profile: str, path: Path = CATALOG_PATH) -> dict[Role, ModelSpec]:
-    """The model of each role in ``profile``."""
-    models = {m.role: m for m in load_catalog(path) if m.profile == profile}
+    """The model of each role in ``profile``: for TTS, its first voice (the default)."""
+    models: dict[Role, ModelSpec] = {}
+    for m in load_catalog(path):
+        if m.profile == profile:
+            models.setdefault(m.role, m)
     if not models:
         raise ValueError(f"no models in profile {profile!r}")
     return models
+
+
+def profile_voices(profile: str, path: Path = CATALOG_PATH) -> tuple[ModelSpec, ...]:
+    """Every voice (TTS model) of ``profile``, the default first."""
+    return tuple(m for m in load_catalog(path) if m.profile == profile and m.role == Role.TTS)

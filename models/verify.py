@@ -8,7 +8,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.catalog import CATALOG_PATH, ModelFile, ModelSpec, Part, Role, profile_models
+from models.catalog import (
+    CATALOG_PATH,
+    ModelFile,
+    ModelSpec,
+    Part,
+    Role,
+    profile_models,
+    profile_voices,
+)
 from models.errors import ModelCorrupt, ModelMissing, ModelNotPinned
 
 _CHUNK = 1 << 20
@@ -147,3 +155,8 @@ def verify_model(spec: ModelSpec, cache_dir: Path) -> VerifiedModel:
 def verify_profile(profile: str, cache_dir: Path) -> dict[Role, VerifiedModel]:
     """Verify every model of ``profile``."""
     return {role: verify_model(spec, cache_dir) for role, spec in profile_models(profile).items()}
+
+
+def verify_voices(profile: str, cache_dir: Path) -> tuple[VerifiedModel, ...]:
+    """Verify every voice of ``profile`` (each is loaded only when a call first needs it)."""
+    return tuple(verify_model(spec, cache_dir) for spec in profile_voices(profile))

@@ -24,6 +24,8 @@ DEFAULT_ANNOUNCEMENT = (
 )
 DEFAULT_GREETING = "How can I help you today?"
 DEFAULT_VOICE = "en_US-joe-medium"
+#: An agent's language when each call takes the caller's (detected on the first utterance).
+AUTO_LANGUAGE = "auto"
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _LANGUAGES = frozenset({"en", "fr", "de", "es", "it", "nl", "pt", "pl", "sv", "da", "fi"})
@@ -203,9 +205,10 @@ class Agent:
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
             raise ValueError(f"agent name {self.name!r}: 1-64 letters, digits, '.', '_' or '-'")
-        if self.language not in _LANGUAGES:
+        if self.language not in _LANGUAGES and self.language != AUTO_LANGUAGE:
             raise ValueError(
-                f"language {self.language!r} is not supported; use one of {sorted(_LANGUAGES)}"
+                f"language {self.language!r} is not supported; use one of "
+                f"{[*sorted(_LANGUAGES), AUTO_LANGUAGE]}"
             )
         if not self.prompt.strip():
             raise ValueError("an agent needs a prompt")

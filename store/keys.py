@@ -65,6 +65,10 @@ key                                              type    holds
 ``deliveries:{tenant}``                          zset    the tenant's delivery ids by creation time
 ``deliveries:due``                               zset    delivery ids by next attempt (or lease end)
 ``call:{call_id}:deliveries``                    set     a call's webhook delivery ids (erasure)
+``sipaccount:{tenant}:{account_id}``             hash    a SIP account: registrar, sealed password
+``sipaccounts:{tenant}``                         set     the tenant's SIP account ids
+``sipaccounts``                                  hash    every SIP account id -> its tenant
+``sipreg:{account_id}``                          hash    a SIP account's registration state
 ===============================================  ======  ===============================
 
 A call under legal hold has the field ``legal_hold`` in its hash.
@@ -356,3 +360,23 @@ def call_deliveries(call_id: str) -> str:
 def deliveries_due() -> str:
     """Delivery ids by the time of their next attempt (a claimed one: its lease's end)."""
     return _key("deliveries:due")
+
+
+def sip_account(tenant: str, account_id: str) -> str:
+    """One SIP account of a tenant (its password sealed)."""
+    return _key(f"sipaccount:{tenant}:{account_id}")
+
+
+def sip_accounts(tenant: str) -> str:
+    """The tenant's SIP account ids."""
+    return _key(f"sipaccounts:{tenant}")
+
+
+def sip_accounts_all() -> str:
+    """Every SIP account id with its tenant (the registration service reads it)."""
+    return _key("sipaccounts")
+
+
+def sip_registration(account_id: str) -> str:
+    """A SIP account's registration state, written by the process that registers it."""
+    return _key(f"sipreg:{account_id}")

@@ -120,6 +120,8 @@ class Transfers:
         number = agent.transfer_number
         if not number:
             raise TransferUnavailable("the agent has no transfer number")
+        if call.carrier not in set(Carrier):  # a SIP call: no carrier to hand it over
+            raise TransferUnavailable("transfers are not offered on this call's channel")
         now = time.time()
         holder = Carrier(call.carrier)
         limits = await self.tenants.limits(call.tenant, self.default_limits)

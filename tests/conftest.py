@@ -150,6 +150,8 @@ class LiveServer:
     sinch_numbers_port: int = 0
     twilio_api_port: int = 0
     metrics_port: int = 0
+    #: The SIP stack's port (UDP and TCP, on 127.0.0.1).
+    sip_port: int = 0
 
     @property
     def metrics_url(self) -> str:
@@ -165,7 +167,7 @@ def start_server(redis_url: str, var: Path, ready: str = "/readyz", **env: str) 
     """`bonmoniq serve` as a child process on a free port; returns once ``ready`` answers 200."""
     port, telnyx_port, sinch_port = free_port(), free_port(), free_port()
     sinch_numbers_port, twilio_port = free_port(), free_port()
-    metrics_port = free_port()
+    metrics_port, sip_port = free_port(), free_port()
     full_env = {
         **os.environ,
         "BONMONIQ_PORT": str(port),
@@ -200,6 +202,10 @@ def start_server(redis_url: str, var: Path, ready: str = "/readyz", **env: str) 
         "BONMONIQ_INBOUND_CONCURRENT_CALLS": "1000",
         # stop_server's SIGTERM stops it at once (tests/api/test_drain.py drains for real).
         "BONMONIQ_DRAIN_GRACE_SECONDS": "0",
+        # The SIP stack on loopback; SIPp plays the registrars there.
+        "BONMONIQ_SIP_HOST": "127.0.0.1",
+        "BONMONIQ_SIP_PORT": str(sip_port),
+        "BONMONIQ_SIP_REGISTRAR_ALLOW": '["127.0.0.1"]',
         **env,
     }
     log = var / "serve.log"
@@ -229,6 +235,7 @@ def start_server(redis_url: str, var: Path, ready: str = "/readyz", **env: str) 
                     sinch_numbers_port,
                     twilio_port,
                     metrics_port,
+                    int(full_env["BONMONIQ_SIP_PORT"]),
                 )
         except httpx.HTTPError:
             pass
@@ -305,6 +312,16 @@ def voice() -> object:
     from voice.engines import load_voice
 
     return load_voice(verify_model(profile_models("cpu")[Role.TTS], REPO / "var" / "models"))
+
+
+@pytest.fixture(scope="session")
+def voices(voice: Any) -> object:
+    """The embedded profile's voices, its Piper voice the one already loaded above."""
+    from models import verify_voices
+    from voice.voices import Voices
+
+    models = verify_voices("cpu", REPO / "var" / "models")
+    return Voices(models, preloaded={models[0].spec.name: voice})  # type: ignore[dict-item]
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ import secrets
 import subprocess
 import sys
 import time
+import unicodedata
 
 import httpx
 import llama_cpp
@@ -280,6 +281,44 @@ def hear(whisper, pcm8k: bytes) -> str:  # type: ignore[no-untyped-def]
 
 def words(text: str) -> set[str]:
     return set(re.findall(r"[a-z]+", text.lower()))
+
+
+#: espeak-ng's settings for a caller speaking each language: a lower voice variant, pitch
+#: and a gap between words, which Whisper base still understands after 8 kHz and G.711.
+CALLER_ESPEAK: dict[str, tuple[str, ...]] = {
+    "fr": ("-v", "fr+m5", "-s", "165", "-p", "30", "-g", "6"),
+}
+
+
+def say_in(language: str, text: str) -> bytes:
+    """``text`` said by espeak-ng in ``language``: 8 kHz 16-bit PCM, silence trimmed.
+
+    The same text gives the same audio on every run (espeak-ng has no randomness).
+    """
+    wav = subprocess.run(
+        ["espeak-ng", *CALLER_ESPEAK[language], "--stdout"],
+        input=text.encode(),
+        capture_output=True,
+        check=True,
+        timeout=30,
+    ).stdout
+    data = wav[wav.index(b"data", 12) + 8 :]
+    samples = np.frombuffer(data[: len(data) - len(data) % 2], dtype=np.int16)
+    phone = soxr.resample(samples.astype(np.float32) / 32768, 22050, PHONE_RATE)
+    return trim_silence((np.clip(phone, -1, 1) * 32767).astype(np.int16).tobytes())
+
+
+def hear_in(whisper, language: str, pcm8k: bytes) -> str:  # type: ignore[no-untyped-def]
+    """What Whisper, told ``language``, hears in 8 kHz PCM."""
+    samples = np.frombuffer(pcm8k, dtype=np.int16).astype(np.float32) / 32768
+    segments, _ = whisper.transcribe(soxr.resample(samples, 8000, 16000), language=language)
+    return " ".join(s.text for s in segments)
+
+
+def plain(text: str) -> str:
+    """``text`` in lower case without its accents ("Enregistré" -> "enregistre")."""
+    decomposed = unicodedata.normalize("NFD", text.lower())
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
 #: The bakery agent's prompt in end-to-end calls.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from routing.directory import DEFAULT_ANNOUNCEMENT
+from routing.directory import AUTO_LANGUAGE, DEFAULT_ANNOUNCEMENT
 from voice.errors import AnnouncementIncomplete
 from voice.phrasebook import LANGUAGES, phrases
 
@@ -53,7 +53,13 @@ def dialled(direction: str, from_number: str, to_number: str) -> str:
 
 
 def missing_parts(text: str, language: str) -> tuple[str, ...]:
-    """The required parts ``text`` does not contain, in ``language`` (all, if unknown)."""
+    """The required parts ``text`` does not contain, in ``language`` (all, if unknown).
+
+    For ``auto`` (the caller's language), in the language in which it misses the fewest: an
+    own announcement of an ``auto`` agent is complete when it is complete in one language.
+    """
+    if language == AUTO_LANGUAGE:
+        return min((missing_parts(text, lang) for lang in sorted(REQUIRED)), key=len)
     rules = REQUIRED.get(language)
     if rules is None:
         return (AI_DISCLOSURE, RECORDING_NOTICE)
@@ -64,7 +70,8 @@ def check_announcement(text: str, language: str) -> None:
     """Raise :class:`AnnouncementIncomplete` unless ``text`` says all it must in ``language``."""
     missing = missing_parts(text, language)
     if missing:
-        raise AnnouncementIncomplete(language, missing, checkable=language in REQUIRED)
+        checkable = language in REQUIRED or language == AUTO_LANGUAGE
+        raise AnnouncementIncomplete(language, missing, checkable=checkable)
 
 
 def default_announcement(language: str, country: str | None = None) -> str:

@@ -14,21 +14,18 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime
-import soxr
 from faster_whisper import WhisperModel
-from piper import PiperVoice, SynthesisConfig
 
 from llm.endpoint import LLMEndpoint
 from llm.scheduler import GIVE_WAY_LIMIT_S, UrgencyBoard
 from models import Role, VerifiedModel
 from voice.metrics import GAVE_WAY, GAVE_WAY_SECONDS
 from voice.settings import PHRASE_CACHE_MB
+from voice.voices import PHONE_RATE, Voices, load_voice, speak, synthesize
+
+__all__ = ["PHONE_RATE", "Engines", "PhraseCache", "Urgency", "load_voice", "synthesize"]
 
 log = logging.getLogger(__name__)
-
-#: The rate the pipeline speaks to the carrier at (telephony: 8 kHz); cached phrases are
-#: stored at this rate so that replaying them costs no resampling.
-PHONE_RATE = 8000
 
 
 def silero_model_path() -> Path:
@@ -36,40 +33,6 @@ def silero_model_path() -> Path:
     from importlib import resources
 
     return Path(str(resources.files("pipecat.audio.vad.data").joinpath("silero_vad.onnx")))
-
-
-def load_voice(model: VerifiedModel, use_cuda: bool = False) -> PiperVoice:
-    """The Piper voice of a verified TTS model."""
-    onnx = next(f.path for f in model.files if f.path.name.endswith(".onnx"))
-    voice = PiperVoice.load(str(model.directory / onnx.name), use_cuda=use_cuda)
-    if not use_cuda:
-        # onnxruntime's threads spin between operators by default, taking the cores from the
-        # LLM that is still writing the rest of the answer while Piper speaks its beginning
-        # (BENCHMARKS.md has the measurement).
-        opts = onnxruntime.SessionOptions()
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        voice.session = onnxruntime.InferenceSession(
-            str(model.directory / onnx.name),
-            sess_options=opts,
-            providers=["CPUExecutionProvider"],
-        )
-    return voice
-
-
-def synthesize(
-    voice: PiperVoice, text: str, rate: int = PHONE_RATE, config: SynthesisConfig | None = None
-) -> bytes:
-    """16-bit mono PCM of ``text`` spoken by ``voice``, resampled to ``rate``.
-
-    ``config`` sets Piper's knobs (its noise makes each synthesis a little different).
-    """
-    pcm = b"".join(chunk.audio_int16_bytes for chunk in voice.synthesize(text, syn_config=config))
-    native = int(voice.config.sample_rate)
-    if rate == native:
-        return pcm
-    samples = np.frombuffer(pcm, dtype=np.int16)
-    return soxr.resample(samples, native, rate).astype(np.int16).tobytes()
 
 
 class Urgency:
@@ -152,11 +115,11 @@ class PhraseCache:
     def __init__(self, max_bytes: int = PHRASE_CACHE_BYTES) -> None:
         """Keep at most ``max_bytes`` of audio (0: keep nothing)."""
         self.max_bytes = max_bytes
-        self._items: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+        self._items: OrderedDict[tuple[str, str, int], bytes] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[str, int]) -> bytes | None:
+    def get(self, key: tuple[str, str, int]) -> bytes | None:
         """The audio of ``key`` (marked as just used), or ``None``."""
         with self._lock:
             pcm = self._items.get(key)
@@ -164,7 +127,7 @@ class PhraseCache:
                 self._items.move_to_end(key)
             return pcm
 
-    def put(self, key: tuple[str, int], pcm: bytes) -> None:
+    def put(self, key: tuple[str, str, int], pcm: bytes) -> None:
         """Keep ``pcm`` under ``key``, dropping the least recently used to stay in budget."""
         with self._lock:
             old = self._items.pop(key, None)
@@ -197,20 +160,20 @@ class PhraseCache:
 
 @dataclass
 class Engines:
-    """Whisper, Piper and Silero sessions plus the LLM endpoint, shared by all calls.
+    """Whisper, the voices and Silero plus the LLM endpoint, shared by all calls.
 
     CTranslate2 and onnxruntime sessions are safe to use from several threads at once; each
-    call keeps its own VAD state and LLM context.
+    call keeps its own VAD state and LLM context. Cached phrases are kept at the phone's rate
+    (8 kHz), so that replaying them costs no resampling.
     """
 
     whisper: WhisperModel
-    piper: PiperVoice
-    voice_name: str
+    voices: Voices
     silero: onnxruntime.InferenceSession
     llm: LLMEndpoint
     #: Synthesized fixed phrases, within a byte budget (least recently used dropped first).
     phrases: PhraseCache = field(default_factory=PhraseCache)
-    _pending: dict[tuple[str, int], asyncio.Future[bytes]] = field(default_factory=dict)
+    _pending: dict[tuple[str, str, int], asyncio.Future[bytes]] = field(default_factory=dict)
     #: The models that have run once since loading (see :meth:`warm_up`).
     warmed: set[str] = field(default_factory=set)
     #: Which work on these models goes first (a Whisper decode before the rest of an answer).
@@ -221,13 +184,16 @@ class Engines:
         cls,
         models: dict[Role, VerifiedModel],
         llm: LLMEndpoint,
+        voices: tuple[VerifiedModel, ...] = (),
         cpu_threads: int = 2,
         device: str = "cpu",
         board: UrgencyBoard | None = None,
         phrase_cache_bytes: int = PHRASE_CACHE_BYTES,
     ) -> Engines:
-        """Load the verified STT and TTS models and the VAD (``device``: cpu, or cuda on GPU).
+        """Load the verified STT model, the default voice and the VAD (``device``: cpu or cuda).
 
+        ``voices``: the profile's verified Piper voices (default: the TTS model alone), each
+        loaded when a call first needs it;
         ``board``: where the embedded LLM server reads how much urgent work runs;
         ``phrase_cache_bytes``: the budget of the fixed phrases' audio.
         """
@@ -239,7 +205,7 @@ class Engines:
             compute_type="float16" if device == "cuda" else "int8",
             cpu_threads=cpu_threads,
         )
-        piper = load_voice(tts, use_cuda=device == "cuda")
+        installed = Voices(voices or (tts,), use_cuda=device == "cuda")
         opts = onnxruntime.SessionOptions()
         opts.inter_op_num_threads = 1
         opts.intra_op_num_threads = 1
@@ -248,8 +214,7 @@ class Engines:
         )
         engines = cls(
             whisper,
-            piper,
-            tts.spec.name,
+            installed,
             silero,
             llm,
             urgency=Urgency(board),
@@ -281,35 +246,36 @@ class Engines:
         return sorted({"stt", "tts", "vad"} - self.warmed)
 
     @property
-    def tts_rate(self) -> int:
-        """Piper's native sample rate."""
-        return int(self.piper.config.sample_rate)
+    def voice_name(self) -> str:
+        """The default voice (English): what speaks when no voice is named."""
+        return self.voices.default
 
-    def synthesize(self, text: str, rate: int = PHONE_RATE) -> bytes:
-        """16-bit mono PCM of ``text`` at ``rate`` (blocking: run in a thread)."""
-        return synthesize(self.piper, text, rate)
+    def synthesize(self, text: str, rate: int = PHONE_RATE, voice: str | None = None) -> bytes:
+        """16-bit mono PCM of ``text`` by ``voice`` at ``rate`` (blocking: run in a thread)."""
+        return speak(self.voices.get(voice or self.voices.default), text, rate)
 
-    def cached(self, text: str, rate: int = PHONE_RATE) -> bytes | None:
+    def cached(self, text: str, rate: int = PHONE_RATE, voice: str | None = None) -> bytes | None:
         """The cached audio of a fixed phrase, if it was synthesized before and is still kept."""
-        return self.phrases.get((text, rate))
+        return self.phrases.get((voice or self.voices.default, text, rate))
 
-    async def phrase(self, text: str, rate: int = PHONE_RATE) -> bytes:
-        """Audio of a fixed phrase (announcement, greeting, farewell), cached within a budget.
+    async def phrase(self, text: str, rate: int = PHONE_RATE, voice: str | None = None) -> bytes:
+        """Audio of a fixed phrase (announcement, greeting, farewell) in ``voice``, cached.
 
         Concurrent requests for a phrase being synthesized wait for that one synthesis; a phrase
         dropped from the cache is synthesized again when it is next needed.
         """
-        hit = self.phrases.get((text, rate))
+        key = (voice or self.voices.default, text, rate)
+        hit = self.phrases.get(key)
         if hit is not None:
             return hit
-        pending = self._pending.get((text, rate))
+        pending = self._pending.get(key)
         if pending is None:
-            pending = asyncio.ensure_future(asyncio.to_thread(self.synthesize, text, rate))
-            self._pending[(text, rate)] = pending
+            pending = asyncio.ensure_future(asyncio.to_thread(self.synthesize, text, rate, key[0]))
+            self._pending[key] = pending
         try:
             pcm = await asyncio.shield(pending)
         finally:
             if pending.done():
-                self._pending.pop((text, rate), None)
-        self.phrases.put((text, rate), pcm)
+                self._pending.pop(key, None)
+        self.phrases.put(key, pcm)
         return pcm

@@ -44,9 +44,15 @@ class Say:
     tool_trouble: str
     voicemail_disclosure: str
     answer_in: str
+    #: Said by the carrier's own voice to a call for a number no agent answers.
+    not_in_service: str
+    #: The language tag the carriers' own voices take (BCP 47, e.g. fr-FR).
+    locale: str
 
 
 SAY_KEYS = tuple(f.name for f in fields(Say))
+#: A carrier's language tag: language and region (fr-FR).
+_LOCALE = re.compile(r"[a-z]{2}-[A-Z]{2}")
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,8 @@ def parse(file: str, raw: Mapping[str, Any]) -> Phrases:
         if key not in say_raw:
             raise PhraseTableError(file, f"say.{key}", "is missing")
     say = Say(**{k: _text(file, f"say.{k}", say_raw[k]) for k in SAY_KEYS})
+    if not _LOCALE.fullmatch(say.locale):
+        raise PhraseTableError(file, "say.locale", "must be a language tag such as fr-FR")
     ann = _table(file, raw, "announcement")
     required: dict[str, re.Pattern[str]] = {}
     for part in ANNOUNCEMENT_PARTS:

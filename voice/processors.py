@@ -1,4 +1,4 @@
-"""Small pipeline processors of a call: the announcement, the closing phrase, a person asked."""
+"""Small pipeline processors of a call: announcement, closing phrase, person, language switch."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from carriers.playback import PlaybackMarkFrame
+from voice.language import CallLanguage
 from voice.phrases import asks_for_person, says_goodbye
 
 _CHUNK_MS = 20
@@ -24,7 +25,7 @@ _CHUNK_MS = 20
 ANNOUNCEMENT_MARK = "announcement"
 
 
-def is_closing(text: str, language: str = "en") -> bool:
+def is_closing(text: str, language: str | CallLanguage = "en") -> bool:
     """Whether ``text`` says goodbye (in ``language`` or English: :mod:`voice.phrases`)."""
     return says_goodbye(text, language)
 
@@ -104,7 +105,9 @@ class Announcer(FrameProcessor):
 class ClosingPhrases(FrameProcessor):
     """Between STT and the user aggregator: a caller's goodbye ends the call, not the LLM."""
 
-    def __init__(self, on_goodbye: Callable[[str], Awaitable[None]], language: str = "en") -> None:
+    def __init__(
+        self, on_goodbye: Callable[[str], Awaitable[None]], language: str | CallLanguage = "en"
+    ) -> None:
         """Call ``on_goodbye(text)`` instead of passing a goodbye (in ``language``) to the LLM."""
         super().__init__()
         self._on_goodbye = on_goodbye
@@ -131,7 +134,7 @@ class PersonRequests(FrameProcessor):
 
     def __init__(
         self,
-        language: str,
+        language: str | CallLanguage,
         on_request: Callable[[str], Awaitable[None]],
         enabled: Callable[[], bool],
         handed_over: Callable[[], bool],
@@ -152,4 +155,36 @@ class PersonRequests(FrameProcessor):
             if self._enabled() and asks_for_person(frame.text, self._language):
                 await self._on_request(frame.text.strip())
                 return
+        await self.push_frame(frame, direction)
+
+
+class LanguageSwitch(FrameProcessor):
+    """After STT: once the caller's first words fixed another language, what comes first.
+
+    When the call's language has just been fixed to one other than the opening language,
+    ``frames_for(code)`` (the model's new instruction, the announcement in that language) go
+    down before the transcription that fixed it, so they reach the model and the TTS before
+    the model's answer does.
+    """
+
+    def __init__(self, language: CallLanguage, frames_for: Callable[[str], list[Frame]]) -> None:
+        """Follow ``language``; push ``frames_for(code)`` ahead of the first transcription."""
+        super().__init__()
+        self._frames_for = frames_for
+        self._due = False
+        self._code = language.code
+        language.on_fix(self._fixed)
+
+    def _fixed(self, language: CallLanguage) -> None:
+        if language.switched:
+            self._due = True
+            self._code = language.code
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        """Push the switch's frames before the transcription that fixed the language."""
+        await super().process_frame(frame, direction)
+        if isinstance(frame, TranscriptionFrame) and self._due:
+            self._due = False
+            for ahead in self._frames_for(self._code):
+                await self.push_frame(ahead, direction)
         await self.push_frame(frame, direction)

@@ -48,32 +48,44 @@ END_CALL_TOOLS = ToolsSchema(
 )
 
 
-def said(agent: Agent) -> Say:
-    """What the platform says itself in ``agent``'s language (English if it has no table)."""
-    return phrases(agent.language).say
+def said(agent: Agent, language: str | None = None) -> Say:
+    """What the platform says itself in ``language`` (default: ``agent``'s; English if no table).
+
+    An ``auto`` agent's calls pass the call's language.
+    """
+    return phrases(language or agent.language).say
 
 
-def greeting(agent: Agent) -> str:
-    """The agent's first words: its own, or its language's default greeting."""
+def default_greetings() -> set[str]:
+    """Every language's default greeting (and the platform's English one)."""
+    return {DEFAULT_GREETING, *(phrases(lang).say.greeting for lang in LANGUAGES)}
+
+
+def default_greeting(language: str) -> str:
+    """The greeting an agent in ``language`` gets when it sets none."""
+    return phrases(language).say.greeting
+
+
+def greeting(agent: Agent, language: str | None = None) -> str:
+    """The agent's first words: its own, or the default greeting of ``language`` (the agent's)."""
     own = agent.greeting.strip()
-    defaults = {DEFAULT_GREETING, *(phrases(lang).say.greeting for lang in LANGUAGES)}
-    return said(agent).greeting if own in defaults else own
+    return said(agent, language).greeting if own in default_greetings() else own
 
 
-def system_prompt(agent: Agent) -> str:
+def system_prompt(agent: Agent, language: str | None = None) -> str:
     """The agent's prompt plus what every phone agent needs to know, its language included.
 
-    English agents are told nothing about language (English is every model's default); the
-    others are told in English and in their language.
+    ``language``: the call's (default: the agent's). English calls are told nothing about
+    language (English is every model's default); the others are told in English and in theirs.
     """
     base = (
         f"{agent.prompt.strip()}\n\nYou are speaking on the phone: answer in one or two short, "
         "plain sentences, with no lists, markup or emojis. When the caller is done, say goodbye."
     )
-    language = base_language(agent.language)
-    if language == "en" or language not in LANGUAGE_NAMES:
+    code = base_language(language or agent.language)
+    if code == "en" or code not in LANGUAGE_NAMES:
         return base
-    return f"{base} Always answer in {LANGUAGE_NAMES[language]}. {said(agent).answer_in}"
+    return f"{base} Always answer in {LANGUAGE_NAMES[code]}. {said(agent, code).answer_in}"
 
 
 def fixed_phrases(agent: Agent) -> tuple[str, ...]:
@@ -101,7 +113,13 @@ def fixed_phrases(agent: Agent) -> tuple[str, ...]:
     )
 
 
+def voice_of(engines: Engines, agent: Agent, language: str | None = None) -> str:
+    """The voice of ``agent``'s calls in ``language`` (the agent's): its own, else the default."""
+    return engines.voices.voice_for(agent.voice, language or agent.language)
+
+
 async def prepare_phrases(engines: Engines, agent: Agent) -> None:
-    """Synthesize an agent's fixed phrases into the cache (once per process)."""
+    """Synthesize an agent's fixed phrases, in its voice, into the cache (once per process)."""
+    voice = voice_of(engines, agent)
     for text in fixed_phrases(agent):
-        await engines.phrase(text, PHONE_RATE)
+        await engines.phrase(text, PHONE_RATE, voice)

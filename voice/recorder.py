@@ -31,6 +31,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from carriers.playback import STREAM_OFFSET
 from recordings.crypto import Identity
 from recordings.objects import RECORDING_FORMAT, EncryptedObjects, ObjectWriter
+from voice.language import CallLanguage
 from voice.phrases import refuses_recording
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ SEGMENT_S = 1.0
 RECORD_RATE = 8000
 
 
-def is_refusal(text: str, language: str = "en") -> bool:
+def is_refusal(text: str, language: str | CallLanguage = "en") -> bool:
     """Whether ``text`` refuses the recording (in ``language`` or English: voice.phrases)."""
     return refuses_recording(text, language)
 
@@ -143,8 +144,8 @@ class RefusalPhrases(FrameProcessor):
     and goes no further: nothing of it is stored or answered.
     """
 
-    def __init__(self, gate: ConsentGate, language: str = "en") -> None:
-        """Report to ``gate`` a refusal said in ``language`` (or English)."""
+    def __init__(self, gate: ConsentGate, language: str | CallLanguage = "en") -> None:
+        """Report to ``gate`` a refusal said in ``language`` (the call's, or English)."""
         super().__init__()
         self._gate = gate
         self._language = language

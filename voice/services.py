@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,8 +38,11 @@ from pipecat.utils.time import time_now_iso8601
 
 from llm.scheduler import CLAUSE_ENDS
 from voice.engines import Engines
+from voice.language import CallLanguage
 from voice.metrics import EARLY_TRANSCRIPTS, TurnTimeline
+from voice.phrasebook import LANGUAGES
 from voice.recorder import UnheardSpeechFrame
+from voice.voices import Voice
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +98,11 @@ def _without_restart(text: str, least: int = 3) -> str:
     return text
 
 
+#: An ``auto`` call's language is fixed by an utterance of at least this many words whose
+#: language Whisper gives at least this probability (among the supported ones); a shorter or
+#: less certain one ("Allô ?") is transcribed in its likeliest language and detection goes on.
+SURE_WORDS = 2
+SURE_LANGUAGE = 0.5
 SILENCE_LOGPROB = -1.0  # faster-whisper's log_prob_threshold
 #: Without a VAD to ask, a trimmed segment shorter than this holds no words worth a decode.
 MIN_HEARD_SEGMENT_S = 0.3
@@ -106,6 +114,14 @@ MIN_HEARD_SPEECH_S = 0.2
 class _Segment:
     text: str
     no_speech_prob: float
+
+
+@dataclass(frozen=True)
+class Detection:
+    """The language Whisper heard, among those it was allowed, and its probability."""
+
+    language: str
+    probability: float
 
 
 class TrimmedWhisper:
@@ -137,14 +153,42 @@ class TrimmedWhisper:
             )
         return found
 
-    def transcribe(self, audio: Any, language: str | None = None, **_: Any) -> Any:
-        """``([segment], None)`` for 16 kHz float ``audio``, like ``WhisperModel.transcribe``."""
+    def detect(self, encoded: Any, among: Collection[str]) -> Detection:
+        """The language of the ``encoded`` window, restricted to ``among`` (ISO 639-1 codes).
+
+        As ``WhisperModel.detect_language``: the decoder's language-token probabilities, here
+        on the trimmed window already encoded for the transcription, with the languages
+        outside ``among`` left out and the rest renormalized.
+        """
+        scores = self._model.model.detect_language(encoded)[0]  # [("<|en|>", p), ...]
+        allowed = [(token[2:-2], p) for token, p in scores if token[2:-2] in among]
+        if not allowed:
+            raise ValueError("none of the languages to detect is known to the model")
+        language, best = max(allowed, key=lambda item: item[1])
+        total = sum(p for _, p in allowed)
+        return Detection(language, best / total if total > 0 else 0.0)
+
+    def transcribe(
+        self,
+        audio: Any,
+        language: str | None = None,
+        detect: Collection[str] | None = None,
+        **_: Any,
+    ) -> tuple[list[_Segment], Detection | None]:
+        """``([segment], detection)`` for 16 kHz float ``audio``, like ``WhisperModel.transcribe``.
+
+        With ``detect`` (the languages allowed), the language is detected first on the same
+        window and the audio decoded in it; ``detection`` says which (None without ``detect``).
+        """
         from faster_whisper.audio import pad_or_trim
 
         model = self._model
         features = model.feature_extractor(audio)
         features = pad_or_trim(features, window_frames(len(audio) / 16000))
         encoded = model.encode(features)
+        detection = self.detect(encoded, detect) if detect else None
+        if detection is not None:
+            language = detection.language
         tokenizer = self._tokenizer(str(language or "en"))
         # With timestamps, as faster-whisper decodes by default: the model then closes the
         # utterance with an end time instead of saying it again.
@@ -171,13 +215,21 @@ class TrimmedWhisper:
         # only when the decode is also unlikely (average log-probability under -1).
         avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
         silent = result.no_speech_prob if avg_logprob < SILENCE_LOGPROB else 0.0
-        return [_Segment(" " + text if text else "", silent)], None
+        return [_Segment(" " + text if text else "", silent)], detection
 
 
 @functools.cache
 def trimmed(model: Any) -> TrimmedWhisper:
     """The one :class:`TrimmedWhisper` over the process's ``model`` (its tokenizers with it)."""
     return TrimmedWhisper(model)
+
+
+@dataclass(frozen=True)
+class Heard:
+    """One decode: Whisper's segments, and the language it detected (when it was asked)."""
+
+    segments: list[Any]
+    detection: Detection | None = None
 
 
 class EarlySegment(bytes):
@@ -203,7 +255,11 @@ class UnheardSegment(bytes):
 
 
 class SharedWhisperSTT(WhisperSTTService):
-    """Whisper STT on the shared model: language fixed, window trimmed to the utterance.
+    """Whisper STT on the shared model: the call's language, window trimmed to the utterance.
+
+    While the call's language is still being detected (an ``auto`` agent), each utterance is
+    decoded in the language Whisper hears (among the supported ones); the first heard
+    utterance with words fixes the call's language, and later ones are decoded in it.
 
     With ``vad`` (the call's VAD analyzer), a segment is transcribed as soon as the caller
     pauses (the VAD's first quiet window) instead of after the VAD's ``stop_secs``: if the
@@ -214,12 +270,12 @@ class SharedWhisperSTT(WhisperSTTService):
     def __init__(
         self,
         engines: Engines,
-        language: str,
+        language: str | CallLanguage,
         vad: SharedSileroVAD | None = None,
         heard_from: Callable[[], int | None] | None = None,
         **kwargs: Any,
     ) -> None:
-        """Transcribe in ``language`` (an ISO 639-1 code) with the shared model.
+        """Transcribe in ``language`` (an ISO 639-1 code, or the call's) with the shared model.
 
         With ``heard_from``, only the caller's audio from that byte of the stream on is
         transcribed (``None``: nothing yet): what the caller said before the announcement had
@@ -230,12 +286,16 @@ class SharedWhisperSTT(WhisperSTTService):
         self._heard_from = heard_from
         self._urgency = engines.urgency
         self._vad = vad
-        self._language = language
+        call = language if isinstance(language, CallLanguage) else CallLanguage(language)
+        #: The call's language (shared with the session and the phrase detectors).
+        self.call_language = call
         self._early: EarlySegment | None = None
         self._received = 0  # bytes of audio received since the call started
         self._followed = 0  # the VAD's changes up to this byte have been acted on
         super().__init__(
-            settings=WhisperSTTService.Settings(model="shared", language=Language(language)),
+            settings=WhisperSTTService.Settings(
+                model="shared", language=Language(self.call_language.code)
+            ),
             device="cpu",
             **kwargs,
         )
@@ -243,14 +303,19 @@ class SharedWhisperSTT(WhisperSTTService):
     def _load(self) -> None:
         self._model = trimmed(self._shared_model)
 
-    def _transcribe(self, pcm: bytes) -> list[Any]:
-        """Whisper's segments for 16-bit PCM (run in a worker thread)."""
+    def _transcribe(self, pcm: bytes) -> Heard:
+        """Whisper's segments for 16-bit PCM (run in a worker thread).
+
+        While the call's language is being detected, detected among the supported languages.
+        """
         audio = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
         model = self._model  # set by _load
         assert isinstance(model, TrimmedWhisper)
+        call = self.call_language
+        detect = LANGUAGES if call.detecting else None
         with self._urgency.urgent():  # the caller waits for it (also for an early decode)
-            segments, _ = model.transcribe(audio, language=self._language)
-            return list(segments)
+            segments, detection = model.transcribe(audio, language=call.code, detect=detect)
+            return Heard(list(segments), detection)
 
     async def process_audio_frame(
         self, frame: InputAudioRawFrame, direction: FrameDirection
@@ -368,13 +433,28 @@ class SharedWhisperSTT(WhisperSTTService):
             return
         await self.start_processing_metrics()
         if isinstance(audio, EarlySegment):
-            segments = await audio.result
+            heard = await audio.result
         else:
-            segments = await asyncio.to_thread(self._transcribe, audio)
-        text = self._text(segments)
+            heard = await asyncio.to_thread(self._transcribe, audio)
+        call, found = self.call_language, heard.detection
+        if found is not None and not call.detecting and found.language != call.code:
+            # Decoded while detecting, but an earlier utterance has fixed another language.
+            heard = await asyncio.to_thread(self._transcribe, bytes(audio))
+            found = None
+        text = self._text(heard.segments)
         await self.stop_processing_metrics()
         if text:
-            language = Language(self._language)
+            sure = found is not None and found.probability >= SURE_LANGUAGE
+            if (
+                sure
+                and len(text.split()) >= SURE_WORDS
+                and call.fix(found.language, found.probability)
+            ):
+                log.info(
+                    "call language detected",
+                    extra={"language": call.code, "probability": found.probability},
+                )
+            language = Language(call.code)
             await self._handle_transcription(text, True, language)
             yield TranscriptionFrame(text, self._user_id, time_now_iso8601(), language)
 
@@ -387,13 +467,13 @@ class SharedWhisperSTT(WhisperSTTService):
         """
         try:
             if audio.result is not None:
-                segments = await audio.result
+                heard = await audio.result
             else:
-                segments = await asyncio.to_thread(self._transcribe, bytes(audio))
+                heard = await asyncio.to_thread(self._transcribe, bytes(audio))
         except Exception:
             log.exception("speech before the announcement had played could not be checked")
             return
-        text = self._text(segments)
+        text = self._text(heard.segments)  # its language, if detected, fixes nothing
         if text:
             yield UnheardSpeechFrame(text=text)
 
@@ -450,28 +530,59 @@ class FirstClauseAggregator(SimpleTextAggregator):
         await super().reset()
 
 
-class SharedPiperTTS(PiperTTSService):
-    """Piper TTS on the shared voice; fixed phrases come from the engines' cache."""
+class SharedTTS(PiperTTSService):
+    """Text to speech on the process's shared voices; fixed phrases come from the cache.
+
+    Speaks with one installed voice (Piper or espeak-ng, :mod:`voice.voices`), which
+    :meth:`use_voice` can change for the rest of the call.
+    """
 
     def __init__(
-        self, engines: Engines, timeline: TurnTimeline | None = None, **kwargs: Any
+        self,
+        engines: Engines,
+        voice: str | None = None,
+        timeline: TurnTimeline | None = None,
+        **kwargs: Any,
     ) -> None:
-        """Speak with the shared voice; mark each turn's first sentence and audio."""
-        # PiperTTSService.__init__ would load the voice again: skip it, keep the rest.
+        """Speak with ``voice`` (default: the English one); mark each turn's first audio."""
+        name = voice or engines.voice_name
+        # PiperTTSService.__init__ would load a voice of its own: skip it, keep the rest.
         TTSService.__init__(
             self,
             push_start_frame=True,
             push_stop_frames=True,
-            settings=PiperTTSService.Settings(model=None, voice=engines.voice_name, language=None),
+            settings=PiperTTSService.Settings(model=None, voice=name, language=None),
             **kwargs,
         )
-        self._voice = engines.piper
         self._engines = engines
+        engines.voices.info(name)  # installed (KeyError otherwise); loaded before first use
+        self._speaker: Voice | None = None
+        self._wanted = name
         self._timeline = timeline or TurnTimeline()
         # pipecat takes no aggregator argument: replace its sentence aggregator in place.
         self._text_aggregator = FirstClauseAggregator(
             aggregation_type=self._text_aggregation_mode, language=self._text_aggregator.language
         )
+
+    @property
+    def voice(self) -> str:
+        """The name of the voice the next sentence is spoken with."""
+        return self._wanted
+
+    def use_voice(self, name: str) -> None:
+        """Speak with ``name`` from the next sentence on.
+
+        A voice used for the first time in the process is loaded in a worker thread before
+        that sentence; ``KeyError`` when no such voice is installed.
+        """
+        self._engines.voices.info(name)
+        self._wanted = name
+
+    async def _current(self) -> Voice:
+        """The voice to speak with, loaded off the event loop when it is new to the process."""
+        if self._speaker is None or self._speaker.info.name != self._wanted:
+            self._speaker = await asyncio.to_thread(self._engines.voices.get, self._wanted)
+        return self._speaker
 
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame, None]:
         """Cached audio for a fixed phrase at the pipeline's rate, else synthesize.
@@ -489,9 +600,18 @@ class SharedPiperTTS(PiperTTSService):
     async def _run_tts(
         self, text: str, context_id: str, leading: bool
     ) -> AsyncGenerator[Frame, None]:
-        cached = self._engines.cached(text.strip(), self.sample_rate)
-        chunks = once(cached) if cached is not None else self._synthesized(text, leading)
-        rate = self.sample_rate if cached is not None else int(self._voice.config.sample_rate)
+        try:
+            speaker = await self._current()
+        except Exception as e:  # the voice did not load: the one speaking so far goes on
+            log.error("voice %s could not be loaded: %s", self._wanted, e)
+            if self._speaker is None:  # none ever loaded: this answer is not spoken
+                yield ErrorFrame(error=f"voice could not be loaded: {type(e).__name__}")
+                return
+            self._wanted = self._speaker.info.name
+            speaker = self._speaker
+        cached = self._engines.cached(text.strip(), self.sample_rate, speaker.info.name)
+        chunks = once(cached) if cached is not None else self._synthesized(speaker, text, leading)
+        rate = self.sample_rate if cached is not None else speaker.sample_rate
         try:
             if cached is None:
                 await self.start_tts_usage_metrics(text)
@@ -506,19 +626,17 @@ class SharedPiperTTS(PiperTTSService):
         finally:
             await self.stop_ttfb_metrics()
 
-    async def _synthesized(self, text: str, leading: bool) -> AsyncIterator[bytes]:
-        """Piper's chunks of ``text`` at its own rate, each synthesized in a worker thread."""
+    async def _synthesized(self, speaker: Voice, text: str, leading: bool) -> AsyncIterator[bytes]:
+        """The voice's chunks of ``text`` at its own rate, each synthesized in a worker thread."""
         urgency = self._engines.urgency
-        chunks = iter(self._voice.synthesize(text))
+        chunks = iter(speaker.chunks(text))
 
         def chunk() -> bytes | None:
             if leading:
                 with urgency.urgent():
-                    item = next(chunks, None)
-            else:
-                urgency.give_way()
-                item = next(chunks, None)
-            return None if item is None else item.audio_int16_bytes
+                    return next(chunks, None)
+            urgency.give_way()
+            return next(chunks, None)
 
         while (audio := await asyncio.to_thread(chunk)) is not None:
             yield audio

@@ -13,7 +13,9 @@ from typing import Any
 from pipecat.frames.frames import (
     EndFrame,
     ErrorFrame,
+    Frame,
     FunctionCallResultProperties,
+    LLMUpdateSettingsFrame,
     TTSSpeakFrame,
 )
 from pipecat.pipeline.pipeline import Pipeline
@@ -25,6 +27,7 @@ from pipecat.processors.aggregators.llm_response_universal import (
 )
 from pipecat.processors.audio.vad_processor import VADProcessor
 from pipecat.services.llm_service import FunctionCallParams
+from pipecat.services.settings import LLMSettings as ModelSettings
 from pipecat.transports.base_transport import BaseTransport
 from pipecat.turns.user_mute import (
     FunctionCallUserMuteStrategy,
@@ -47,18 +50,25 @@ from recordings.objects import EncryptedObjects
 from recordings.subjects import masked
 from recordings.transcripts import TranscriptLog, TurnRecord
 from routing.directory import Agent
-from voice.announcement import announcement_for, dialled, missing_parts
+from voice.announcement import announcement_for, dialled, is_default, missing_parts
 from voice.digits import DigitCollector
 from voice.engines import PHONE_RATE, Engines
 from voice.errors import TransferRefused, TransferUnavailable, VoiceError
+from voice.language import CallLanguage
 from voice.media import CarrierLink
 from voice.metrics import ACTIVE_CALLS, CALLS, TurnTimeline
 from voice.observer import CallObserver
 from voice.playback import HeardClock
-from voice.processors import Announcer, ClosingPhrases, PersonRequests, is_closing
+from voice.processors import (
+    Announcer,
+    ClosingPhrases,
+    LanguageSwitch,
+    PersonRequests,
+    is_closing,
+)
 from voice.prompt import greeting, said, system_prompt
 from voice.recorder import CallRecorder, ConsentGate, RefusalPhrases
-from voice.services import SharedPiperTTS, SharedSileroVAD, SharedWhisperSTT
+from voice.services import SharedSileroVAD, SharedTTS, SharedWhisperSTT
 from voice.settings import CallSettings
 from voice.tools import InCallTools, ToolRunner, context_tools
 from voice.transfer import Outbox, TransferDesk, TransferPlan, summarize
@@ -117,14 +127,21 @@ class CallSession:
         """
         self.call = call
         self.agent = agent
-        #: What the platform says itself on this call, in the agent's language.
-        self.say = said(agent)
+        number = dialled(call.direction, call.from_number, call.to_number)
+        #: The call's language: the agent's, or (``auto``) the opening one until the caller's
+        #: first heard words fix it.
+        self.language = CallLanguage(agent.language, number)
+        self.language.on_fix(self._language_fixed)
+        #: What the platform says itself on this call, in the call's language.
+        self.say = said(agent, self.language.code)
         #: The announcement this call plays (set when its audio is ready).
         self.announcement = agent.announcement.strip()
         self.transport = transport
         self.link = link
         self.store = deps.store
         self.engines = deps.engines
+        #: The voice the call opens with: the agent's, else its language's default.
+        self._opening_voice = deps.engines.voices.voice_for(agent.voice, self.language.code)
         self._deps = deps
         self._ending = False
         self._voicemail = False  # a machine answered: no conversation, only its message
@@ -191,16 +208,17 @@ class CallSession:
         """
         settings, answers, engines = self._deps.settings, self._deps.llm, self.engines
         vad_analyzer = SharedSileroVAD(engines.silero, settings.vad_params())
+        self.tts = SharedTTS(engines, voice=self._opening_voice, timeline=self.timeline)
         stt = SharedWhisperSTT(
             engines,
-            self.agent.language,
+            self.language,
             vad=vad_analyzer if settings.early_stt else None,
             heard_from=lambda: self.heard_at,
             ttfs_p99_latency=2.0,
         )
-        llm = create_llm_service(
+        llm = self.llm = create_llm_service(
             engines.llm,
-            system=system_prompt(self.agent),
+            system=system_prompt(self.agent, self.language.code),
             max_tokens=answers.max_tokens,
             max_sentences=answers.max_sentences,
             temperature=answers.temperature,
@@ -214,7 +232,12 @@ class CallSession:
             holding=lambda: self._handing_over,
         )
         tools = InCallTools(
-            self.agent, self.call.tenant, self.call.call_id, self._deps.tools, self.event
+            self.agent,
+            self.call.tenant,
+            self.call.call_id,
+            self._deps.tools,
+            self.event,
+            language=lambda: self.language.code,
         )
         tools.register(llm, self.digits)
         if "end_call" in self.agent.tools:
@@ -251,17 +274,18 @@ class CallSession:
                 self.digits,
                 VADProcessor(vad_analyzer=vad_analyzer),
                 stt,
-                RefusalPhrases(self.gate, self.agent.language),
+                LanguageSwitch(self.language, self._switch_frames),
+                RefusalPhrases(self.gate, self.language),
                 PersonRequests(
-                    self.agent.language,
+                    self.language,
                     self._caller_asks_person,
                     lambda: self.can_transfer,
                     lambda: self._handing_over,
                 ),
-                ClosingPhrases(self._caller_goodbye, self.agent.language),
+                ClosingPhrases(self._caller_goodbye, self.language),
                 aggregators.user(),
                 llm,
-                SharedPiperTTS(engines, timeline=self.timeline),
+                self.tts,
                 self.announcer,
                 self.transport.output(),
                 self.gate,
@@ -283,7 +307,7 @@ class CallSession:
             text = (message.content or "").strip()
             if text:
                 await self._turn("agent", text, interrupted=message.interrupted)
-            if text and is_closing(text, self.agent.language) and not self._ending:
+            if text and is_closing(text, self.language) and not self._ending:
                 self._ending = True
                 await self.event(
                     CallEventType.HANGUP_REQUESTED, by="agent", reason="closing phrase"
@@ -340,6 +364,53 @@ class CallSession:
 
     # -- call flow ----------------------------------------------------------------------
 
+    @property
+    def voice(self) -> str:
+        """The voice the call speaks with now (the TTS falls back to it if a new one fails)."""
+        return self.tts.voice
+
+    def _language_fixed(self, language: CallLanguage) -> None:
+        """The caller's first words fixed the call's language: phrases and voice follow it.
+
+        Called from the STT before the transcription goes on: the detectors (which read the
+        call's language), the phrases and the voice are the new language's from then on; the
+        model's instruction and the announcement follow in :meth:`_switch_frames`.
+        """
+        code = language.code
+        self.say = said(self.agent, code)
+        self.llm.set_unanswered(self.say.tool_trouble)
+        voice = self.engines.voices.voice_for(self.agent.voice, code)
+        if voice != self.voice:
+            try:  # loaded off the event loop before the next sentence
+                self.tts.use_voice(voice)
+            except Exception:  # the call goes on in the voice it had
+                log.exception("the voice of the caller's language is not installed")
+        probability = round(language.probability or 0.0, 3)
+        self._spawn(
+            self.event(CallEventType.LANGUAGE_DETECTED, language=code, probability=probability)
+        )
+        self._spawn(self._store_language())
+
+    def _switch_frames(self, code: str) -> list[Frame]:
+        """What goes ahead of the caller's first words in another language than the opening one.
+
+        The model told to answer in ``code``, and the announcement said again in it (whole,
+        before the answer: not interruptible, not in the model's context).
+        """
+        number = dialled(self.call.direction, self.call.from_number, self.call.to_number)
+        text = announcement_for(self.agent.announcement, code, number)
+        speak = TTSSpeakFrame(text, append_to_context=False)
+        speak.interruptible = False
+        instruction = ModelSettings(system_instruction=system_prompt(self.agent, code))
+        return [LLMUpdateSettingsFrame(delta=instruction), speak]
+
+    async def _store_language(self) -> None:
+        """Note the call's language on its record (a store failure is logged)."""
+        try:
+            await self.store.set_language(self.call.call_id, self.language.code)
+        except Exception:
+            log.exception("could not store the call's language")
+
     async def _announcement_started(self) -> None:
         await self.event(
             CallEventType.ANNOUNCEMENT_STARTED,
@@ -365,7 +436,7 @@ class CallSession:
             except Exception:  # the call goes on unrecorded
                 log.exception("recording could not start")
         if not self._voicemail:
-            await self.worker.queue_frame(TTSSpeakFrame(greeting(self.agent)))
+            await self.worker.queue_frame(TTSSpeakFrame(greeting(self.agent, self.language.code)))
 
     async def _discard(self) -> None:
         """Delete what the recorder and the transcript captured."""
@@ -426,7 +497,7 @@ class CallSession:
             if self._ending or self.worker.has_finished():
                 return
             await asyncio.sleep(0.1)
-        text = message_text(self.agent.language, message)
+        text = message_text(self.language.code, message)
         await self._say_and_end(text, by="platform", reason="voicemail message")
 
     async def hang_up(self, by: str) -> None:
@@ -608,7 +679,7 @@ class CallSession:
         The phrase is not interruptible; each wait is bounded (by its length).
         """
         try:
-            audio = await self.engines.phrase(text, PHONE_RATE)
+            audio = await self.engines.phrase(text, PHONE_RATE, self.voice)
         except Exception:
             audio = b""
         duration = len(audio) / (PHONE_RATE * 2)
@@ -677,14 +748,14 @@ class CallSession:
         audio: a call never runs without its whole announcement.
         """
         own = self.agent.announcement.strip()
-        if own and missing_parts(own, self.agent.language):
+        if own and not is_default(own) and missing_parts(own, self.agent.language):  # (auto: any)
             # Stored before announcements were checked: the language's default says it all.
             log.warning("agent announcement incomplete: the default one is played")
         # The agent's own, else the default of its language and of the country dialled.
         number = dialled(self.call.direction, self.call.from_number, self.call.to_number)
-        text = self.announcement = announcement_for(own, self.agent.language, number)
+        text = self.announcement = announcement_for(own, self.language.opening, number)
         try:
-            audio = await self.engines.phrase(text, PHONE_RATE) if text else b""
+            audio = await self.engines.phrase(text, PHONE_RATE, self.voice) if text else b""
         except Exception:
             log.exception("the announcement could not be synthesized")
             audio = b""
@@ -734,6 +805,7 @@ class CallSession:
         try:
             await self.event(CallEventType.MEDIA_CONNECTED, agent=self.agent.name)
             await self._emit("call.started", self._parties())
+            await self._store_language()
             try:
                 await self.store.advance(self.call.call_id, CallState.IN_PROGRESS, time.time())
             except Exception:

@@ -149,9 +149,14 @@ class InCallTools:
         call_id: str,
         runner: ToolRunner | None,
         event: Callable[..., Awaitable[None]],
+        language: Callable[[], str] | None = None,
     ) -> None:
-        """Tools of ``agent`` in call ``call_id`` of ``tenant``, run by ``runner``."""
+        """Tools of ``agent`` in call ``call_id`` of ``tenant``, run by ``runner``.
+
+        ``language()``: the call's language now (default: the agent's), for the filler.
+        """
         self.agent = agent
+        self._language = language or (lambda: agent.language)
         self.tenant = tenant
         self.call_id = call_id
         self.runner = runner
@@ -188,7 +193,7 @@ class InCallTools:
         status = "error"
         try:
             if first:  # several tools of one answer share one filler
-                await self._say(params, said(self.agent).filler)
+                await self._say(params, said(self.agent, self._language()).filler)
             status, result = await self._run(tool, params.arguments)
             if status != "ok" and hasattr(params.llm, "owe_answer"):
                 params.llm.owe_answer(params.tool_call_id)

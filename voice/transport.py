@@ -22,8 +22,11 @@ from carriers.errors import MediaMalformed
 from routing.directory import Agent, Directory
 from routing.errors import AgentNotFound
 from voice.announcement import announcement_for, dialled
+from voice.engines import PHONE_RATE
 from voice.errors import PeerGone
+from voice.language import CallLanguage
 from voice.media import CarrierLink, MediaSocket, TransportFactory
+from voice.prompt import voice_of
 from voice.session import CallSession, SessionDeps
 
 log = logging.getLogger(__name__)
@@ -192,9 +195,16 @@ async def run_stream(
             return
         # The announcement plays at once; the other phrases are needed only after it.
         number = dialled(record.direction, record.from_number, record.to_number)
-        await deps.session.engines.phrase(
-            announcement_for(agent.announcement, agent.language, number)
-        )
+        engines = deps.session.engines
+        opening = CallLanguage(agent.language, number).opening  # an auto agent's: the country's
+        try:
+            await engines.phrase(
+                announcement_for(agent.announcement, opening, number),
+                PHONE_RATE,
+                voice_of(engines, agent, opening),
+            )
+        except Exception:  # the session tries again, and ends the call politely without it
+            log.exception("the announcement could not be synthesized ahead of the call")
         deps.prepare(agent)
         if on_attached is not None:
             await on_attached()

@@ -106,10 +106,15 @@ def twiml_stream(stream_url: str, parameters: Mapping[str, str], status_url: str
 
 
 def twiml_apology(text: str, language: str = "en-US") -> str:
-    """A short spoken apology, then hang up (a number with no agent)."""
+    """A short spoken apology, then hang up (a number with no agent).
+
+    Twilio's default voice speaks only a few languages (an unsupported pair may fail the
+    ``<Say>``): other languages get Google's standard voice of their locale, which Twilio offers.
+    """
+    voice = "" if language == "en-US" else f" voice={quoteattr(f'Google.{language}-Standard-A')}"
     return (
         '<?xml version="1.0" encoding="UTF-8"?><Response>'
-        f"<Say language={quoteattr(language)}>{escape(text)}</Say><Hangup/></Response>"
+        f"<Say language={quoteattr(language)}{voice}>{escape(text)}</Say><Hangup/></Response>"
     )
 
 

@@ -39,8 +39,15 @@ BUSINESS_RULES = {
     "tool_name_reserved",
     "duplicate_tool_names",
     "invalid_json_schema",
+    # An agent's voice must speak its language: which installed voice speaks which language is
+    # the process's table (voice/voices.py), not the request's shape.
+    "voice_language_mismatch",
     # HTTP tools need the tenant's tools secret to exist first (POST /v1/tools/secret).
     "tools_secret_missing",
+    # A SIP account's provider must be "pbx" or a channel of the sub-processor register in
+    # force (a dated table), and a registrar given as an address must be public (egress rules).
+    "subprocessor_not_in_force",
+    "registrar_not_public",
 }
 
 

@@ -8,6 +8,7 @@ from redis.asyncio import Redis
 
 from tests.conftest import LiveServer
 from tests.helpers import auth, new_tenant
+from voice.phrasebook import phrases
 
 AGENT = {"name": "reception", "language": "en", "system_prompt": "You are a receptionist."}
 
@@ -76,6 +77,7 @@ async def test_create_read_update_delete(live_server: LiveServer, tenant: dict[s
         ({"retention_days": 0}, "retention_days"),
         ({"language": "xx"}, "language"),
         ({"voice": "en_GB-nobody"}, "voice"),
+        ({"voice": None}, "voice"),
         ({"tools": ["transfer"]}, "transfer_number"),
         ({"tools": ["fly"]}, "tools"),
         ({"announcement": ""}, "announcement"),
@@ -90,7 +92,40 @@ async def test_invalid_agents_are_422_problems(
         r = await c.post("/v1/agents", json=AGENT | change, headers=auth(tenant["editor"]))
     assert r.status_code == 422, r.text
     assert r.headers["content-type"] == "application/problem+json"
-    assert r.json()["code"] in ("validation_error", "invalid_number") and detail in r.text
+    codes = ("validation_error", "invalid_number", "unknown_voice")
+    assert r.json()["code"] in codes and detail in r.text
+
+
+async def test_an_agent_speaks_a_voice_of_its_language(
+    live_server: LiveServer, tenant: dict[str, str]
+) -> None:
+    editor = auth(tenant["editor"])
+    async with httpx.AsyncClient(base_url=live_server.url) as c:
+        french = (
+            await c.post("/v1/agents", json=AGENT | {"language": "fr"}, headers=editor)
+        ).json()
+        assert french["voice"] == "espeak-ng-fr"  # the language's default voice
+        assert french["greeting"] == phrases("fr").say.greeting  # stored as it is said
+        r = await c.post(
+            "/v1/agents",
+            json=AGENT | {"name": "r2", "language": "fr", "voice": "en_US-joe-medium"},
+            headers=editor,
+        )
+        assert r.status_code == 422 and r.json()["code"] == "voice_language_mismatch"
+        assert "espeak-ng-fr" in r.json()["detail"]  # the voices that would do
+        english = (await c.post("/v1/agents", json=AGENT | {"name": "r3"}, headers=editor)).json()
+        assert english["voice"] == "en_US-joe-medium"
+        url = f"/v1/agents/{english['agent_id']}"
+        # The voice follows a change of language, unless the change names one.
+        moved = (await c.patch(url, json={"language": "de"}, headers=editor)).json()
+        assert moved["language"] == "de" and moved["voice"] == "espeak-ng-de"
+        assert moved["greeting"] == phrases("de").say.greeting
+        r = await c.patch(url, json={"language": "it", "voice": "espeak-ng-de"}, headers=editor)
+        assert r.status_code == 422 and r.json()["code"] == "voice_language_mismatch"
+        r = await c.patch(url, json={"voice": "espeak-ng-en"}, headers=editor)
+        assert r.status_code == 422  # German agent, English voice
+        both = await c.patch(url, json={"language": "en", "voice": "espeak-ng-en"}, headers=editor)
+        assert both.status_code == 200 and both.json()["voice"] == "espeak-ng-en"
 
 
 async def test_announcement_cannot_be_emptied(
@@ -137,3 +172,22 @@ async def test_viewers_cannot_write_and_other_tenants_see_404(
         assert (
             await c.get(f"/v1/agents/{r.json()['agent_id']}", headers=auth(tenant["viewer"]))
         ).status_code == 200
+
+
+async def test_an_agent_stored_with_another_language_s_voice_can_still_be_changed(
+    live_server: LiveServer, live_redis: Redis
+) -> None:
+    """Agents made before voices had to match their language (or by an older CLI) kept the
+    English voice; a change that names no voice moves them to the voice their calls use."""
+    from routing import Agent, Directory
+
+    tenant_id, admin = await new_tenant(live_server, "old-agents")
+    old = Agent(name="ancien", prompt="p", language="fr", tenant=tenant_id)
+    assert old.voice == "en_US-joe-medium"
+    await Directory(live_redis).add_agent(old)
+    async with httpx.AsyncClient(base_url=live_server.url) as c:
+        r = await c.patch(
+            f"/v1/agents/{old.agent_id}", json={"system_prompt": "q"}, headers=auth(admin)
+        )
+    assert r.status_code == 200, r.text
+    assert r.json()["voice"] == "espeak-ng-fr" and r.json()["system_prompt"] == "q"

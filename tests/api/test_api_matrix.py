@@ -66,6 +66,11 @@ MIN_ROLE = {
     ("POST", "/v1/webhooks/deliveries/{delivery_id}/replay"): "admin",
     ("GET", "/v1/tools/secret"): "viewer",
     ("POST", "/v1/tools/secret"): "admin",
+    ("POST", "/v1/sip-accounts"): "admin",
+    ("GET", "/v1/sip-accounts"): "viewer",
+    ("GET", "/v1/sip-accounts/{account_id}"): "viewer",
+    ("PATCH", "/v1/sip-accounts/{account_id}"): "admin",
+    ("DELETE", "/v1/sip-accounts/{account_id}"): "admin",
 }
 #: Open to anyone, tenant or not.
 PUBLIC = {
@@ -97,12 +102,27 @@ async def with_webhooks(server: LiveServer, redis: Redis, tenant: dict[str, str]
     return tenant | {"endpoint_id": r.json()["endpoint_id"], "delivery_id": delivery_id}
 
 
+async def with_sip_account(server: LiveServer, tenant: dict[str, str]) -> dict[str, str]:
+    """``tenant`` (from ``seed``) with a SIP account (its registrar: a closed loopback port)."""
+    async with httpx.AsyncClient(base_url=server.url) as c:
+        r = await c.post(
+            "/v1/sip-accounts",
+            json={"name": "pbx of B", "provider": "pbx", "registrar": "127.0.0.1", "port": 9,
+                  "username": "200", "password": "sip-pw-of-b-0001", "agent_id": tenant["agent_id"]},
+            headers=auth(tenant["admin"]),
+        )  # fmt: skip
+    assert r.status_code == 201, r.text
+    privacy.SEEN.secrets.add("sip-pw-of-b-0001")
+    return tenant | {"account_id": r.json()["account_id"]}
+
+
 def missing_ids() -> dict[str, str]:
     """Ids of the right shape that name nothing."""
     return {"agent_id": "agt_" + secrets.token_hex(8), "number": UNUSED_NUMBER,
             "call_id": "call_" + secrets.token_hex(12), "key_id": secrets.token_hex(8),
             "endpoint_id": "whe_" + secrets.token_hex(8),
-            "delivery_id": "dlv_" + secrets.token_hex(10)}  # fmt: skip
+            "delivery_id": "dlv_" + secrets.token_hex(10),
+            "account_id": "sip_" + secrets.token_hex(8)}  # fmt: skip
 
 
 async def operations(server: LiveServer) -> set[tuple[str, str]]:
@@ -115,12 +135,14 @@ async def operations(server: LiveServer) -> set[tuple[str, str]]:
 
 def body_for(method: str, path: str, a: dict[str, str]) -> dict[str, Any] | None:
     """A valid body, so that a refusal cannot come from validation."""
-    return {
+    bodies: dict[tuple[str, str], dict[str, Any]] = {
         ("PATCH", "/v1/agents/{agent_id}"): {"greeting": "Hello from A"},
         ("PATCH", "/v1/numbers/{number}"): {"agent_id": a["agent_id"]},
         ("PUT", "/v1/calls/{call_id}/legal-hold"): {"hold": True},
         ("PATCH", "/v1/webhooks/endpoints/{endpoint_id}"): {"description": "from A"},
-    }.get((method, path))
+        ("PATCH", "/v1/sip-accounts/{account_id}"): {"name": "from A"},
+    }
+    return bodies.get((method, path))
 
 
 def fill(path: str, values: dict[str, str]) -> str:
@@ -141,7 +163,8 @@ async def test_bola_other_tenants_ids_are_the_same_404_as_missing_ones(
     b = await with_webhooks(
         live_server, live_redis, await seed(live_server, live_redis, "B", B_NUMBER)
     )
-    ids = ("agent_id", "number", "call_id", "key_id", "endpoint_id", "delivery_id")
+    b = await with_sip_account(live_server, b)
+    ids = ("agent_id", "number", "call_id", "key_id", "endpoint_id", "delivery_id", "account_id")
     foreign = {k: b[k] for k in ids}
     missing = missing_ids()
     with_ids = sorted(
@@ -169,6 +192,8 @@ async def test_bola_other_tenants_ids_are_the_same_404_as_missing_ones(
             "agent_id"
         ]
         assert (await c.get("/v1/audit", headers=auth(b["viewer"]))).status_code == 200
+        pbx = await c.get(f"/v1/sip-accounts/{b['account_id']}", headers=hb)
+        assert pbx.status_code == 200 and pbx.json()["name"] == "pbx of B"
         hook = await c.get(f"/v1/webhooks/endpoints/{b['endpoint_id']}", headers=hb)
         assert hook.json()["description"] == "" and hook.json()["enabled"]
         sent = await c.get(f"/v1/webhooks/deliveries/{b['delivery_id']}", headers=hb)
@@ -256,6 +281,7 @@ async def test_revoked_and_expired_keys_get_401_everywhere(
             "key_id": "0" * 16,
             "endpoint_id": "whe_x",
             "delivery_id": "dlv_x",
+            "account_id": "sip_x",
         }
         for method, path in sorted(MIN_ROLE):
             r = await c.request(method, fill(path, values), json={} if method in ("POST", "PATCH") else None,

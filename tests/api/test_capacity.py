@@ -47,23 +47,23 @@ MAX_CALLS = 4
 def test_phrase_cache_keeps_its_byte_budget_dropping_the_least_recently_used(voice: Any) -> None:
     a, b, c = (synthesize(voice, t) for t in ("Welcome to the bakery.", "Hello there.", "Bye."))
     cache = PhraseCache(len(a) + len(b))
-    cache.put(("a", 8000), a)
-    cache.put(("b", 8000), b)
-    assert cache.get(("a", 8000)) == a  # a is now the most recently used
-    cache.put(("c", 8000), c)
-    assert ("b", 8000) not in cache and ("a", 8000) in cache and ("c", 8000) in cache
+    cache.put(("v", "a", 8000), a)
+    cache.put(("v", "b", 8000), b)
+    assert cache.get(("v", "a", 8000)) == a  # a is now the most recently used
+    cache.put(("v", "c", 8000), c)
+    assert ("v", "b", 8000) not in cache and ("v", "a", 8000) in cache and ("v", "c", 8000) in cache
     assert cache.bytes == len(a) + len(c) <= cache.max_bytes
-    cache.put(("huge", 8000), a + b + c)  # larger than the whole budget: not kept
-    assert ("huge", 8000) not in cache and cache.bytes <= cache.max_bytes
+    cache.put(("v", "huge", 8000), a + b + c)  # larger than the whole budget: not kept
+    assert ("v", "huge", 8000) not in cache and cache.bytes <= cache.max_bytes
 
 
 async def test_engines_phrases_stay_within_the_budget_and_come_back_when_dropped(
-    voice: Any,
+    voice: Any, voices: Any
 ) -> None:
     texts = [f"This is agent number {n}, speaking." for n in range(4)]
     one = len(synthesize(voice, texts[0]))
     # Only the Piper voice is needed to speak phrases; the other models stay unloaded here.
-    engines = Engines(None, voice, "joe", None, None, phrases=PhraseCache(2 * one + one // 2))  # type: ignore[arg-type]
+    engines = Engines(None, voices, None, None, phrases=PhraseCache(2 * one + one // 2))  # type: ignore[arg-type]
     for text in texts:
         await engines.phrase(text)
         assert engines.phrases.bytes <= engines.phrases.max_bytes

@@ -173,6 +173,9 @@ async def test_sinch_unknown_number_gets_an_apology(
     r = await sim.deliver(sim.ice())
     svaml = r.json()
     assert svaml["action"] == {"name": "hangup"} and svaml["instructions"][0]["name"] == "say"
+    # A French number: said in French, by Sinch's French voice.
+    assert svaml["instructions"][0]["locale"] == "fr-FR"
+    assert "n'est pas en service" in svaml["instructions"][0]["text"]
     ace = await sim.deliver(sim.body("ace"))
     assert ace.json() == {"action": {"name": "continue"}}
     assert (await sim.deliver(sim.body("dice", reason="CALLERHANGUP"))).status_code == 200

@@ -34,13 +34,17 @@ async def test_readyz_says_models_loaded_and_llm_reachable(live_server: LiveServ
         r = await c.get("/readyz")
     assert r.status_code == 200
     body = r.json()
-    assert body | {"carriers": {}} == {
+    assert body | {"carriers": {}, "sip_accounts": {}} == {
         "status": "ready",
         "models": "loaded",
         "llm": "reachable",
         "carriers": {},
+        "sip_accounts": {},
     }
     assert set(body["carriers"]) == {"twilio", "telnyx", "sinch"}
+    # SIP accounts by registration state, counts only (a customer's PBX never makes it unready)
+    assert set(body["sip_accounts"]) >= {"registered", "registering", "rejected", "unreachable"}
+    assert all(isinstance(n, int) for n in body["sip_accounts"].values())
     assert set(body["carriers"].values()) <= {"up", "down"}
 
 

@@ -144,6 +144,7 @@ async def test_unknown_number_gets_an_apology_and_a_hang_up(
     r = await s.post_signed(VOICE, s.voice_params())
     root = ET.fromstring(r.text)
     assert "not in service" in (root.findtext("Say") or "")
+    assert root.find("Say").get("language") == "en-US"  # type: ignore[union-attr]
     assert root.find("Hangup") is not None and root.find("Connect") is None
     call_id = (await live_redis.zrange("calls", 0, -1))[0]
     record = await CallStore(live_redis).get(call_id)

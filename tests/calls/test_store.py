@@ -13,6 +13,7 @@ from recordings.keyring import KeyRing
 from recordings.objects import EncryptedObjects
 from recordings.storage import LocalStorage
 from routing import Agent, Route
+from store import keys
 from tests.conftest import sealing_calls, write_transcript
 
 INBOUND = InboundCall("twilio", "CA" + "1" * 32, "AC1", "+15555550123", "+15555550100", "ringing")
@@ -87,3 +88,13 @@ async def test_rejected_call_and_transcript(redis, tmp_path) -> None:  # type: i
     reader = CallStore(redis, objects)
     assert [t.text for t in await reader.transcript(call_id)] == ["hello", "hi there"]
     assert b"hello" not in b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
+
+
+async def test_the_call_s_language_is_noted_only_on_a_record_that_exists(redis) -> None:  # type: ignore[no-untyped-def]
+    store = sealing_calls(redis)
+    call_id, _, _ = await store.open_inbound(INBOUND, ROUTE, 100.0)
+    await store.set_language(call_id, "fr")
+    record = await store.get(call_id)
+    assert record is not None and record.language == "fr"
+    await store.set_language("call_gone", "fr")  # deleted meanwhile (retention, offboarding)
+    assert not await redis.exists(keys.call("call_gone"))

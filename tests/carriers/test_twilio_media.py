@@ -121,3 +121,20 @@ def test_start_message_parsing() -> None:
         parse_start(start)
     with pytest.raises(MediaMalformed, match="start"):
         parse_start({"event": "media"})
+
+
+def test_a_number_with_no_agent_is_told_so_in_its_country_s_language_by_a_voice_that_speaks_it() -> (
+    None
+):
+    """Twilio's default voice speaks only a few languages: others name a voice of the locale."""
+    import xml.etree.ElementTree as ET
+
+    from carriers.twilio.webhook import twiml_apology
+
+    say = ET.fromstring(twiml_apology("Helaas, dit nummer is niet in gebruik.", "nl-NL")).find(
+        "Say"
+    )
+    assert say is not None and say.get("language") == "nl-NL"
+    assert say.get("voice") == "Google.nl-NL-Standard-A"
+    english = ET.fromstring(twiml_apology("Sorry.")).find("Say")
+    assert english is not None and english.get("voice") is None  # Twilio's default voice

@@ -599,3 +599,12 @@ def test_package_data_reaches_an_installed_image() -> None:
             ):
                 missing.append(f"{package}/{relative}")
     assert not missing, f"not in [tool.setuptools.package-data]: {missing}"
+
+
+@pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.gpu"])
+def test_images_copy_every_package_of_the_project(name: str) -> None:
+    """An image without one of the project's packages fails at its first import of it."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    packages = {p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]}
+    copied = set(re.findall(r"^COPY (\w+) \1$", (REPO / name).read_text(), re.M))
+    assert packages <= copied, f"{name} does not copy {sorted(packages - copied)}"

@@ -96,3 +96,38 @@ async def test_answers_are_cut_after_whole_sentences_and_the_server_stops(
         assert (tmp_path / "llm.log").read_text().count("Disconnected from client") >= cut
     finally:
         server.stop()
+
+
+async def test_pipecat_s_developer_messages_reach_the_embedded_server_as_the_user_s(
+    gguf: Path, tmp_path: Path
+) -> None:
+    """pipecat adds a "developer" message after a turn it could not transcribe; llama.cpp's
+    server answers 500 to that role, which ended the call with an apology."""
+    from pipecat.frames.frames import ErrorFrame, LLMMessagesAppendFrame, LLMTextFrame
+    from pipecat.pipeline.pipeline import Pipeline
+    from pipecat.processors.aggregators.llm_context import LLMContext
+    from pipecat.processors.aggregators.llm_response_universal import LLMContextAggregatorPair
+    from pipecat.tests.utils import SleepFrame, run_test
+    from pipecat.turns.empty_user_turn import DEFAULT_EMPTY_USER_TURN_INTERRUPTED_PROMPT
+
+    from llm.client import create_llm_service
+
+    server = EmbeddedLLMServer(gguf, "smollm2", tmp_path / "llm.log")
+    endpoint = server.start()
+    try:
+        llm = create_llm_service(
+            endpoint, system="You are a receptionist.", max_tokens=24, temperature=0.0
+        )
+        pair = LLMContextAggregatorPair(LLMContext())
+        messages = [
+            {"role": "user", "content": "Hello."},
+            {"role": "developer", "content": DEFAULT_EMPTY_USER_TURN_INTERRUPTED_PROMPT},
+        ]
+        down, _ = await run_test(
+            Pipeline([pair.user(), llm]),
+            frames_to_send=[LLMMessagesAppendFrame(messages, run_llm=True), SleepFrame(sleep=3.0)],
+        )
+    finally:
+        server.stop()
+    assert not [f for f in down if isinstance(f, ErrorFrame)]
+    assert "".join(f.text for f in down if isinstance(f, LLMTextFrame)).strip()

@@ -14,10 +14,12 @@ from models import (
     Role,
     load_catalog,
     profile_models,
+    profile_voices,
     verify_model,
 )
 from models.catalog import ModelFile, ModelSpec, Part
 from models.verify import sha256_of
+from voice.phrasebook import LANGUAGES
 
 
 def test_cpu_profile_has_the_three_embedded_models() -> None:
@@ -98,7 +100,24 @@ def test_wrong_pin_is_corrupt(tmp_path: Path) -> None:
 
 def test_unpinned_gpu_model_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ModelNotPinned, match="sha256"):
-        verify_model(profile_models("gpu")[Role.TTS], tmp_path)
+        verify_model(profile_models("gpu")[Role.STT], tmp_path)
+
+
+def test_the_gpu_profile_has_a_pinned_voice_for_every_language(tmp_path: Path) -> None:
+    voices = profile_voices("gpu")
+    assert voices[0].language == "en"  # the default voice
+    assert {v.language for v in voices} == set(LANGUAGES)
+    for v in voices:
+        assert v.name.startswith(f"{v.language}_"), v.name
+        assert {f.path for f in v.files} == {f"{v.name}.onnx", f"{v.name}.onnx.json"}
+        assert all(f.sha256 and len(f.sha256) == 64 and f.size for f in v.files), v.name
+        with pytest.raises(ModelMissing):  # pinned: only the fetched files are missing here
+            verify_model(v, tmp_path)
+
+
+def test_every_voice_names_its_language() -> None:
+    assert all(m.language in LANGUAGES for m in load_catalog() if m.role == Role.TTS)
+    assert all(m.language is None for m in load_catalog() if m.role != Role.TTS)
 
 
 def test_pinned_hand_fetched_file_is_checked(tmp_path: Path) -> None:

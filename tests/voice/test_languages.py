@@ -178,3 +178,17 @@ def test_a_voicemail_is_disclosed_in_the_call_s_language() -> None:
     assert message_text("en", "Call us back.") == (
         "This is an automated message from an AI assistant. Call us back."
     )
+
+
+def test_an_auto_call_hears_an_objection_in_any_language_after_its_language_is_fixed() -> None:
+    """Detection may take a French caller for an English one: their "no" still counts."""
+    from voice.language import CallLanguage
+    from voice.phrases import refuses_recording, says_goodbye
+
+    call = CallLanguage("auto", "+15555550100")
+    assert call.fix("en", 0.55) and call.code == "en"
+    assert refuses_recording("Je ne veux pas être enregistré.", call)
+    assert refuses_recording("Ich möchte nicht aufgezeichnet werden.", call)
+    assert not says_goodbye("Au revoir.", call)  # the other detectors follow the fixed language
+    fixed = CallLanguage("en")
+    assert not refuses_recording("Je ne veux pas être enregistré.", fixed)  # English agent

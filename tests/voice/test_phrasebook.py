@@ -73,6 +73,14 @@ def test_a_table_missing_a_key_is_refused_naming_the_file_and_the_key(tmp_path: 
         load(tables)
 
 
+def test_a_carrier_locale_that_is_not_a_language_tag_is_refused(tmp_path: Path) -> None:
+    tables = copy_tables(tmp_path)
+    it = tables / "it.toml"
+    it.write_text(it.read_text().replace('locale = "it-IT"', 'locale = "it_IT"'), encoding="utf-8")
+    with pytest.raises(PhraseTableError, match=r"it\.toml: say\.locale must be a language tag"):
+        load(tables)
+
+
 def test_a_table_missing_a_detector_is_refused(tmp_path: Path) -> None:
     tables = copy_tables(tmp_path)
     de = tables / "de.toml"

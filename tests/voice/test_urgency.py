@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 
 from carriers.simulation import trim_silence
 from voice.engines import Urgency, synthesize
-from voice.services import SharedPiperTTS, TrimmedWhisper
+from voice.services import SharedTTS, TrimmedWhisper
 
 
 def gave_way() -> float:
@@ -104,11 +104,11 @@ def test_an_urgent_job_that_fails_is_no_longer_running() -> None:
 
 
 @pytest.fixture(scope="module")
-def engines(voice, whisper):  # type: ignore[no-untyped-def]
+def engines(voices, whisper):  # type: ignore[no-untyped-def]
     """The shared speech engines (no VAD or LLM: nothing here needs them)."""
     from voice.engines import Engines
 
-    return Engines(whisper, voice, "test", None, llm=None)  # type: ignore[arg-type]
+    return Engines(whisper, voices, None, llm=None)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("leading", [False, True], ids=["rest-of-answer", "first-chunk"])
@@ -135,12 +135,12 @@ async def test_the_rest_of_an_answer_is_synthesized_after_a_decode_running(
             events.append("decoded")
             return text
 
-    tts = SharedPiperTTS(engines)
+    tts = SharedTTS(engines)
     before = gave_way()
     loop = asyncio.get_running_loop()
     decoded = loop.run_in_executor(None, decode)
     await asyncio.to_thread(decoding.wait, 10)
-    chunks = tts._synthesized("We deliver on Sundays until noon.", leading)
+    chunks = tts._synthesized(await tts._current(), "We deliver on Sundays until noon.", leading)
     audio_out = b"".join([chunk async for chunk in chunks])
     events.append("synthesized")
     text = await decoded

@@ -38,7 +38,7 @@ from routing.errors import AgentNotFound
 from tenancy.audit import AuditLog
 from tenancy.tenants import Caller, Role, TenantStore
 from tenancy.write_limits import WriteLimiter
-from voice.announcement import check_announcement, default_announcement
+from voice.announcement import check_announcement, default_announcement, is_default
 from voice.errors import AnnouncementIncomplete
 from voice.phrasebook import base_language
 from voice.prompt import default_greeting, default_greetings
@@ -380,12 +380,13 @@ def router(
             raise HTTPException(
                 422, "the announcement (AI disclosure and recording notice) cannot be emptied"
             )
+        target = changes.get("language", current.language)
         if (
-            changes.get("language", current.language) != current.language
-            and "announcement" not in changes
-            and current.announcement == default_announcement(current.language)
-        ):  # a default announcement follows the language
-            changes["announcement"] = default_announcement(changes["language"])
+            "announcement" not in changes
+            and is_default(current.announcement)
+            and current.announcement.strip() != default_announcement(target)
+        ):  # a default announcement follows the language (also one stored in another's)
+            changes["announcement"] = default_announcement(target)
         if (
             changes.get("language", current.language) != current.language
             and "greeting" not in changes

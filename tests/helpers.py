@@ -290,13 +290,14 @@ CALLER_ESPEAK: dict[str, tuple[str, ...]] = {
 }
 
 
-def say_in(language: str, text: str) -> bytes:
+def say_in(language: str, text: str, *settings: str) -> bytes:
     """``text`` said by espeak-ng in ``language``: 8 kHz 16-bit PCM, silence trimmed.
 
-    The same text gives the same audio on every run (espeak-ng has no randomness).
+    ``settings`` override the caller's (espeak-ng takes the last of an option). The same text
+    gives the same audio on every run (espeak-ng has no randomness).
     """
     wav = subprocess.run(
-        ["espeak-ng", *CALLER_ESPEAK[language], "--stdout"],
+        ["espeak-ng", *CALLER_ESPEAK[language], *settings, "--stdout"],
         input=text.encode(),
         capture_output=True,
         check=True,

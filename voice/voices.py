@@ -24,7 +24,7 @@ from piper import PiperVoice, SynthesisConfig
 
 from models import VerifiedModel
 from voice.errors import VoiceError
-from voice.phrasebook import LANGUAGES, base_language
+from voice.phrasebook import base_language
 
 log = logging.getLogger(__name__)
 
@@ -283,8 +283,3 @@ def default_voice(profile: str, language: str) -> str:
     if base in ESPEAK_VOICES and shutil.which(ESPEAK):
         return f"{ESPEAK}-{base}"
     return specs[0].name
-
-
-def supported(voices: Voices) -> dict[str, list[str]]:
-    """Per supported language, the names of its installed voices."""
-    return {lang: [i.name for i in voices.of_language(lang)] for lang in sorted(LANGUAGES)}

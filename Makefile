@@ -18,6 +18,7 @@ system-deps:
 	command -v haproxy >/dev/null || missing="$$missing haproxy"; \
 	command -v espeak-ng >/dev/null || missing="$$missing espeak-ng"; \
 	command -v sipp >/dev/null || missing="$$missing sip-tester"; \
+	command -v chromium >/dev/null || missing="$$missing chromium chromium-driver"; \
 	command -v c++ >/dev/null || missing="$$missing build-essential"; \
 	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \

@@ -195,7 +195,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ApiProblem)
     async def _api(request: Request, exc: ApiProblem) -> JSONResponse:
         log.warning("request refused", extra={"code": exc.code, "path": request.url.path})
-        return problem(exc.status, exc.code, HTTPStatus(exc.status).phrase, str(exc))
+        response = problem(exc.status, exc.code, HTTPStatus(exc.status).phrase, str(exc))
+        if exc.status == 401:  # RFC 6750: how to authenticate
+            response.headers["WWW-Authenticate"] = f'Bearer error="{exc.code}"'
+        return response
 
     @app.exception_handler(LimitExceeded)
     async def _limited(request: Request, exc: LimitExceeded) -> JSONResponse:

@@ -6,10 +6,11 @@ numbers never enter the audit log: a data subject is named by a keyed digest.
 
 from __future__ import annotations
 
-from typing import Any
+from ipaddress import IPv4Address, IPv6Address
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 from starlette.exceptions import HTTPException
 
 from api import idempotency
@@ -22,6 +23,7 @@ from calls.store import CallStore
 from recordings.errors import DecryptionError, NoTenantKey
 from recordings.lifecycle import Lifecycle, wav
 from recordings.objects import EncryptedObjects
+from recordings.subjects import ip_party
 from routing.directory import normalise_number
 from tenancy.audit import AuditLog
 from tenancy.tenants import Caller, Role, TenantStore
@@ -52,11 +54,37 @@ class HoldOut(BaseModel):
     reason: str
 
 
-class SubjectIn(BaseModel):
-    """A data subject, by phone number (E.164)."""
+class PhoneSubject(BaseModel):
+    """A data subject by phone number (E.164)."""
 
     model_config = ConfigDict(extra="ignore")
     phone_number: PhoneNumber
+
+    def party(self) -> str:
+        """The number as calls' parties are digested (E.164)."""
+        return normalise_number(self.phone_number)
+
+
+def _text(value: object) -> object:
+    """An address is written as text (the address types would also take a number)."""
+    if not isinstance(value, str) or "%" in value:  # a number, or an IPv6 zone (local only)
+        raise ValueError("an IP address is a string, without a zone")
+    return value
+
+
+class AddressSubject(BaseModel):
+    """A data subject by IP address: a browser (WebRTC) caller."""
+
+    model_config = ConfigDict(extra="ignore")
+    ip_address: Annotated[IPv4Address | IPv6Address, BeforeValidator(_text)]
+
+    def party(self) -> str:
+        """The address as calls' parties are digested (canonical form)."""
+        return ip_party(str(self.ip_address)) or str(self.ip_address)
+
+
+#: A data subject: a caller's phone number, or a browser caller's IP address.
+SubjectIn = PhoneSubject | AddressSubject
 
 
 class ErasureOut(BaseModel):
@@ -143,8 +171,11 @@ def router(
         responses=_binary(ZIP, "manifest.json, transcripts and recordings (WAV)"),
     )
     async def export(body: SubjectIn, caller: Caller = admin) -> Response:
-        """Everything of your tenant involving a phone number (GDPR Art. 15/20), as a zip."""
-        number = normalise_number(body.phone_number)
+        """Everything of your tenant involving a phone number or an IP address (GDPR Art. 15/20).
+
+        A zip: manifest, transcripts and recordings.
+        """
+        number = body.party()
         calls = await lifecycle.calls_of(caller.tenant_id, number)
         archive = await lifecycle.export(
             caller.tenant_id, calls, {"kind": "data subject export", "subject": number}
@@ -160,11 +191,11 @@ def router(
 
     @r.post("/data-subjects/erase", response_model=ErasureOut, tags=["data subjects"])
     async def erase(body: SubjectIn, caller: Caller = admin) -> ErasureOut:
-        """Erase every call of your tenant involving a phone number (GDPR Art. 17).
+        """Erase every call of your tenant involving a phone number or IP address (GDPR Art. 17).
 
         Calls under legal hold are kept and listed.
         """
-        number = normalise_number(body.phone_number)
+        number = body.party()
         done = await lifecycle.erase_subject(caller.tenant_id, number)
         subject = lifecycle.subject_ref(caller.tenant_id, number)
         await audit.record(

@@ -38,10 +38,10 @@ class CarrierDeps:
     commands: CommandBus | None = None  # live-call commands (answering-machine results)
 
 
-def websocket_transport(socket: MediaSocket, codec: FrameSerializer) -> BaseTransport:
+def websocket_transport(socket: MediaSocket, codec: FrameSerializer | None) -> BaseTransport:
     """The pipecat FastAPI WebSocket transport over a carrier's media socket, with ``codec``."""
-    if not isinstance(socket, WebSocket):
-        raise TypeError("a media socket of this app is a FastAPI WebSocket")
+    if not isinstance(socket, WebSocket) or codec is None:
+        raise TypeError("a carrier's media socket is a FastAPI WebSocket, with its codec")
     params = FastAPIWebsocketParams(
         audio_in_enabled=True, audio_out_enabled=True, add_wav_header=False, serializer=codec
     )

@@ -21,6 +21,7 @@ from api import (
     routes_transfer,
     routes_twilio,
     routes_webhooks,
+    routes_webrtc,
 )
 from api.app import NotReady, create_app
 from api.webhooks import CarrierDeps
@@ -111,6 +112,13 @@ def routers(platform: Platform) -> list[APIRouter]:
                 ]
             ),
             changed=platform.sip_changed,
+        ),
+        routes_webrtc.router(
+            tenants=platform.tenants,
+            audit=platform.audit,
+            writes=writes,
+            tokens=platform.webrtc_tokens,
+            calls=platform.webrtc,
         ),
         routes_calls.router(
             tenants=platform.tenants,

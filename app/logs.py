@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import re
@@ -28,13 +29,38 @@ _STANDARD = set(vars(logging.makeLogRecord({}))) | {
 _PHONE = re.compile(r'(?<![\w+])\+\d(?:[ .\-()]{0,2}\d){6,14}(?!\d)|(?<=")\d{7,15}(?=\\?")')
 
 
+#: IPv4 addresses (a browser caller is one), masked to their first two bytes (``203.0.…``),
+#: and IPv6 ones (with ``::`` or all eight groups) to their first group; loopback and the
+#: unspecified address are the platform's own and stay.
+_IPV4 = re.compile(r"(?<![\w.])(\d{1,3})\.(\d{1,3})\.\d{1,3}\.\d{1,3}(?!\w)(?!\.\d)")
+_IPV6 = re.compile(
+    r"(?<![\w:])(?:[0-9A-Fa-f:]*::[0-9A-Fa-f:.]*|(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4})(?![\w:])"
+)
+
+
+def _ipv4(m: re.Match[str]) -> str:
+    whole = m.group(0)
+    return whole if whole.startswith("127.") or whole == "0.0.0.0" else f"{m[1]}.{m[2]}.…"
+
+
+def _ipv6(m: re.Match[str]) -> str:
+    whole = m.group(0)
+    try:
+        ip = ipaddress.IPv6Address(whole)
+    except ValueError:
+        return whole
+    return whole if ip.is_loopback or ip.is_unspecified else whole.split(":", 1)[0] + ":…"
+
+
 def redact(text: str) -> str:
-    """``text`` with phone numbers masked to their last two digits (``+…42``).
+    """``text`` with phone numbers (``+…42``) and IP addresses (``203.0.…``) masked.
 
     Logs are append-only files that outlive a data subject's erasure and a tenant's
-    offboarding, so personal data never enters them: no numbers, and no words of a call.
+    offboarding, so personal data never enters them: no numbers, no addresses, and no words
+    of a call.
     """
-    return _PHONE.sub(lambda m: "+…" + m.group(0)[-2:], text)
+    text = _PHONE.sub(lambda m: "+…" + m.group(0)[-2:], text)
+    return _IPV6.sub(_ipv6, _IPV4.sub(_ipv4, text))
 
 
 class JsonFormatter(logging.Formatter):
@@ -86,7 +112,9 @@ def configure(level: str = "INFO", pipecat_level: str = "WARNING") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("httpx", "httpx2", "httpcore", "openai", "uvicorn.access", "websockets"):
+    # aiortc's and aioice's lines name the browsers' addresses (personal data): warnings only.
+    noisy_loggers = ("httpx", "httpx2", "httpcore", "openai", "uvicorn.access", "websockets")
+    for noisy in (*noisy_loggers, "aiortc", "aioice"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     loguru_logger.remove()
     # pipecat logs every frame at DEBUG; only warnings and worse are worth a line.

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from api.webhooks import websocket_transport
 from app.core import Core
 from app.sip_media import sip_calls
+from app.webrtc_media import webrtc_calls
 from calls.records import CallRecord
 from carriers.base import Carrier, carrier_time_limit
 from carriers.sip.stack import SipStack
@@ -32,7 +33,9 @@ from store import keys
 from telephony.admission import Admission
 from telephony.inbound import Inbound
 from telephony.sip import SipRegistrations
+from telephony.sip_calls import CARRIER as CARRIER_SIP
 from telephony.transfer import Transfers
+from telephony.webrtc import WebRtcTokens
 from voice.engines import PHONE_RATE, Engines
 from voice.prompt import fixed_phrases, prepare_phrases, voice_of
 from voice.session import SessionDeps
@@ -121,6 +124,9 @@ class Platform(Core):
         #: The SIP stack and its registrations while :meth:`sip_running` (SIP on).
         self.sip_stack: SipStack | None = None
         self.sip_registrations: SipRegistrations | None = None
+        #: Browser calls: their single-use tokens, and the calls this process answers.
+        self.webrtc_tokens = WebRtcTokens(self.redis)
+        self.webrtc = webrtc_calls(self)
         self.calls.on_final = self._call_ended
         self.reaper = Reaper(
             self.redis,
@@ -162,7 +168,8 @@ class Platform(Core):
 
         Only when ``BONMONIQ_SIP_PORT`` is set (else ``None``): the stack listens on
         ``BONMONIQ_SIP_HOST:BONMONIQ_SIP_PORT`` (UDP and TCP) and this process registers the
-        accounts whose lease it takes; on exit it unregisters them and gives the leases back.
+        accounts whose lease it takes; when the drain starts or on exit it unregisters them and
+        gives the leases back.
         """
         settings = self.settings
         if settings.sip_port is None:
@@ -176,9 +183,11 @@ class Platform(Core):
             settings.sip_port,
             public_host=settings.sip_public_host,
             permit=lambda host, ip: allow.permits(host, ipaddress.ip_address(ip)),
+            trusted=settings.sip_trusted_peers,
         )
         await stack.start()
         answering = sip_calls(self, stack, self.sip_accounts.route_of)
+        self.transfers.channels[CARRIER_SIP] = answering  # transfers by REFER
         node = settings.cluster.node_id
         self.sip_stack = stack
         self.sip_registrations = SipRegistrations(
@@ -188,16 +197,30 @@ class Platform(Core):
             poll_s=SIP_POLL_S,
         )
         task = asyncio.create_task(self.sip_registrations.run())
+        drain = self.sip_registrations.drain  # a draining process lets others register
+        self.admission.drain_listeners.append(drain)
+        if self.admission.draining:
+            drain()
         try:
             yield stack
         finally:
+            self.admission.drain_listeners.remove(drain)
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            self.transfers.channels.pop(CARRIER_SIP, None)
             await answering.stop()  # BYE to the calls still running here
             await stack.stop()
             self.sip_stack = None
             self.sip_registrations = None
+
+    @contextlib.asynccontextmanager
+    async def webrtc_running(self) -> AsyncIterator[None]:
+        """Browser calls are answered while inside; on exit those still running here end."""
+        try:
+            yield
+        finally:
+            await self.webrtc.stop()
 
     def sip_changed(self) -> None:
         """A SIP account was created, changed or deleted here: register accordingly now."""
@@ -273,12 +296,12 @@ class Platform(Core):
             return
         await self.carriers.kit(Carrier(carrier)).control.hang_up(carrier_call_id)
 
-    def prepare(self, agent: Agent) -> None:
-        """Synthesize ``agent``'s fixed phrases in the background (before its first call)."""
+    def prepare(self, agent: Agent, rate: int = PHONE_RATE) -> None:
+        """Synthesize ``agent``'s fixed phrases at ``rate`` in the background (before a call)."""
         voice = voice_of(self.engines, agent)
-        if all(self.engines.cached(t, PHONE_RATE, voice) is not None for t in fixed_phrases(agent)):
+        if all(self.engines.cached(t, rate, voice) is not None for t in fixed_phrases(agent)):
             return  # the usual case: prepared at start or when the agent was saved
-        task = asyncio.get_running_loop().create_task(prepare_phrases(self.engines, agent))
+        task = asyncio.get_running_loop().create_task(prepare_phrases(self.engines, agent, rate))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 

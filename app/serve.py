@@ -30,8 +30,11 @@ from telephony.admission import Admission
 log = logging.getLogger(__name__)
 
 
-def banner(settings: Settings, demo_number: str | None) -> str:
-    """What to do next, printed once the platform is ready."""
+def banner(settings: Settings, demo_number: str | None, try_path: str | None = None) -> str:
+    """What to do next, printed once the platform is ready.
+
+    ``try_path``: the demo agent's test page with a token for one browser call.
+    """
     lines = [
         "",
         f"Bonmoniq Voice is ready on http://{settings.host}:{settings.port}",
@@ -54,6 +57,12 @@ def banner(settings: Settings, demo_number: str | None) -> str:
             f"  .venv/bin/bonmoniq call --carrier sinch --to {DEMO_EU_NUMBER}",
             f"  (the EU number {DEMO_EU_NUMBER} is refused over Twilio and Telnyx: EU residency)",
         ]
+    if try_path:
+        lines += [
+            "",
+            "Or talk to the demo agent from a browser on this machine (one call, within an hour):",
+            f"  http://{settings.host}:{settings.port}{try_path}",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -66,6 +75,8 @@ class MetricsServer(uvicorn.Server):
         yield
 
 
+#: How long the demo's browser-call token printed at start may be used.
+DEMO_TOKEN_S = 3600
 #: How often a draining process looks at its count of calls.
 DRAIN_POLL_S = 0.5
 
@@ -182,17 +193,22 @@ async def serve(settings: Settings, demo: bool = False) -> int:
 
 async def _serve(settings: Settings, demo: bool, metrics_sock: socket.socket | None) -> int:
     # In the cluster (heartbeat, commands, reaper) for the whole serving time, drain included;
-    # the SIP stack (when BONMONIQ_SIP_PORT is set) too.
+    # the SIP stack (when BONMONIQ_SIP_PORT is set) and the browser calls too.
     async with (
         running_platform(settings) as platform,
         platform.cluster_running(),
         platform.sip_running(),
+        platform.webrtc_running(),
     ):
-        demo_number = None
+        demo_number = try_path = None
         if demo:
             await seed_demo(platform.directory)
-            if await platform.directory.lookup(DEMO_NUMBER):
+            route = await platform.directory.lookup(DEMO_NUMBER)
+            if route is not None:
                 demo_number = DEMO_NUMBER
+                agent_id = route.agent.agent_id
+                token = await platform.webrtc_tokens.issue(route.tenant, agent_id, DEMO_TOKEN_S)
+                try_path = f"/try/{agent_id}#token={token}"
         # Every agent's announcement and greeting are synthesized before the first call.
         t0 = time.monotonic()
         agents = await platform.prepare_all()
@@ -214,7 +230,7 @@ async def _serve(settings: Settings, demo: bool, metrics_sock: socket.socket | N
             await asyncio.sleep(0.05)
         if server.started:
             log.info("platform ready", extra={"host": settings.host, "port": settings.port})
-            print(banner(settings, demo_number), flush=True)
+            print(banner(settings, demo_number, try_path), flush=True)
         sweeper = asyncio.create_task(sweep_forever(platform.lifecycle, settings))
         metrics_server = MetricsServer(
             uvicorn.Config(metrics.app(), log_config=None, access_log=False, lifespan="off")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -30,6 +31,26 @@ def split_addr(addr: str) -> tuple[str, int] | None:
     if not sep or not host or not port.isdigit() or int(port) > 65535:
         raise ValueError(f"BONMONIQ_METRICS_ADDR must be host:port or off, not {addr!r}")
     return host.strip("[]"), int(port)
+
+
+def trusted_peers(spec: str) -> list[str]:
+    """Comma-separated IP addresses and CIDRs as normalized networks (host bits are refused).
+
+    Raises:
+        ValueError: an entry is neither an IP address nor a CIDR.
+    """
+    out = []
+    for entry in (e.strip() for e in spec.split(",")):
+        if not entry:
+            continue
+        try:
+            out.append(str(ipaddress.ip_network(entry)))
+        except ValueError:
+            raise ValueError(
+                f"BONMONIQ_SIP_TRUSTED must list IP addresses or CIDRs such as 203.0.113.0/28, "
+                f"not {entry!r}"
+            ) from None
+    return out
 
 
 class Settings(BaseSettings):
@@ -88,6 +109,12 @@ class Settings(BaseSettings):
     sip_rtp_ports: str = Field(
         default="40000-40999", description="UDP port range of SIP calls' RTP (first-last)."
     )
+    sip_trusted: str = Field(
+        default="",
+        description="IP addresses and CIDRs (comma-separated) of PBXs and SIP trunks whose "
+        "INVITEs any SIP account accepts without having registered there (they call from "
+        "another address than the registrar). Empty: only each account's registrar.",
+    )
     sip_registrar_allow: list[str] = Field(
         default_factory=list,
         description="CIDRs and host names a SIP account's registrar may be although they are "
@@ -124,6 +151,16 @@ class Settings(BaseSettings):
     def _metrics_addr_is_host_port(cls, value: str) -> str:
         split_addr(value)
         return value.strip()
+
+    @field_validator("sip_trusted")
+    @classmethod
+    def _sip_trusted_are_networks(cls, value: str) -> str:
+        return ",".join(trusted_peers(value))
+
+    @property
+    def sip_trusted_peers(self) -> list[str]:
+        """The trusted SIP peers as normalized networks (``10.0.0.0/8``, ``192.0.2.7/32``)."""
+        return self.sip_trusted.split(",") if self.sip_trusted else []
 
     @property
     def metrics_listen(self) -> tuple[str, int] | None:

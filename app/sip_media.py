@@ -49,10 +49,10 @@ class _AsgiView:
         await self._socket.close(code, reason)
 
 
-def rtp_transport(socket: MediaSocket, codec: FrameSerializer) -> BaseTransport:
+def rtp_transport(socket: MediaSocket, codec: FrameSerializer | None) -> BaseTransport:
     """Pipecat's FastAPI WebSocket transport over a SIP call's :class:`RtpSocket`."""
-    if not isinstance(socket, RtpSocket):
-        raise TypeError("a SIP call's media socket is an RtpSocket")
+    if not isinstance(socket, RtpSocket) or codec is None:
+        raise TypeError("a SIP call's media socket is an RtpSocket, with its codec")
     params = FastAPIWebsocketParams(
         audio_in_enabled=True, audio_out_enabled=True, add_wav_header=False, serializer=codec
     )
@@ -75,6 +75,7 @@ def sip_calls(platform: Platform, stack: SipStack, accounts: AccountLookup) -> S
             settings.sip_host, stack.advertised_host, port_range(settings.sip_rtp_ports)
         ),
         rtp_transport,
+        stack=stack,
     )
     stack.on_invite(calls.invite)
     stack.on_bye(calls.caller_bye)

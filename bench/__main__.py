@@ -11,6 +11,7 @@ from typing import Any
 
 from bench import (
     call_latency,
+    channels,
     cluster,
     encryption,
     lang_detect,
@@ -29,6 +30,7 @@ BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {
     "voices": voices.run,
     "voice": lambda: asyncio.run(voice.run()),
     "call_latency": lambda: asyncio.run(call_latency.run()),
+    "channels": lambda: asyncio.run(channels.run()),
     "cluster": lambda: asyncio.run(cluster.run()),
 }
 

@@ -13,6 +13,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -43,7 +44,11 @@ def e164(raw: str) -> str:
 
     Carriers send a caller as ``+33612345678``, ``33612345678`` (Sinch's ``cli``) or
     ``0033 6 12 34 56 78``; all three are one person to erasure and to the audit digest.
+    A browser caller is an IP address: in its canonical form (an IPv4-mapped IPv6 as IPv4).
     """
+    address = ip_party(raw)
+    if address is not None:
+        return address
     cleaned = re.sub(r"[\s\-().]", "", raw)
     if cleaned.startswith("00"):
         cleaned = "+" + cleaned[2:]
@@ -54,6 +59,17 @@ def e164(raw: str) -> str:
     except phonenumbers.NumberParseException:
         return raw.strip()
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def ip_party(raw: str) -> str | None:
+    """``raw`` as a canonical IP address when it is one (a WebRTC caller), else ``None``."""
+    try:
+        ip = ipaddress.ip_address(raw.strip())
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return str(ip)
 
 
 def subject_key(keyring: KeyRing) -> bytes:

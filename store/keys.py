@@ -69,6 +69,7 @@ key                                              type    holds
 ``sipaccounts:{tenant}``                         set     the tenant's SIP account ids
 ``sipaccounts``                                  hash    every SIP account id -> its tenant
 ``sipreg:{account_id}``                          hash    a SIP account's registration state
+``webrtctoken:{digest}``                         string  a browser-call token's tenant and agent
 ===============================================  ======  ===============================
 
 A call under legal hold has the field ``legal_hold`` in its hash.
@@ -380,3 +381,8 @@ def sip_accounts_all() -> str:
 def sip_registration(account_id: str) -> str:
     """A SIP account's registration state, written by the process that registers it."""
     return _key(f"sipreg:{account_id}")
+
+
+def webrtc_token(digest: str) -> str:
+    """A browser-call token, by the SHA-256 of the token (the token itself is never stored)."""
+    return _key(f"webrtctoken:{digest}")

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
@@ -120,6 +121,8 @@ class Admission:
         self.max_call_seconds = max_call_seconds
         #: Set by :meth:`drain`: no new inbound call is admitted.
         self.draining = False
+        #: Told once when the drain starts (e.g. the SIP registrations stop).
+        self.drain_listeners: list[Callable[[], None]] = []
         self._admit = redis.register_script(_ADMIT_INBOUND)
         metrics.MAX_CALLS.set(max_calls)
         metrics.DRAINING.set(0)
@@ -129,6 +132,11 @@ class Admission:
         """Refuse every new inbound call from now on (the process is shutting down)."""
         self.draining = True
         metrics.DRAINING.set(1)
+        for listener in list(self.drain_listeners):
+            try:
+                listener()
+            except Exception as e:
+                log.warning("drain listener failed", extra={"error": type(e).__name__})
 
     async def settle_pending(self, now: float) -> None:
         """Give back the places of calls over, or whose media session runs on another process.

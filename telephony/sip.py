@@ -250,7 +250,8 @@ class SipRegistrations:
 
     Each pass (every ``poll_s``, or at once after :meth:`poke`) compares the accounts with what
     runs here: new or changed accounts are (re)registered, deleted ones and those whose lease
-    another process took are stopped.
+    another process took are stopped. Once :meth:`drain` is called, every account is stopped
+    and its lease given back, and none is taken again.
     """
 
     def __init__(
@@ -269,11 +270,20 @@ class SipRegistrations:
         self._running: dict[str, float] = {}
         self._leases: dict[str, Lease] = {}
         self._wake = asyncio.Event()
+        self._draining = False
         self._writes: asyncio.Queue[tuple[str, RegStatus]] = asyncio.Queue()
         stack.on_state(self._state_changed)
 
     def poke(self) -> None:
         """Look at the accounts now (one was created, changed or deleted here)."""
+        self._wake.set()
+
+    def drain(self) -> None:
+        """Stop registering here (the process drains): unREGISTER and give the leases back now.
+
+        The stack keeps answering the in-dialog requests of the calls still running.
+        """
+        self._draining = True
         self._wake.set()
 
     def counts(self) -> dict[str, int]:
@@ -304,7 +314,18 @@ class SipRegistrations:
                 await writer
 
     async def reconcile(self) -> None:
-        """One pass: start, restart and stop registrations to match the accounts."""
+        """One pass: start, restart and stop registrations to match the accounts.
+
+        Draining: stop them all and give back every lease.
+        """
+        if self._draining:
+            for account_id in list(self._running):
+                await self._stop(account_id)
+            for taken in list(self._leases.values()):  # taken, not registered yet
+                with contextlib.suppress(Exception):
+                    await taken.release()
+            self._leases.clear()
+            return
         wanted = {a.account_id: a for a in await self.accounts.everything()}
         for account_id in list(self._running):
             if account_id not in wanted:

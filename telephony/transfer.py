@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from calls.records import CallRecord, Reservation
 from calls.store import CallStore, transfer_member
-from carriers.base import Carrier, PublicUrls
+from carriers.base import CallControl, Carrier, PublicUrls
 from carriers.registry import Carriers
 from recordings.crypto import Identity
 from recordings.keyring import KeyRing, WrappedKey
@@ -98,6 +98,9 @@ class Transfers:
         self.default_limits = default_limits
         self.keyring = keyring
         self.urls = urls
+        #: The call control of channels that are not a carrier (``sip``), by channel name:
+        #: their transfers are made in the call's own signalling, at no cost to the platform.
+        self.channels: dict[str, CallControl] = {}
 
     async def admit(self, call: CallRecord, agent: Agent) -> TransferPlan:
         """Check the transfer of ``call`` to ``agent``'s number and reserve what it may cost.
@@ -120,8 +123,8 @@ class Transfers:
         number = agent.transfer_number
         if not number:
             raise TransferUnavailable("the agent has no transfer number")
-        if call.carrier not in set(Carrier):  # a SIP call: no carrier to hand it over
-            raise TransferUnavailable("transfers are not offered on this call's channel")
+        if call.carrier not in set(Carrier):
+            return await self._admit_channel(call, number)
         now = time.time()
         holder = Carrier(call.carrier)
         limits = await self.tenants.limits(call.tenant, self.default_limits)
@@ -156,6 +159,18 @@ class Transfers:
         warm = agent.transfer_mode == "warm" and self.carriers.kit(holder).warm_transfer
         return TransferPlan(number, "warm" if warm else "cold")
 
+    async def _admit_channel(self, call: CallRecord, number: str) -> TransferPlan:
+        """A transfer on a channel's own signalling (a SIP PBX dials it): the class checked."""
+        if call.carrier not in self.channels:
+            raise TransferUnavailable("transfers are not offered on this call's channel")
+        limits = await self.tenants.limits(call.tenant, self.default_limits)
+        try:
+            check_destination(number, limits.allowed_destinations, self.policy.destinations)
+        except RoutingError as e:
+            log.warning("transfer refused by routing", extra={"code": e.code})
+            raise TransferRefused(e.code, str(e)) from e
+        return TransferPlan(number, "cold")
+
     async def hand_over(self, call: CallRecord, plan: TransferPlan, summary: bytes | None) -> None:
         """Ask the call's carrier to transfer it as ``plan`` says.
 
@@ -164,8 +179,10 @@ class Transfers:
         (``carrier_failed``). Once the carrier took the transfer nothing undoes it: a store
         error noting it is logged, not raised.
         """
-        control = self.carriers.kit(Carrier(call.carrier)).control
         try:
+            control = (
+                self.channels.get(call.carrier) or self.carriers.kit(Carrier(call.carrier)).control
+            )
             url = None
             if plan.mode == "warm" and summary:
                 url = await self._publish(call, summary)

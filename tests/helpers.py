@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import unicodedata
+from typing import Any
 
 import httpx
 import llama_cpp
@@ -358,3 +359,15 @@ async def data_keys(redis: Redis) -> set[str]:
     return {
         k for k in map(str, await redis.keys("*")) if k != keys.nodes() and not k.startswith(live)
     }
+
+
+async def until(check: Any, within: float) -> Any:
+    """Poll ``check`` (sync or async) until it returns something true, for ``within`` seconds."""
+    async with asyncio.timeout(within):
+        while True:
+            got = check()
+            if asyncio.iscoroutine(got):
+                got = await got
+            if got:
+                return got
+            await asyncio.sleep(0.2)

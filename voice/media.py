@@ -14,6 +14,8 @@ from typing import Protocol
 from pipecat.serializers.base_serializer import FrameSerializer
 from pipecat.transports.base_transport import BaseTransport
 
+from voice.voices import PHONE_RATE
+
 
 class MediaSocket(Protocol):
     """The calls the pipeline makes on a carrier's media WebSocket (an ASGI WebSocket)."""
@@ -31,21 +33,25 @@ class MediaSocket(Protocol):
         """Close the socket with ``code``."""
 
 
-#: Builds the pipecat transport over a socket the HTTP edge accepted, speaking a carrier's codec.
-TransportFactory = Callable[[MediaSocket, FrameSerializer], BaseTransport]
+#: Builds the pipecat transport over a socket the HTTP edge accepted, speaking a carrier's codec
+#: (``None``: a channel whose transport carries its own media, WebRTC).
+TransportFactory = Callable[[MediaSocket, FrameSerializer | None], BaseTransport]
 
 
 @dataclass(frozen=True)
 class CarrierLink:
     """What a session does at the carrier besides the audio.
 
-    ``codec`` is the transport's serializer (it reports playback marks, :mod:`carriers.playback`);
-    ``keepalive`` a text message the carrier needs while the agent is silent (Sinch's
-    heartbeat); ``hang_up`` ends the call through the carrier's REST API where closing the
-    media socket is not enough.
+    ``codec`` is the transport's serializer (it reports playback marks, :mod:`carriers.playback`;
+    ``None`` on WebRTC); ``keepalive`` a text message the carrier needs while the agent is silent
+    (Sinch's heartbeat); ``hang_up`` ends the call through the carrier's REST API where closing
+    the media socket is not enough; ``rate`` the sample rate the agent's audio goes out at;
+    ``transfers`` whether the channel can hand the call to a person (WebRTC cannot).
     """
 
     socket: MediaSocket
-    codec: FrameSerializer
+    codec: FrameSerializer | None
     keepalive: str | None = None
     hang_up: Callable[[], Awaitable[None]] | None = None
+    rate: int = PHONE_RATE
+    transfers: bool = True

@@ -118,8 +118,8 @@ def voice_of(engines: Engines, agent: Agent, language: str | None = None) -> str
     return engines.voices.voice_for(agent.voice, language or agent.language)
 
 
-async def prepare_phrases(engines: Engines, agent: Agent) -> None:
+async def prepare_phrases(engines: Engines, agent: Agent, rate: int = PHONE_RATE) -> None:
     """Synthesize an agent's fixed phrases, in its voice, into the cache (once per process)."""
     voice = voice_of(engines, agent)
     for text in fixed_phrases(agent):
-        await engines.phrase(text, PHONE_RATE, voice)
+        await engines.phrase(text, rate, voice)

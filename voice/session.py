@@ -138,6 +138,8 @@ class CallSession:
         self.announcement = agent.announcement.strip()
         self.transport = transport
         self.link = link
+        #: The rate the agent's audio goes out at (the carrier's, or WebRTC's wideband).
+        self.rate = link.rate
         self.store = deps.store
         self.engines = deps.engines
         #: The voice the call opens with: the agent's, else its language's default.
@@ -178,14 +180,14 @@ class CallSession:
         )
         # Its audio is set by run(): the phrase cache may drop it before then.
         self.announcer = Announcer(
-            b"", PHONE_RATE, self._announcement_started, self._announcement_sending
+            b"", self.rate, self._announcement_started, self._announcement_sending
         )
         self.pipeline = self._build_pipeline()
         self.worker = PipelineWorker(
             self.pipeline,
             params=PipelineParams(
                 audio_in_sample_rate=STT_RATE,
-                audio_out_sample_rate=PHONE_RATE,
+                audio_out_sample_rate=self.rate,
             ),
             enable_rtvi=False,
             idle_timeout_secs=None,
@@ -541,8 +543,12 @@ class CallSession:
 
     @property
     def can_transfer(self) -> bool:
-        """Whether this call can be handed to a person (the agent has a transfer number)."""
-        return self._deps.transfers is not None and bool(self.agent.transfer_number)
+        """Whether this call can be handed to a person: a transfer number, a channel that can."""
+        return (
+            self._deps.transfers is not None
+            and self.link.transfers
+            and bool(self.agent.transfer_number)
+        )
 
     @property
     def transfer_tool(self) -> bool:
@@ -679,10 +685,10 @@ class CallSession:
         The phrase is not interruptible; each wait is bounded (by its length).
         """
         try:
-            audio = await self.engines.phrase(text, PHONE_RATE, self.voice)
+            audio = await self.engines.phrase(text, self.rate, self.voice)
         except Exception:
             audio = b""
-        duration = len(audio) / (PHONE_RATE * 2)
+        duration = len(audio) / (self.rate * 2)
         loop = asyncio.get_running_loop()
         start = loop.time()
         # The observer's flag follows the transport's speech frames: polled, bounded.
@@ -755,7 +761,7 @@ class CallSession:
         number = dialled(self.call.direction, self.call.from_number, self.call.to_number)
         text = self.announcement = announcement_for(own, self.language.opening, number)
         try:
-            audio = await self.engines.phrase(text, PHONE_RATE, self.voice) if text else b""
+            audio = await self.engines.phrase(text, self.rate, self.voice) if text else b""
         except Exception:
             log.exception("the announcement could not be synthesized")
             audio = b""

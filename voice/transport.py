@@ -155,9 +155,11 @@ async def run_stream(
     ws: MediaSocket,
     start: StreamStart,
     carrier: str,
-    make_codec: Callable[[Callable[[str], None]], FrameSerializer],
+    make_codec: Callable[[Callable[[str], None]], FrameSerializer | None],
     *,
     keepalive: str | None = None,
+    rate: int = PHONE_RATE,
+    transfers: bool = True,
     hang_up: Callable[[str], Awaitable[None]] | None = None,
     on_attached: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
@@ -200,7 +202,7 @@ async def run_stream(
         try:
             await engines.phrase(
                 announcement_for(agent.announcement, opening, number),
-                PHONE_RATE,
+                rate,
                 voice_of(engines, agent, opening),
             )
         except Exception:  # the session tries again, and ends the call politely without it
@@ -223,7 +225,9 @@ async def run_stream(
                 await deps.on_objection(record, how)
 
         codec = make_codec(on_invalid)
-        link = CarrierLink(ws, codec, keepalive, carrier_hang_up if hang_up else None)
+        link = CarrierLink(
+            ws, codec, keepalive, carrier_hang_up if hang_up else None, rate, transfers
+        )
         transport = deps.transport(ws, codec)
         session = CallSession(transport, record, agent, deps.session, link, objected)
         if deps.live is not None:

@@ -4,12 +4,15 @@ Audio is sent to the address of the remote SDP (never to where packets come from
 160-sample packet every 20 ms on a monotonic clock: the agent's audio when there is some,
 G.711 silence otherwise, so a PBX never sees the stream stop. Packets are accepted from the
 remote SDP's host only; caller audio is handed on as 16-bit PCM at 8000 Hz and each RFC 4733
-event as one key. A caller silent on the wire for a minute (no packet at all) is reported lost.
+event as one key. RTCP is read and ignored, whether it comes multiplexed on the RTP port
+(RFC 5761) or on the port above it, which is held for the call. A caller that sends no RTP
+for a minute is reported lost (RTCP alone does not keep it: a peer sending only RTCP is gone).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import secrets
@@ -38,6 +41,13 @@ MAX_LAG_S = 0.2
 #: No packet from the caller for this long: the call's media is lost (the PBX went away).
 IDLE_S = 60.0
 _PCM_FRAME = FRAME_SAMPLES * 2  # bytes of 16-bit PCM in one packet
+#: Second octet of an RTCP packet (its packet type, RFC 5761 4): SR, RR, SDES, BYE, APP, FB, XR.
+_RTCP_TYPES = range(192, 224)
+
+
+def is_rtcp(data: bytes) -> bool:
+    """Whether ``data`` is an RTCP packet (version 2, an RTCP packet type)."""
+    return len(data) >= 8 and data[0] >> 6 == 2 and data[1] in _RTCP_TYPES
 
 
 class NoRtpPort(RuntimeError):
@@ -74,6 +84,16 @@ class _Protocol(asyncio.DatagramProtocol):
         log.debug("RTP send error", extra={"error": type(exc).__name__})
 
 
+class _RtcpSink(asyncio.DatagramProtocol):
+    """The port above the RTP port: RTCP sent there is counted and ignored."""
+
+    def __init__(self, session: RtpSession) -> None:
+        self.session = session
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.session._rtcp_received(data, addr)
+
+
 class RtpSession:
     """A call's RTP stream; :meth:`open` binds it, :meth:`close` ends it."""
 
@@ -87,7 +107,7 @@ class RtpSession:
     ) -> None:
         """Not bound yet; ``on_audio`` gets 16-bit 8 kHz PCM, ``on_key`` each keypad key.
 
-        ``on_idle`` is called once when no packet has come from the caller for ``idle_s``.
+        ``on_idle`` is called once when no RTP packet has come from the caller for ``idle_s``.
         """
         if media.payload_type not in G711:
             raise ValueError(f"unsupported payload type {media.payload_type}")
@@ -98,6 +118,7 @@ class RtpSession:
         self.idle_s = idle_s
         self._heard = time.monotonic()
         self._transport: asyncio.DatagramTransport | None = None
+        self._rtcp: asyncio.DatagramTransport | None = None
         self._sender: asyncio.Task[None] | None = None
         self._out = bytearray()  # 16-bit PCM not sent yet
         self._sent = 0  # bytes of agent audio sent so far
@@ -108,8 +129,8 @@ class RtpSession:
         self._seq = secrets.randbits(16)
         self._ts = secrets.randbits(32)
         self.port = 0
-        #: Counts for logs and tests: packets received, dropped, sent, not sendable.
-        self.received = self.dropped = self.sent = self.send_errors = 0
+        #: Counts for logs and tests: packets received, dropped, sent, not sendable, RTCP.
+        self.received = self.dropped = self.sent = self.send_errors = self.rtcp = 0
 
     async def open(self, host: str, ports: Iterable[int]) -> int:
         """Bind on ``host`` at the first free even port of ``ports`` (random start); the port."""
@@ -125,6 +146,10 @@ class RtpSession:
                 continue
             self._transport = transport
             self.port = port
+            with contextlib.suppress(OSError):  # taken: the peer's RTCP there is lost, no harm
+                self._rtcp, _ = await loop.create_datagram_endpoint(
+                    lambda: _RtcpSink(self), local_addr=(host, port + 1)
+                )
             self._heard = time.monotonic()
             self._sender = asyncio.create_task(self._send_loop(), name="rtp-sender")
             return port
@@ -144,6 +169,10 @@ class RtpSession:
         if self._transport is not None:
             self._transport.close()
             self._transport = None
+        if self._rtcp is not None:
+            self._rtcp.close()
+            self._rtcp = None
+        await asyncio.sleep(0)  # the transports close their sockets on the loop's next turn
 
     # --- sending ---
 
@@ -215,9 +244,16 @@ class RtpSession:
 
     # --- receiving ---
 
+    def _rtcp_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if addr[0] == self.media.remote[0] and is_rtcp(data):
+            self.rtcp += 1
+
     def _received(self, data: bytes, addr: tuple[str, int]) -> None:
         if addr[0] != self.media.remote[0]:
             self.dropped += 1
+            return
+        if is_rtcp(data):  # multiplexed RTCP (rtcp-mux): not audio
+            self._rtcp_received(data, addr)
             return
         try:
             packet = parse_rtp(data)

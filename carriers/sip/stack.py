@@ -5,7 +5,13 @@ Expires); on top of it each :class:`AccountRegistration` retransmits its REGISTE
 (T1 doubling up to T2, given up after 64 x T1), reads ICMP errors for its registrar, and backs
 off exponentially with jitter after a timeout, a 5xx or an ICMP error. Wrong credentials (a
 challenge answered and refused) are not retried until a long backoff or a change of the account.
-Nothing here logs a message's text, a Call-ID or an address.
+Calls: a CANCEL before our answer gets 200 and the INVITE 487 (after it, only 200); a call
+that is over (refused ones too) leaves aiosipua's tables and ours 64 x T1 after its end; over
+TCP what we send says so in its Via and Contact, and answers go back on the request's
+connection. A REFER (transfer, RFC 3515) is sent in a call's dialog and its outcome read from
+the NOTIFYs' sipfrag (failed at once when the call ends). A refreshed registration's expiry is
+the one the registrar gave our own Contact. Nothing here logs a message's text, a Call-ID or
+an address.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import inspect
 import ipaddress
 import logging
@@ -24,7 +31,16 @@ from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 from aiosipua.auth import SipDigestAuth
-from aiosipua.headers import CSeq, Via, parse_uri, stringify_cseq, stringify_via
+from aiosipua.dialog import DialogState
+from aiosipua.headers import (
+    CSeq,
+    SipUri,
+    Via,
+    parse_uri,
+    parse_via,
+    stringify_cseq,
+    stringify_via,
+)
 from aiosipua.incoming_call import IncomingCall
 from aiosipua.message import SipMessage, SipRequest, SipResponse
 from aiosipua.registration import Registration
@@ -165,6 +181,79 @@ class _UdpTransport(UdpSipTransport):
                 self.on_unreachable((str(dest[0]), int(dest[1])))
 
 
+class _TcpTransport(TcpSipTransport):
+    """aiosipua's TCP transport; what it sends says TCP in its top Via and its Contact."""
+
+    def send(self, message: SipRequest | SipResponse, addr: tuple[str, int]) -> None:
+        """Send ``message`` on the connection to ``addr``, marked as sent over TCP."""
+        mark_tcp(message)
+        super().send(message, addr)
+
+    def _dispatch(self, data: bytes, addr: tuple[str, int]) -> None:
+        """Hand on a message; a request's answers go back on the connection it came in on."""
+        try:
+            msg = SipMessage.parse(data)
+            if isinstance(msg, SipRequest):
+                stamp_connection(msg, addr)
+        except Exception:
+            return
+        if self.on_message is not None:
+            try:
+                self.on_message(msg, addr)
+            except Exception as e:
+                log.warning("SIP message not handled", extra={"error": type(e).__name__})
+
+
+def stamp_connection(request: SipRequest, addr: tuple[str, int]) -> None:
+    """Set the top Via's ``received`` and ``rport`` to ``addr``, the connection's far end.
+
+    Responses are routed by them, so over TCP they go back on that connection (RFC 3261 18.2.2).
+    """
+    raw = request.headers.get("via")
+    if not raw:
+        return
+    via = parse_via(raw[0])
+    via.params["received"] = addr[0]
+    via.params["rport"] = str(addr[1])
+    request.headers.remove("Via")
+    for v in [stringify_via(via), *raw[1:]]:
+        request.headers.append("Via", v)
+
+
+def mark_tcp(message: SipRequest | SipResponse) -> None:
+    """Give ``message``'s Contact ``;transport=tcp`` and a request's top Via ``TCP``."""
+    contact = message.get_header("contact")
+    if contact and "transport=" not in contact.lower():
+        if ">" in contact:
+            head, _, tail = contact.partition(">")
+            message.set_header("Contact", f"{head};transport=tcp>{tail}")
+        else:
+            message.set_header("Contact", f"{contact};transport=tcp")
+    if isinstance(message, SipRequest):
+        vias = message.via
+        if vias and vias[0].transport.upper() == "UDP":
+            vias[0] = replace(vias[0], transport="TCP")
+            message.via = vias
+
+
+def _same_user(x: SipUri, ours: str) -> bool:
+    """Whether a Contact URI of a REGISTER answer has our Contact's user part (the account id)."""
+    try:
+        y = parse_uri(ours)
+    except Exception:
+        return False
+    return bool(y.user) and x.user == y.user
+
+
+def _same_binding(x: SipUri, ours: str) -> bool:
+    """Whether a Contact URI of a REGISTER answer names our binding (user, host and port)."""
+    try:
+        y = parse_uri(ours)
+    except Exception:
+        return False
+    return (x.user, x.host.lower(), x.port or 5060) == (y.user, y.host.lower(), y.port or 5060)
+
+
 class _Register(Registration):
     """aiosipua's registration, with the Via transport of the account and hooks for ours."""
 
@@ -222,6 +311,34 @@ class _Register(Registration):
     def _handle_response(self, response: SipResponse) -> None:
         self._answered(response)
         super()._handle_response(response)
+
+    def _granted_expires(self, response: SipResponse) -> int:
+        """The interval granted to our binding: its own Contact's ``expires`` in the 200.
+
+        Our binding is the Contact equal to ours, else (a registrar that rewrote it behind NAT)
+        the one with our user part, else the only Contact listed; with none of those, the
+        smallest ``expires`` listed, else the Expires header, else what we asked.
+        """
+        listed: list[tuple[SipUri, int]] = []
+        for contact in response.contact:
+            with contextlib.suppress(ValueError, TypeError):
+                listed.append((contact.uri, max(0, int(contact.params.get("expires") or ""))))
+        for match in (
+            lambda uri: _same_binding(uri, self.contact_uri),
+            lambda uri: _same_user(uri, self.contact_uri),
+        ):
+            for uri, value in listed:
+                if match(uri):
+                    return value
+        if len(response.contact) == 1 and listed:
+            return listed[0][1]
+        if listed:
+            return min(value for _, value in listed)
+        header = response.get_header("expires")
+        if header:
+            with contextlib.suppress(ValueError):
+                return max(0, int(header))
+        return self.expires
 
 
 class AccountRegistration:
@@ -417,6 +534,27 @@ class AccountRegistration:
 _MAX_REPLIES = 256
 
 
+class ReferFailed(RuntimeError):
+    """A REFER was refused or went unanswered (its ``status``: 0 when nothing came)."""
+
+    def __init__(self, status: int, what: str) -> None:
+        super().__init__(what)
+        self.status = status
+
+
+#: Put in a REFER's progress when its call ends.
+_CALL_ENDED = -1
+
+
+@dataclass
+class _Refer:
+    """A REFER in flight: its CSeq, its final answer, the sipfrag statuses of its NOTIFYs."""
+
+    cseq: int
+    answered: asyncio.Future[int]
+    progress: asyncio.Queue[int] = field(default_factory=asyncio.Queue)
+
+
 class SipStack:
     """One SIP endpoint for the process: UDP (and TCP) on one port, INVITEs and registrations."""
 
@@ -455,6 +593,7 @@ class SipStack:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._bye_listeners: list[Callable[[IncomingCall, SipRequest], None]] = []
         self._replies: dict[str, SipResponse] = {}  # Call-ID -> last response to its INVITE
+        self._refers: dict[str, _Refer] = {}  # Call-ID -> its REFER in flight
 
     # --- lifecycle ---
 
@@ -469,7 +608,7 @@ class SipStack:
         self.port = int(bound[1])
         self.udp.local_addr = (self.advertised_host, self.port)
         if self.tcp:
-            self.tcp_transport = TcpSipTransport(local_addr=(self.host, self.port))
+            self.tcp_transport = _TcpTransport(local_addr=(self.host, self.port))
             await self._serve(self.tcp_transport, "tcp")
             self.tcp_transport.local_addr = (self.advertised_host, self.port)
         log.info("SIP stack listening", extra={"port": self.port, "tcp": self.tcp})
@@ -480,6 +619,9 @@ class SipStack:
         uas.on_invite = self._invite
         uas.on_bye = self._bye
         uas.on_reinvite = self._reinvite
+        uas.on_transfer_progress = self._transfer_progress
+        uas.on_ack_timeout = self._ack_timeout
+        uas._handlers["CANCEL"] = functools.partial(self._cancel, uas)  # noqa: SLF001
         await uas.start()
         transport.on_message = self._guarded(uas)
         transport.send_reply = self._recording(transport.send_reply)  # type: ignore[method-assign,assignment]
@@ -490,6 +632,8 @@ class SipStack:
         def on_message(msg: SipRequest | SipResponse, addr: tuple[str, int]) -> None:
             try:
                 if isinstance(msg, SipRequest) and self._retransmitted(uas, msg):
+                    return
+                if isinstance(msg, SipResponse) and self._refer_answered(msg):
                     return
                 uas._on_message(msg, addr)  # noqa: SLF001
             except Exception as e:  # a bad request must not reach the transport's logger
@@ -570,24 +714,30 @@ class SipStack:
     def _invite(self, call: IncomingCall) -> None:
         handler = self._handler
         if handler is None:
-            call.reject(480, "Temporarily Unavailable")
+            with contextlib.suppress(Exception):
+                call.reject(480, "Temporarily Unavailable")
+            self._ended(call)
             return
         account_id = self.account_of(call.invite)
         if account_id is not None and not self.trusts(account_id, call.source_addr[0]):
             log.warning("INVITE refused: not from the account's registrar")
             with contextlib.suppress(Exception):
                 call.reject(403, "Forbidden")
+            self._ended(call)
             return
         try:
             result = handler(call, account_id)
         except Exception as e:
             log.exception("INVITE handler failed", extra={"error": type(e).__name__})
             self._reject_unanswered(call)
+            self._ended(call)
             return
         if inspect.isawaitable(result):
             task = asyncio.ensure_future(self._awaited(call, result))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        else:
+            self._ended(call)
 
     async def _awaited(self, call: IncomingCall, result: Awaitable[None]) -> None:
         try:
@@ -595,6 +745,76 @@ class SipStack:
         except Exception as e:
             log.exception("INVITE handler failed", extra={"error": type(e).__name__})
             self._reject_unanswered(call)
+        finally:
+            self._ended(call)
+
+    def _ended(self, call: IncomingCall) -> None:
+        """The handler is done with ``call``: once it is no longer up, forget it after a while.
+
+        The INVITE's answer is kept for retransmissions and its ACK for 64 x T1, then the call,
+        its INVITE transaction and its last answer leave the tables (a call still up leaves
+        them at its BYE).
+        """
+        if call.dialog.state == DialogState.CONFIRMED:
+            return
+        task = asyncio.get_running_loop().create_task(self._forget_later(call))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _forget_later(self, call: IncomingCall) -> None:
+        await asyncio.sleep(self.timers.timeout)
+        self.forget(call)
+
+    def forget(self, call: IncomingCall) -> None:
+        """Drop a call that is over from aiosipua's tables and ours (idempotent)."""
+        if call.dialog.state == DialogState.CONFIRMED:
+            return
+        call._stop_retransmissions()  # noqa: SLF001
+        for uas in self._uas:
+            if uas._calls.get(call.call_id) is call:  # noqa: SLF001
+                del uas._calls[call.call_id]  # noqa: SLF001
+            if uas.transport is call.transport:
+                uas._remove_invite_transaction(call.invite)  # noqa: SLF001
+        if self._replies.get(call.call_id, None) is not None and not any(
+            call.call_id in uas._calls
+            for uas in self._uas  # noqa: SLF001
+        ):
+            del self._replies[call.call_id]
+
+    def table_sizes(self) -> dict[str, int]:
+        """How many calls, INVITE server transactions, kept answers and REFERs are tracked."""
+        calls = sum(len(uas._calls) for uas in self._uas)  # noqa: SLF001
+        invites = sum(
+            1
+            for uas in self._uas
+            for key in uas.transactions.server_transactions
+            if key[1] == "INVITE"
+        )
+        return {"calls": calls, "invites": invites, "replies": len(self._replies),
+                "refers": len(self._refers)}  # fmt: skip
+
+    def _cancel(self, uas: SipUAS, request: SipRequest, addr: tuple[str, int]) -> None:
+        """A CANCEL (RFC 3261 9.2): 200 to it; an INVITE not answered yet gets 487 and ends.
+
+        A CANCEL that crosses our 200 has no effect: the call goes on (its caller sends BYE).
+        """
+        vias = request.via
+        branch = vias[0].branch if vias else None
+        txn = uas.transactions.get_server(branch, "INVITE") if branch else None
+        call = None
+        if txn is not None and txn.request is not None:
+            call = uas._calls.get(txn.request.call_id or "")  # noqa: SLF001
+        if call is None:
+            uas._send_error(request, 481, "Call/Transaction Does Not Exist")  # noqa: SLF001
+            return
+        response = call.dialog.create_response(request, 200, "OK")
+        if uas.user_agent:
+            response.headers.set_single("User-Agent", uas.user_agent)
+        uas.transport.send_reply(response)
+        if call._answered or call.dialog.state == DialogState.TERMINATED:  # noqa: SLF001
+            return
+        log.info("SIP call cancelled by the caller before it was answered")
+        call.reject(487, "Request Terminated")  # the dialog ends; the ACK closes the INVITE
 
     @staticmethod
     def _reject_unanswered(call: IncomingCall) -> None:
@@ -603,15 +823,106 @@ class SipStack:
                 call.reject(500, "Server Internal Error")
 
     def _bye(self, call: IncomingCall, request: SipRequest) -> None:
+        self._ended(call)
+        pending = self._refers.get(call.call_id)
+        if pending is not None:  # the call is over: its REFER fails now
+            if not pending.answered.done():
+                pending.answered.set_exception(ReferFailed(0, "the call ended"))
+            pending.progress.put_nowait(_CALL_ENDED)
         for listener in list(self._bye_listeners):
             try:
                 listener(call, request)
             except Exception as e:
                 log.warning("BYE listener failed", extra={"error": type(e).__name__})
 
+    def _ack_timeout(self, call: IncomingCall) -> None:
+        """Our 200 was never acknowledged: the caller is gone, as if it had sent BYE."""
+        log.warning("SIP call's answer never acknowledged: the caller is gone")
+        self._bye(call, call.invite)
+
     def on_bye(self, listener: Callable[[IncomingCall, SipRequest], None]) -> None:
-        """Tell ``listener(call, bye)`` of each BYE the far end sends on an incoming call."""
+        """Tell ``listener(call, bye)`` of each BYE the far end sends on an incoming call.
+
+        A call whose 200 is never ACKed (64 x T1) is told too, with its INVITE.
+        """
         self._bye_listeners.append(listener)
+
+    async def refer(self, call: IncomingCall, refer_to: str, notify_timeout: float) -> int:
+        """Ask the far end of ``call`` to call ``refer_to`` (REFER, RFC 3515); its outcome.
+
+        The REFER is retransmitted over UDP until answered (64 x T1 at most); once it is
+        accepted, the NOTIFYs' sipfrag statuses are read until a final one, which is returned
+        (``notify_timeout`` at most). Raises :class:`ReferFailed` when the REFER is refused or
+        unanswered or the call ends (BYE, unacknowledged answer), :class:`TimeoutError` when no
+        final NOTIFY comes.
+        """
+        if call.dialog.state != DialogState.CONFIRMED or call.transport is None:
+            raise ReferFailed(0, "the call is not up")
+        transport = call.transport
+        addr = call._signaling_addr()  # noqa: SLF001
+        request = call.dialog.create_request(
+            "REFER", via_host=addr[0], via_port=addr[1],
+            via_transport="TCP" if transport.reliable else "UDP",
+        )  # fmt: skip
+        request.headers.set_single("Refer-To", f"<{refer_to}>")
+        request.headers.set_single("Referred-By", f"<{call.dialog.local_uri}>")
+        request.headers.set_single("Contact", f"<sip:{format_addr(*addr)}>")
+        request.headers.set_single("Content-Length", "0")
+        if call.user_agent:
+            request.headers.set_single("User-Agent", call.user_agent)
+        pending = _Refer(call.dialog.local_cseq, asyncio.get_running_loop().create_future())
+        self._refers[call.call_id] = pending
+        try:
+            status = await self._send_until_answered(request, call, pending.answered)
+            if status >= 300:
+                raise ReferFailed(status, "the REFER was refused")
+            async with asyncio.timeout(notify_timeout):
+                while True:
+                    final = await pending.progress.get()
+                    if final == _CALL_ENDED:
+                        raise ReferFailed(0, "the call ended")
+                    if final >= 200:
+                        return final
+        finally:
+            if self._refers.get(call.call_id) is pending:
+                del self._refers[call.call_id]
+
+    async def _send_until_answered(
+        self, request: SipRequest, call: IncomingCall, answered: asyncio.Future[int]
+    ) -> int:
+        """Send ``request`` to the call's peer (again over UDP, T1 doubling); its final status."""
+        transport = call.transport
+        assert transport is not None
+        interval, waited = self.timers.t1, 0.0
+        while True:
+            with contextlib.suppress(OSError, RuntimeError):
+                transport.send(request, call.source_addr)
+            wait = self.timers.timeout - waited if transport.reliable else interval
+            if wait <= 0:
+                raise ReferFailed(0, "the REFER went unanswered")
+            try:
+                return await asyncio.wait_for(asyncio.shield(answered), wait)
+            except TimeoutError:
+                waited += wait
+                if waited >= self.timers.timeout:
+                    raise ReferFailed(0, "the REFER went unanswered") from None
+                interval = min(interval * 2, self.timers.t2)
+
+    def _refer_answered(self, response: SipResponse) -> bool:
+        """Whether ``response`` answers a REFER of ours (then taken here, not by aiosipua)."""
+        cseq = response.cseq
+        if cseq is None or cseq.method.upper() != "REFER":
+            return False
+        pending = self._refers.get(response.call_id or "")
+        if pending is not None and cseq.seq == pending.cseq and response.status_code >= 200:
+            if not pending.answered.done():
+                pending.answered.set_result(response.status_code)
+        return True
+
+    def _transfer_progress(self, call_id: str, status: int, _reason: str) -> None:
+        pending = self._refers.get(call_id)
+        if pending is not None:
+            pending.progress.put_nowait(status)
 
     def on_reinvite(self, handler: Callable[[IncomingCall], None] | None) -> None:
         """Answer each re-INVITE (a session refresh, hold) of a call with ``handler(call)``.

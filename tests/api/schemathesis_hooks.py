@@ -48,6 +48,8 @@ BUSINESS_RULES = {
     # force (a dated table), and a registrar given as an address must be public (egress rules).
     "subprocessor_not_in_force",
     "registrar_not_public",
+    # A browser's SDP offer must offer audio that aiortc can answer: SDP is not JSON.
+    "invalid_offer",
 }
 
 

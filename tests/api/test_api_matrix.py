@@ -71,6 +71,8 @@ MIN_ROLE = {
     ("GET", "/v1/sip-accounts/{account_id}"): "viewer",
     ("PATCH", "/v1/sip-accounts/{account_id}"): "admin",
     ("DELETE", "/v1/sip-accounts/{account_id}"): "admin",
+    ("POST", "/v1/agents/{agent_id}/webrtc/tokens"): "editor",
+    ("POST", "/v1/agents/{agent_id}/webrtc"): "editor",
 }
 #: Open to anyone, tenant or not.
 PUBLIC = {
@@ -141,6 +143,10 @@ def body_for(method: str, path: str, a: dict[str, str]) -> dict[str, Any] | None
         ("PUT", "/v1/calls/{call_id}/legal-hold"): {"hold": True},
         ("PATCH", "/v1/webhooks/endpoints/{endpoint_id}"): {"description": "from A"},
         ("PATCH", "/v1/sip-accounts/{account_id}"): {"name": "from A"},
+        ("POST", "/v1/agents/{agent_id}/webrtc"): {
+            "sdp": "v=0\r\nm=audio 9 RTP/AVP 0\r\n",
+            "type": "offer",
+        },
     }
     return bodies.get((method, path))
 

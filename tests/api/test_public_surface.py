@@ -103,3 +103,12 @@ def test_log_lines_mask_numbers_however_they_are_written() -> None:
     for clear in ("85 00 12 34", "33612345678", "555-4202", "4155550100"):
         assert clear not in line, line
     assert line.count("+…") == 4 and json.loads(line)["msg"] == "refused +…34"
+    # A browser caller's address is masked as a number is; the platform's own loopback is not.
+    record = logging.LogRecord("aioice.ice", logging.WARNING, __file__, 1,
+                               "pair %s -> %s failed, served on %s", ("203.0.113.77:5000",
+                               "10.1.2.3", "127.0.0.1:8080"), None)  # fmt: skip
+    msg = json.loads(JsonFormatter().format(record))["msg"]
+    assert msg == "pair 203.0.…:5000 -> 10.1.… failed, served on 127.0.0.1:8080", msg
+    record.args = ("[2001:db8::7]:5000", "10.1.2.3.", "[::1]:8080")
+    msg = json.loads(JsonFormatter().format(record))["msg"]
+    assert msg == "pair [2001:…]:5000 -> 10.1.…. failed, served on [::1]:8080", msg

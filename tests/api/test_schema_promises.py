@@ -48,7 +48,7 @@ async def test_numbers_voices_and_languages_are_constrained_in_the_schema(
     assert "en" in agent["language"]["enum"] and "xx" not in agent["language"]["enum"]
     assert agent["retention_days"]["minimum"] == 1 and agent["retention_days"]["maximum"] == 180
     for model, field in [("NumberCreate", "number"), ("CallCreate", "to"),
-                         ("CallCreate", "from_number"), ("SubjectIn", "phone_number")]:  # fmt: skip
+                         ("CallCreate", "from_number"), ("PhoneSubject", "phone_number")]:  # fmt: skip
         assert parts[model]["properties"][field]["pattern"] == PHONE_PATTERN
     param = schema["paths"]["/v1/numbers/{number}"]["get"]["parameters"]
     assert any(p["name"] == "number" and p["schema"]["pattern"] == PHONE_PATTERN for p in param)

@@ -15,9 +15,11 @@ from redis.asyncio import Redis
 
 from store import keys
 from tests import privacy
-from tests.carriers.test_sip_registration import PASSWORD, USERNAME, free_udp_port, registrar
 from tests.conftest import LiveServer
 from tests.helpers import auth, seed
+from tests.sip_helpers import REGISTRAR_PASSWORD as PASSWORD
+from tests.sip_helpers import REGISTRAR_USERNAME as USERNAME
+from tests.sip_helpers import free_udp_port, registrar
 
 pytestmark = pytest.mark.skipif(shutil.which("sipp") is None, reason="SIPp (sip-tester) missing")
 WRONG = "sip-pw-not-this-one-77"

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import shutil
 import socket
-import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -18,87 +17,14 @@ from carriers.sip.stack import AccountConfig, RegState, SipStack
 from cluster.lease import Lease
 from integrations.sealed import Sealer
 from recordings.keyring import KeyRing
+from telephony.admission import Admission
 from telephony.sip import SipAccounts, SipRegistrations
 from tests.conftest import MASTER_KEY
-
-SCENARIO = Path(__file__).resolve().parents[1] / "fixtures" / "sipp" / "registrar.xml"
-#: The credentials the scenario's verifyauth accepts.
-USERNAME, PASSWORD = "1001", "sip-pw-4f6e6365"
+from tests.sip_helpers import REGISTRAR_PASSWORD as PASSWORD
+from tests.sip_helpers import REGISTRAR_USERNAME as USERNAME
+from tests.sip_helpers import SIPP, free_udp_port, registrar, until
 
 pytestmark = pytest.mark.skipif(shutil.which("sipp") is None, reason="SIPp (sip-tester) missing")
-
-
-def free_udp_port() -> int:
-    """A UDP port of loopback that nothing is bound to right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Registrar:
-    """SIPp running ``registrar.xml`` on a free loopback port; its messages logged to a file."""
-
-    def __init__(self, work: Path, expires: int = 120, transport: str = "udp") -> None:
-        """Start SIPp granting ``expires`` seconds to each good REGISTER (over ``transport``)."""
-        self.port = free_udp_port()
-        self.transport = transport
-        self.messages = work / f"sipp-{self.port}-messages.log"
-        self.proc = subprocess.Popen(
-            ["sipp", "-sf", str(SCENARIO), "-i", "127.0.0.1", "-p", str(self.port),
-             "-mp", str(free_udp_port()), "-key", "expires", str(expires), "-nostdin",
-             "-timeout", "120s", "-trace_msg", "-message_file", str(self.messages),
-             "-t", "u1" if transport == "udp" else "t1"],
-            cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-
-    async def started(self) -> None:
-        """Wait until SIPp listens."""
-        await until(lambda: self.proc.poll() is None and self.bound(), within=10)
-
-    def bound(self) -> bool:
-        """Whether SIPp holds its port (it is then listening)."""
-        kind = socket.SOCK_DGRAM if self.transport == "udp" else socket.SOCK_STREAM
-        with socket.socket(socket.AF_INET, kind) as s:
-            try:
-                s.bind(("127.0.0.1", self.port))
-            except OSError:
-                return True
-        return False
-
-    def registers(self) -> int:
-        """How many REGISTER requests reached SIPp so far."""
-        if not self.messages.exists():
-            return 0
-        return sum(
-            1 for line in self.messages.read_text(errors="replace").splitlines()
-            if line.startswith("REGISTER sip:")
-        )  # fmt: skip
-
-    def stop(self) -> None:
-        """Kill SIPp."""
-        self.proc.kill()
-        self.proc.wait(timeout=10)
-
-
-@contextlib.asynccontextmanager
-async def registrar(
-    tmp_path: Path, expires: int = 120, transport: str = "udp"
-) -> AsyncIterator[Registrar]:
-    """A listening :class:`Registrar`, killed on exit."""
-    r = Registrar(tmp_path, expires, transport)
-    try:
-        await r.started()
-        yield r
-    finally:
-        r.stop()
-
-
-async def until(check: Callable[[], bool], within: float = 15.0) -> None:
-    """Poll ``check`` until it holds; fail after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
 
 
 def account(port: int, password: str = PASSWORD, account_id: str = "sip_a") -> AccountConfig:
@@ -206,6 +132,19 @@ async def test_registration_is_refreshed_before_it_expires(stack: SipStack, tmp_
         # A refresh (challenged again) reaches SIPp before the 2 s binding runs out.
         await until(lambda: r.registers() >= 4)
         await until(lambda: (stack.states()["sip_a"].expires_at or 0) > first)
+        assert state(stack) == RegState.REGISTERED
+
+
+async def test_the_refresh_follows_our_own_bindings_expiry(stack: SipStack, tmp_path: Path) -> None:
+    # The 200 lists another binding of the AOR (3600 s) before ours (2 s), Expires: 3600.
+    scenario = SIPP / "registrar_bindings.xml"
+    async with registrar(tmp_path, expires=2, scenario=scenario) as r:
+        stack.register(account(r.port))
+        await until(lambda: state(stack) == RegState.REGISTERED)
+        expires_at = stack.states()["sip_a"].expires_at
+        assert expires_at is not None and expires_at - time.time() <= 2
+        # refreshed before our 2 s run out (challenged again: two more REGISTERs)
+        await until(lambda: r.registers() >= 4)
         assert state(stack) == RegState.REGISTERED
 
 
@@ -410,3 +349,64 @@ async def test_one_process_registers_an_account_and_another_takes_over(
                 await task
         for s in stacks:
             await s.stop()
+
+
+async def test_a_draining_process_unregisters_and_another_takes_over_at_once(
+    redis: Redis, tmp_path: Path
+) -> None:
+    accounts = SipAccounts(redis, Sealer(KeyRing(redis, MASTER_KEY)))
+    stacks = [SipStack("127.0.0.1", 0, tcp=False) for _ in range(2)]
+    services = []
+    for i, s in enumerate(stacks):
+        await s.start()
+        # leases of an hour: the second process gets the account only if it is given back
+        node = f"node-{i}"
+        services.append(
+            SipRegistrations(accounts, s, lambda n, node=node: Lease(redis, n, 3600.0, node),
+                             poll_s=0.2)
+        )  # fmt: skip
+    tasks = [asyncio.create_task(service.run()) for service in services]
+    try:
+        async with registrar(tmp_path) as r:
+            values = {"name": "pbx", "provider": "pbx", "registrar": "127.0.0.1", "port": r.port,
+                      "transport": "udp", "username": USERNAME, "domain": None,
+                      "agent_id": "agt_0", "expires_s": 60}  # fmt: skip
+            made = await accounts.create("t1", values, PASSWORD)
+            holder = await until_one_registers(stacks, made.account_id)
+            other = 1 - holder
+            # the process drains (SIGTERM): its admission tells its registrations
+            admission = Admission(redis, 10, 10, 3600)
+            admission.drain_listeners.append(services[holder].drain)
+            admission.drain()
+            await until(lambda: made.account_id not in stacks[holder].states())
+            await until(lambda: "Expires: 0" in r.messages.read_text(errors="replace"))
+            await until(lambda: made.account_id in stacks[other].states())
+            await until(
+                lambda: stacks[other].states()[made.account_id].state == RegState.REGISTERED
+            )
+            # the draining process takes no lease again
+            await services[holder].reconcile()
+            assert made.account_id not in stacks[holder].states()
+    finally:
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for s in stacks:
+            await s.stop()
+
+
+async def until_one_registers(stacks: list[SipStack], account_id: str) -> int:
+    """The index of the stack that registers ``account_id`` (once it is registered)."""
+
+    def holder() -> int | None:
+        for i, s in enumerate(stacks):
+            status = s.states().get(account_id)
+            if status is not None and status.state == RegState.REGISTERED:
+                return i
+        return None
+
+    await until(lambda: holder() is not None)
+    found = holder()
+    assert found is not None
+    return found

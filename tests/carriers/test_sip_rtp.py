@@ -311,3 +311,62 @@ def test_only_an_ipv4_literal_and_a_usable_port_are_a_media_address() -> None:
                 ("192.0.2.7", 70000), ("", 40000)):  # fmt: skip
         assert media_address(bad) is None
     assert media_address(None) is None
+
+
+def test_media_addresses_no_pbx_may_point_rtp_at() -> None:
+    # private LAN addresses are where PBXs live: kept
+    for good in ("10.1.2.3", "172.16.0.9", "192.168.1.20", "198.51.100.7"):
+        assert media_address((good, 40000), "10.1.2.3") == (good, 40000)
+    for bad in ("224.0.0.1", "239.1.2.3", "169.254.1.1", "0.0.0.0", "127.0.0.1", "127.8.9.10"):
+        assert media_address((bad, 40000), "10.1.2.3") is None
+    # loopback only for a PBX on this host (its INVITE came over loopback)
+    assert media_address(("127.0.0.1", 40000), "127.0.0.1") == ("127.0.0.1", 40000)
+    assert media_address(("127.0.0.1", 40000)) is None
+    assert media_address(("224.0.0.1", 40000), "127.0.0.1") is None
+
+
+async def test_a_caller_sending_only_rtcp_is_reported_lost() -> None:
+    peer = Peer()
+    lost: list[bool] = []
+    rtp = RtpSession(Media(peer.address, PCMU, 101), lambda _: None, lambda _: None,
+                     on_idle=lambda: lost.append(True), idle_s=0.2)  # fmt: skip
+    await rtp.open("127.0.0.1", [free_udp_port(even=True)])
+    try:
+        async with asyncio.timeout(15):
+            while not lost:  # RTCP keeps coming, on both ports, but no RTP
+                peer.send([rtcp_report()], ("127.0.0.1", rtp.port))
+                peer.send([rtcp_report()], ("127.0.0.1", rtp.port + 1))
+                await asyncio.sleep(0.02)
+        assert lost == [True] and rtp.rtcp > 0 and rtp.received == 0
+    finally:
+        await rtp.close()
+        peer.close()
+
+
+def rtcp_report(ssrc: int = 0x5EED) -> bytes:
+    """An RTCP compound packet: a sender report and an SDES with a CNAME (RFC 3550 6.4, 6.5)."""
+    sr = struct.pack("!BBHIIIIII", 0x80, 200, 6, ssrc, 0, 0, 0, 0, 0)
+    cname = b"\x01\x04peer\x00\x00"
+    sdes = struct.pack("!BBHI", 0x81, 202, (4 + len(cname)) // 4, ssrc) + cname
+    return sr + sdes
+
+
+async def test_rtcp_on_the_rtp_port_or_the_next_is_ignored_and_audio_goes_on() -> None:
+    peer = Peer()
+    rtp, audio, _ = await session(Media(peer.address, PCMU, 101))
+    try:
+        # multiplexed on the RTP port (rtcp-mux), and on the RTCP port above it
+        peer.send([rtcp_report(), rtcp_report()], ("127.0.0.1", rtp.port))
+        peer.send([rtcp_report()], ("127.0.0.1", rtp.port + 1))
+        await until(lambda: rtp.rtcp == 3)
+        assert audio == [] and rtp.dropped == 0 and rtp.received == 0
+        packets = rtp_packets(tone(0.1), PCMU)
+        peer.send(packets, ("127.0.0.1", rtp.port))
+        await until(lambda: len(audio) == len(packets))
+        assert rtp.sent > 0
+    finally:
+        await rtp.close()
+        peer.close()
+    # the RTCP port is given back with the RTP one
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", rtp.port + 1))

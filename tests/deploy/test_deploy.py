@@ -269,7 +269,11 @@ def test_metrics_port_is_kept_off_the_ingress() -> None:
     env = platform_env(docs)
     metrics_port = int(env["BONMONIQ_METRICS_ADDR"].rpartition(":")[2])
     http_port = int(env["BONMONIQ_PORT"])
-    ports = {p["name"]: p["containerPort"] for p in platform_container(docs)["ports"]}
+    ports = {
+        p["name"]: p["containerPort"]
+        for p in platform_container(docs)["ports"]
+        if p.get("protocol", "TCP") == "TCP" and not p.get("name", "").startswith("sip-")
+    }
     assert ports == {"http": http_port, "metrics": metrics_port}
     # The Service the Ingress routes to has no metrics port.
     public = find(docs, "Service", "bonmoniq")
@@ -283,6 +287,9 @@ def test_metrics_port_is_kept_off_the_ingress() -> None:
     assert policy["policyTypes"] == ["Ingress"]
     reach: dict[str, set[int]] = {}
     for rule in policy["ingress"]:
+        if "from" not in rule:  # open to all: SIP and RTP only (test_sip_ports_are_exposed)
+            assert {p["port"] for p in rule["ports"]} <= {5060, 40000}
+            continue
         ns = {
             s["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
             for s in rule["from"]
@@ -290,6 +297,56 @@ def test_metrics_port_is_kept_off_the_ingress() -> None:
         for name in ns:
             reach.setdefault(name, set()).update(p["port"] for p in rule["ports"])
     assert reach == {"ingress-nginx": {http_port}, "monitoring": {metrics_port}}
+
+
+def rtp_range(spec: str) -> range:
+    low, _, high = spec.partition("-")
+    return range(int(low), int(high) + 1)
+
+
+def test_sip_ports_are_exposed() -> None:
+    # Kubernetes: SIP on 5060 UDP and TCP and the whole RTP range as hostPorts of the pod,
+    # the node's address advertised, the NetworkPolicy open to them.
+    docs = base_docs()
+    env = platform_env(docs)
+    sip_port = int(env["BONMONIQ_SIP_PORT"])
+    rtp = rtp_range(env["BONMONIQ_SIP_RTP_PORTS"])
+    assert len(rtp) >= 2 * int(env["BONMONIQ_MAX_CALLS"])  # an RTP and an RTCP port per call
+    container = platform_container(docs)
+    exposed = {
+        (p["containerPort"], p.get("protocol", "TCP"))
+        for p in container["ports"]
+        if p.get("hostPort") == p["containerPort"]
+    }
+    assert {(sip_port, "UDP"), (sip_port, "TCP")} <= exposed
+    assert {(port, "UDP") for port in rtp} <= exposed
+    public = [e for e in container["env"] if e["name"] == "BONMONIQ_SIP_PUBLIC_HOST"]
+    assert public and public[0]["valueFrom"]["fieldRef"]["fieldPath"] == "status.hostIP"
+    policy = find(docs, "NetworkPolicy", "bonmoniq")["spec"]
+    open_ports = {
+        (p["protocol"], p["port"], p.get("endPort", p["port"]))
+        for rule in policy["ingress"]
+        if "from" not in rule
+        for p in rule["ports"]
+    }
+    assert {("UDP", sip_port, sip_port), ("TCP", sip_port, sip_port)} <= open_ports
+    assert ("UDP", rtp.start, rtp.stop - 1) in open_ports
+    # Compose: each platform publishes its own SIP port (UDP and TCP) and RTP range.
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    seen = []
+    for name in ("platform-1", "platform-2"):
+        service = compose["services"][name]
+        env = service["environment"]
+        port, ports = env["BONMONIQ_SIP_PORT"], env["BONMONIQ_SIP_RTP_PORTS"]
+        assert f"{port}:{port}/udp" in service["ports"] and f"{port}:{port}/tcp" in service["ports"]
+        assert f"{ports}:{ports}/udp" in service["ports"]
+        assert "BONMONIQ_SIP_PUBLIC_HOST" in env
+        seen.append((port, ports))
+    assert len(set(seen)) == 2  # one host: no two platforms on the same ports
+    # the operator's documents say what a node needs
+    docs_text = (DEPLOY / "README.md").read_text() + (DEPLOY / "RUNBOOK.md").read_text()
+    for word in ("BONMONIQ_SIP_PUBLIC_HOST", "hostNetwork", "LoadBalancer", "BONMONIQ_SIP_TRUSTED"):
+        assert word in docs_text, word
 
 
 def test_autoscaler_targets_the_calls_in_progress_gauge() -> None:

@@ -29,7 +29,7 @@ from carriers.sip.codec import PCMU, RtpMalformed, decode, parse_rtp
 from routing import Agent, Directory
 from tests.conftest import LiveServer, call_store
 from tests.fakes.scripted_llm import Reply, ScriptedLLM
-from tests.helpers import auth, hear, new_tenant, pause, say
+from tests.helpers import auth, hear, new_tenant, pause, say, until
 from tests.sip_helpers import (
     REGISTRAR_PASSWORD,
     REGISTRAR_USERNAME,
@@ -59,18 +59,6 @@ def registrar(tmp_path: Path) -> Iterator[SippRegistrar]:
     r = SippRegistrar(tmp_path)
     yield r
     r.stop()
-
-
-async def until(check: Any, within: float) -> Any:
-    """Poll ``check`` (sync or async) until it returns something true, for ``within`` seconds."""
-    async with asyncio.timeout(within):
-        while True:
-            got = check()
-            if asyncio.iscoroutine(got):
-                got = await got
-            if got:
-                return got
-            await asyncio.sleep(0.2)
 
 
 class RtpRecorder:
@@ -305,3 +293,84 @@ async def sipp(sip_port: int, account_id: str, scenario: str, name: str, work: P
     )  # fmt: skip
     async with asyncio.timeout(60):
         return await proc.wait()
+
+
+async def test_a_transfer_is_a_refer_to_the_pbx_then_our_bye(
+    scripted_server: LiveServer,
+    scripted_redis: Redis,
+    scripted_llm: ScriptedLLM,
+    registrar: SippRegistrar,
+    tmp_path: Path,
+) -> None:
+    """SIPp is the PBX: it takes the REFER (202), reports the new call's outcome in a NOTIFY,
+    then gets our BYE; once the person answered (2xx) and once the transfer failed (486)."""
+    server, sip_port = scripted_server, scripted_server.sip_port
+    await until(registrar.listening, 10)
+    tenant, admin = await new_tenant(server, "pbx-transfers")
+    desk = "+14155550123"
+    agent = await Directory(scripted_redis).add_agent(
+        Agent(name="desk", prompt="You answer the bakery's phone.", tenant=tenant,
+              transfer_number=desk, tools=("end_call", "transfer"))
+    )  # fmt: skip
+    scripted_llm.script(lambda _body: Reply.say(ANSWER))
+    async with httpx.AsyncClient(base_url=server.url) as c:
+        r = await c.post(
+            "/v1/sip-accounts",
+            json={"name": "office pbx", "provider": "pbx", "registrar": "127.0.0.1",
+                  "port": registrar.port, "username": REGISTRAR_USERNAME,
+                  "password": REGISTRAR_PASSWORD, "agent_id": agent.agent_id, "expires_s": 120},
+            headers=auth(admin),
+        )  # fmt: skip
+        assert r.status_code == 201, r.text
+        account_id = r.json()["account_id"]
+
+        async def registered() -> bool:
+            got = await c.get(f"/v1/sip-accounts/{account_id}", headers=auth(admin))
+            return bool(got.json()["registration"]["state"] == "registered")
+
+        await until(registered, 30)
+
+    known: set[str] = set()
+    for sipfrag, event in (("200 OK", "transferred"), ("486 Busy Here", "transfer_refused")):
+        scenario = (SIPP / "refer_pbx.xml").read_text().replace("@SIPFRAG@", sipfrag)
+        name = event.replace("_", "-")
+        path = tmp_path / f"{name}.xml"
+        path.write_text(scenario)
+        messages = tmp_path / f"{name}-messages.log"
+        proc = await asyncio.create_subprocess_exec(
+            "sipp", "-sf", str(path), f"127.0.0.1:{sip_port}", "-i", "127.0.0.1",
+            "-p", str(free_udp_port()), "-mi", "127.0.0.1", "-mp", str(free_udp_port(even=True)),
+            "-s", account_id, "-key", "rtpport", str(free_udp_port(even=True)),
+            "-m", "1", "-timeout", "120s", "-timeout_error", "-nostdin",
+            "-trace_msg", "-message_file", str(messages),
+            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            call = await the_call(server, admin, known)
+            known.add(call["call_id"])
+
+            async def answered(call_id: str = call["call_id"]) -> bool:
+                async with httpx.AsyncClient(base_url=server.url) as c:
+                    got = await c.get(f"/v1/calls/{call_id}", headers=auth(admin))
+                return bool(got.json()["state"] == "in-progress")
+
+            await until(answered, 30)
+            async with httpx.AsyncClient(base_url=server.url) as c:
+                r = await c.post(f"/v1/calls/{call['call_id']}/transfer", headers=auth(admin))
+            assert r.status_code == 202, r.text
+            async with asyncio.timeout(150):
+                rc = await proc.wait()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        log = messages.read_text(errors="replace")
+        assert rc == 0, log[-3000:]
+        assert f"Refer-To: <sip:{desk}@127.0.0.1>" in log
+        assert await final_state(server, admin, call["call_id"]) == "completed"
+        events = await call_store(server, scripted_redis).events(call["call_id"])
+        kinds = [str(e.type) for e in events]
+        assert event in kinds, kinds
+        if event == "transfer_refused":
+            refused = [e.data for e in events if e.type == CallEventType.TRANSFER_REFUSED]
+            assert refused[0]["code"] == "carrier_failed", refused

@@ -129,7 +129,7 @@ class LiveCalls:
             TransferDenied: a transfer refused by routing, the limits or the carrier.
         """
         call = self._calls.get(call_id)
-        if call is None:
+        if call is None or call.media_over:
             raise CallNotLive("the call is over or no process holds it")
         if action is Action.TRANSFER:
             return await self._transfer(call)

@@ -146,6 +146,7 @@ class CallSession:
         self._opening_voice = deps.engines.voices.voice_for(agent.voice, self.language.code)
         self._deps = deps
         self._ending = False
+        self._media_over = False  # the pipeline has ended: commands no longer apply
         self._voicemail = False  # a machine answered: no conversation, only its message
         self._cut = False  # the maximum length cancelled the pipeline
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -502,6 +503,11 @@ class CallSession:
         text = message_text(self.language.code, message)
         await self._say_and_end(text, by="platform", reason="voicemail message")
 
+    @property
+    def media_over(self) -> bool:
+        """The call's media has ended: what is left is its bookkeeping."""
+        return self._media_over
+
     async def hang_up(self, by: str) -> None:
         """End the call from outside it: the farewell, then the hang-up (as the end-call tool)."""
         await self._say_and_end(self.say.farewell, by=by, reason="hang-up command")
@@ -816,12 +822,15 @@ class CallSession:
                 await self.store.advance(self.call.call_id, CallState.IN_PROGRESS, time.time())
             except Exception:
                 log.exception("could not update call state")
-            if await self._prepare_announcement():
-                await self._run_pipeline()
-            else:
-                self._ending = True
-                with contextlib.suppress(Exception):  # the caller may have gone already
-                    await self.link.socket.close()
+            try:
+                if await self._prepare_announcement():
+                    await self._run_pipeline()
+                else:
+                    self._ending = True
+                    with contextlib.suppress(Exception):  # the caller may have gone already
+                        await self.link.socket.close()
+            finally:
+                self._media_over = True
             if self._hand_over_task is not None:  # its outcome decides the hang-up
                 await asyncio.wait([self._hand_over_task])
             # A transferred call goes on at the carrier, bridged to the person: never hung up.

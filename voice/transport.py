@@ -40,6 +40,10 @@ T = TypeVar("T")
 class LiveCall(Protocol):
     """What may be done to a running call from outside it (a live-call command)."""
 
+    @property
+    def media_over(self) -> bool:
+        """The call's media has ended (what is left is its bookkeeping): no command applies."""
+
     async def hang_up(self, by: str) -> None:
         """The agent says its farewell, then the call ends (the carrier hangs up)."""
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import errno
 import functools
 import inspect
 import ipaddress
@@ -530,6 +531,8 @@ class AccountRegistration:
         self._set(RegStatus(RegState.STOPPED))
 
 
+#: How many free UDP ports are tried for a stack on port 0 (TCP must get the same number).
+_BIND_ATTEMPTS = 20
 #: Last INVITE responses kept before those of calls no longer known are dropped.
 _MAX_REPLIES = 256
 
@@ -598,8 +601,25 @@ class SipStack:
     # --- lifecycle ---
 
     async def start(self) -> None:
-        """Bind the transports and start answering requests."""
+        """Bind the transports and start answering requests.
+
+        Port 0: a free UDP port, whose number TCP must get too; when TCP has it taken already,
+        another is tried.
+        """
         logging.getLogger("aiosipua").setLevel(logging.CRITICAL)  # it logs addresses and URIs
+        wanted = self.port
+        for attempt in range(_BIND_ATTEMPTS):
+            try:
+                await self._bind()
+                break
+            except OSError as e:
+                await self.stop()
+                self.port = wanted
+                if wanted != 0 or e.errno != errno.EADDRINUSE or attempt == _BIND_ATTEMPTS - 1:
+                    raise
+        log.info("SIP stack listening", extra={"port": self.port, "tcp": self.tcp})
+
+    async def _bind(self) -> None:
         self.udp = _UdpTransport(local_addr=(self.host, self.port))
         self.udp.on_unreachable = self._icmp
         await self._serve(self.udp, "udp")
@@ -611,7 +631,6 @@ class SipStack:
             self.tcp_transport = _TcpTransport(local_addr=(self.host, self.port))
             await self._serve(self.tcp_transport, "tcp")
             self.tcp_transport.local_addr = (self.advertised_host, self.port)
-        log.info("SIP stack listening", extra={"port": self.port, "tcp": self.tcp})
 
     async def _serve(self, transport: SipTransport, name: str) -> None:
         uac = SipUAC(transport)

@@ -44,6 +44,7 @@ class Session:
     asked: list[str] = field(default_factory=list)
     #: What a transfer does: its result, or the session's error.
     transfers: list[str | Exception] = field(default_factory=list)
+    media_over: bool = False
 
     async def hang_up(self, by: str) -> None:
         self.asked.append(f"hang_up:{by}")
@@ -146,6 +147,11 @@ async def test_a_command_reaches_the_process_holding_the_call_and_is_answered(
         # Admitted: the answer comes at once, the hand-over goes on in the call.
         assert await a.bus.send(call_id, Action.TRANSFER) == "transferring"
         assert session.asked[-4:] == ["transfer:api"] * 4
+        # Its media over (the session finishing its bookkeeping): no command applies.
+        session.media_over = True
+        with pytest.raises(CallNotLive):
+            await a.bus.send(call_id, Action.HANGUP)
+        assert session.asked[-1] == "transfer:api"
         # The session ended: the call is no longer live anywhere.
         await b.live.detach(call_id)
         assert await calls.holder(call_id) is None
